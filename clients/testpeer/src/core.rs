@@ -1,0 +1,345 @@
+//! [`PeerCore`]: the sans-IO test Peer.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcError};
+
+/// What a Peer publishes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Publish {
+    /// Send one Opus-like audio track (20 ms frames).
+    pub audio: bool,
+    /// Send one VP8-like video track (30 fps, a key frame first and on every request).
+    pub video: bool,
+    /// Open a data channel with this label.
+    pub data_label: Option<&'static str>,
+}
+
+/// What arrived on one received m-line.
+#[derive(Debug, Clone, Default)]
+pub struct TrackStats {
+    /// Audio or video.
+    pub kind: Option<MediaKind>,
+    /// Frames received.
+    pub frames: u64,
+    /// Of those, key frames (video).
+    pub keyframes: u64,
+    /// Bytes of frame payload received.
+    pub bytes: u64,
+}
+
+/// Counters of a Peer.
+#[derive(Debug, Clone, Default)]
+pub struct PeerStats {
+    /// ICE+DTLS connected at least once.
+    pub connected: bool,
+    /// The connection closed.
+    pub closed: bool,
+    /// Received media per Track id (the msid track id the gateway put in its offer).
+    pub tracks: HashMap<String, TrackStats>,
+    /// Data-channel messages received, in order.
+    pub messages: Vec<Vec<u8>>,
+    /// Key frame requests received for the published video.
+    pub keyframe_requests: u64,
+    /// Video frames sent.
+    pub video_frames_sent: u64,
+    /// Audio frames sent.
+    pub audio_frames_sent: u64,
+}
+
+/// A sans-IO WebRTC Peer. Call [`PeerCore::handle_datagram`], [`PeerCore::handle_timeout`] and
+/// [`PeerCore::tick`], then take datagrams from [`PeerCore::outbox`].
+pub struct PeerCore {
+    /// The str0m instance.
+    pub rtc: Rtc,
+    /// The local address (must be the destination of datagrams handed in).
+    pub addr: SocketAddr,
+    /// Datagrams to send: (source, destination, bytes).
+    pub outbox: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Counters.
+    pub stats: PeerStats,
+    timeout: Instant,
+    publish: Publish,
+    audio_mid: Option<Mid>,
+    video_mid: Option<Mid>,
+    channel: Option<ChannelId>,
+    pending: Option<SdpPendingOffer>,
+    next_audio: Option<Instant>,
+    next_video: Option<Instant>,
+    want_keyframe: bool,
+    video_started: Option<Instant>,
+    mid_track: HashMap<Mid, String>,
+    /// Payload size of video frames (several RTP packets each).
+    pub video_frame_bytes: usize,
+    /// Stop sending media (tracks stay negotiated).
+    pub muted: bool,
+}
+
+/// A VP8 key frame starts with a frame tag whose lowest bit is 0, then the start code 9d 01 2a.
+const VP8_KEY_HEADER: [u8; 10] = [0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
+/// A VP8 inter frame has the lowest bit of the frame tag set.
+const VP8_DELTA_HEADER: [u8; 3] = [0x11, 0x02, 0x00];
+
+impl PeerCore {
+    /// A Peer at `addr` (a host candidate; datagrams to it must carry it as destination).
+    pub fn new(now: Instant, addr: SocketAddr) -> Self {
+        let mut rtc = Rtc::builder()
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            .build(now);
+        // A loopback or test address is a valid host candidate for str0m.
+        let c = Candidate::host(addr, "udp").expect("a usable host address");
+        rtc.add_local_candidate(c);
+        Self {
+            rtc,
+            addr,
+            outbox: VecDeque::new(),
+            stats: PeerStats::default(),
+            timeout: now,
+            publish: Publish::default(),
+            audio_mid: None,
+            video_mid: None,
+            channel: None,
+            pending: None,
+            next_audio: None,
+            next_video: None,
+            want_keyframe: true,
+            video_started: None,
+            mid_track: HashMap::new(),
+            video_frame_bytes: 2500,
+            muted: false,
+        }
+    }
+
+    /// Creates the initial offer for what to publish. Returns the SDP text.
+    pub fn create_offer(&mut self, publish: Publish) -> String {
+        self.publish = publish;
+        let mut api = self.rtc.sdp_api();
+        if publish.audio {
+            self.audio_mid =
+                Some(api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+        }
+        if publish.video {
+            self.video_mid =
+                Some(api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+        }
+        if let Some(label) = publish.data_label {
+            api.add_channel(label.to_string());
+        } else if !publish.audio && !publish.video {
+            // An offer needs at least one m-line; a receive-only Peer still opens a channel.
+            api.add_channel("_".to_string());
+        }
+        let (offer, pending) = api.apply().expect("the offer has changes");
+        self.pending = Some(pending);
+        self.drain();
+        offer.to_sdp_string()
+    }
+
+    /// Creates a renegotiation offer of the Peer's own (used to provoke glare): it adds a
+    /// receive-only audio m-line, which needs an offer.
+    pub fn create_renegotiation_offer(&mut self) -> Option<String> {
+        let mut api = self.rtc.sdp_api();
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = api.apply()?;
+        self.pending = Some(pending);
+        self.drain();
+        Some(offer.to_sdp_string())
+    }
+
+    /// Applies the gateway's answer to our offer.
+    pub fn accept_answer(&mut self, sdp: &str) -> Result<(), RtcError> {
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(RtcError::from)?;
+        let pending = self.pending.take().expect("an offer is outstanding");
+        self.rtc.sdp_api().accept_answer(pending, answer)?;
+        self.drain();
+        Ok(())
+    }
+
+    /// Answers a gateway offer (renegotiation). Returns the SDP answer.
+    pub fn accept_offer(&mut self, sdp: &str) -> Result<String, RtcError> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(RtcError::from)?;
+        self.pending = None;
+        let answer = self.rtc.sdp_api().accept_offer(offer)?;
+        self.drain();
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Whether an offer of ours awaits an answer.
+    pub fn has_pending_offer(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Sends a data-channel message on the channel opened by [`Publish::data_label`].
+    /// Returns false if the channel is not open yet.
+    pub fn send_data(&mut self, data: &[u8]) -> bool {
+        let Some(id) = self.channel else {
+            return false;
+        };
+        let ok = match self.rtc.channel(id) {
+            Some(mut ch) => ch.write(false, data).unwrap_or(false),
+            None => false,
+        };
+        self.drain();
+        ok
+    }
+
+    /// Whether the data channel is open.
+    pub fn channel_open(&self) -> bool {
+        self.channel.is_some()
+    }
+
+    /// Handles one datagram addressed to this Peer.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, buf: &[u8]) {
+        let Ok(r) = Receive::new(Protocol::Udp, source, self.addr, buf) else {
+            return;
+        };
+        let input = Input::Receive(now, r);
+        if !self.rtc.accepts(&input) {
+            return;
+        }
+        let _ = self.rtc.handle_input(input);
+        self.drain();
+    }
+
+    /// Advances time.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let _ = self.rtc.handle_input(Input::Timeout(now));
+        self.drain();
+    }
+
+    /// When the Peer next needs [`PeerCore::handle_timeout`] or [`PeerCore::tick`].
+    pub fn next_timeout(&self) -> Instant {
+        let mut t = self.timeout;
+        for n in [self.next_audio, self.next_video].into_iter().flatten() {
+            t = t.min(n);
+        }
+        t
+    }
+
+    /// Sends the media frames due at `now`.
+    pub fn tick(&mut self, now: Instant) {
+        if !self.rtc.is_connected() || self.muted {
+            return;
+        }
+        if let Some(mid) = self.audio_mid {
+            let due = *self.next_audio.get_or_insert(now);
+            if now >= due {
+                let n = self.stats.audio_frames_sent;
+                let pt = self.pt(Codec::Opus);
+                if let (Some(pt), Some(w)) = (pt, self.rtc.writer(mid)) {
+                    let mut frame = vec![0xfc];
+                    frame.extend((0..80).map(|i| (i as u64 + n) as u8));
+                    let t = MediaTime::new(n * 960, Frequency::FORTY_EIGHT_KHZ);
+                    if w.audio_level(-30, true).write(pt, now, t, frame).is_ok() {
+                        self.stats.audio_frames_sent += 1;
+                    }
+                }
+                self.next_audio = Some(due + Duration::from_millis(20));
+            }
+        }
+        if let Some(mid) = self.video_mid {
+            let due = *self.next_video.get_or_insert(now);
+            if now >= due {
+                let started = *self.video_started.get_or_insert(now);
+                let key = std::mem::take(&mut self.want_keyframe);
+                let mut frame = Vec::with_capacity(self.video_frame_bytes);
+                if key {
+                    frame.extend_from_slice(&VP8_KEY_HEADER);
+                } else {
+                    frame.extend_from_slice(&VP8_DELTA_HEADER);
+                }
+                let n = self.stats.video_frames_sent;
+                frame.resize(self.video_frame_bytes, (n % 251) as u8);
+                let pt = self.pt(Codec::Vp8);
+                let elapsed = now.duration_since(started);
+                let t = MediaTime::from_90khz((elapsed.as_micros() * 9 / 100) as u64);
+                if let (Some(pt), Some(w)) = (pt, self.rtc.writer(mid)) {
+                    if w.write(pt, now, t, frame).is_ok() {
+                        self.stats.video_frames_sent += 1;
+                    } else if key {
+                        self.want_keyframe = true;
+                    }
+                }
+                self.next_video = Some(due + Duration::from_millis(33));
+            }
+        }
+        self.drain();
+    }
+
+    fn pt(&self, codec: Codec) -> Option<str0m::media::Pt> {
+        self.rtc
+            .codec_config()
+            .find(|p| p.spec().codec == codec)
+            .map(|p| p.pt())
+    }
+
+    fn drain(&mut self) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.timeout = t;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => {
+                    self.outbox
+                        .push_back((t.source, t.destination, t.contents.into()))
+                }
+                Ok(Output::Event(e)) => self.on_event(e),
+                Err(_) => {
+                    self.stats.closed = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::Connected => self.stats.connected = true,
+            Event::Closed => self.stats.closed = true,
+            Event::ChannelOpen(id, label) => {
+                if Some(label.as_str()) == self.publish.data_label {
+                    self.channel = Some(id);
+                }
+            }
+            Event::ChannelData(d) => self.stats.messages.push(d.data),
+            Event::KeyframeRequest(_) => {
+                self.stats.keyframe_requests += 1;
+                self.want_keyframe = true;
+            }
+            Event::MediaAdded(m) => {
+                if let Some(media) = self.rtc.media(m.mid) {
+                    self.mid_track.insert(m.mid, media.track_id().to_string());
+                }
+            }
+            Event::MediaData(d) => {
+                let track = self
+                    .mid_track
+                    .get(&d.mid)
+                    .cloned()
+                    .unwrap_or_else(|| format!("mid:{}", d.mid));
+                let kind = self.rtc.media(d.mid).map(|m| m.kind());
+                let st = self.stats.tracks.entry(track).or_default();
+                st.kind = kind;
+                st.frames += 1;
+                st.bytes += d.data.len() as u64;
+                if kind == Some(MediaKind::Video) && d.data.first().is_some_and(|b| b & 1 == 0) {
+                    st.keyframes += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Closes the peer connection (DTLS close_notify).
+    pub fn close(&mut self) {
+        let _ = self.rtc.close();
+        self.drain();
+    }
+}

@@ -1,0 +1,144 @@
+//! Demultiplexing: which Session a datagram from the Worker's socket belongs to.
+//!
+//! Owns the two indexes (remote address, then local ICE ufrag) and the tiny STUN parser that reads
+//! the USERNAME attribute. It must never scan Sessions and never panic on any input bytes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// Key of a Session inside one [`crate::Sfu`].
+pub(crate) type SessionKey = u64;
+
+/// Remote-address and ufrag indexes. Both keys come from the network or from SDP the Peer chose,
+/// so they use the default SipHash (resistant to hash flooding).
+#[derive(Debug, Default)]
+pub(crate) struct Demux {
+    by_addr: HashMap<SocketAddr, SessionKey>,
+    by_ufrag: HashMap<String, SessionKey>,
+}
+
+impl Demux {
+    pub(crate) fn insert_ufrag(&mut self, ufrag: String, key: SessionKey) {
+        self.by_ufrag.insert(ufrag, key);
+    }
+
+    pub(crate) fn insert_addr(&mut self, addr: SocketAddr, key: SessionKey) {
+        self.by_addr.insert(addr, key);
+    }
+
+    /// Removes every entry of a Session.
+    pub(crate) fn remove(&mut self, ufrag: &str, addrs: &[SocketAddr], key: SessionKey) {
+        if self.by_ufrag.get(ufrag) == Some(&key) {
+            self.by_ufrag.remove(ufrag);
+        }
+        for a in addrs {
+            if self.by_addr.get(a) == Some(&key) {
+                self.by_addr.remove(a);
+            }
+        }
+    }
+
+    /// Finds the Session for a datagram: by source address, else (for a STUN request) by the local
+    /// ufrag in its USERNAME. The caller confirms with `Rtc::accepts`.
+    pub(crate) fn route(&self, source: SocketAddr, buf: &[u8]) -> Option<(SessionKey, bool)> {
+        if let Some(k) = self.by_addr.get(&source) {
+            return Some((*k, false));
+        }
+        let ufrag = stun_local_ufrag(buf)?;
+        // USERNAME is valid UTF-8 only if the Peer behaves; a lossy key can never match ours.
+        let ufrag = std::str::from_utf8(ufrag).ok()?;
+        self.by_ufrag.get(ufrag).map(|k| (*k, true))
+    }
+
+    pub(crate) fn len(&self) -> (usize, usize) {
+        (self.by_addr.len(), self.by_ufrag.len())
+    }
+}
+
+const STUN_MAGIC: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+const STUN_ATTR_USERNAME: u16 = 0x0006;
+
+/// For a STUN message, returns the part of USERNAME before `:` (the receiver's ufrag, i.e. ours).
+/// Returns `None` for anything else. Pure, bounds-checked, never panics.
+pub fn stun_local_ufrag(buf: &[u8]) -> Option<&[u8]> {
+    if buf.len() < 20 || buf[0] & 0xC0 != 0 || buf[4..8] != STUN_MAGIC {
+        return None;
+    }
+    let body_len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
+    let body = buf.get(20..20 + body_len)?;
+    let mut at = 0usize;
+    while at + 4 <= body.len() {
+        let typ = u16::from_be_bytes([body[at], body[at + 1]]);
+        let len = u16::from_be_bytes([body[at + 2], body[at + 3]]) as usize;
+        let value = body.get(at + 4..at + 4 + len)?;
+        if typ == STUN_ATTR_USERNAME {
+            let end = value.iter().position(|b| *b == b':').unwrap_or(value.len());
+            return Some(&value[..end]);
+        }
+        // Attributes are padded to a multiple of four bytes.
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stun_with_username(user: &[u8]) -> Vec<u8> {
+        let mut attr = vec![0x00, 0x06];
+        attr.extend_from_slice(&(user.len() as u16).to_be_bytes());
+        attr.extend_from_slice(user);
+        while attr.len() % 4 != 0 {
+            attr.push(0);
+        }
+        let mut m = vec![0x00, 0x01];
+        m.extend_from_slice(&(attr.len() as u16).to_be_bytes());
+        m.extend_from_slice(&STUN_MAGIC);
+        m.extend_from_slice(&[7; 12]);
+        m.extend_from_slice(&attr);
+        m
+    }
+
+    #[test]
+    fn reads_the_local_ufrag() {
+        let m = stun_with_username(b"ours:theirs");
+        assert_eq!(stun_local_ufrag(&m), Some(&b"ours"[..]));
+    }
+
+    #[test]
+    fn never_panics_on_truncations_or_noise() {
+        let m = stun_with_username(b"abcdefgh:ijkl");
+        for n in 0..m.len() {
+            let _ = stun_local_ufrag(&m[..n]);
+        }
+        // A deterministic pseudo-random sweep (xorshift) over lengths and bytes.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 96) as usize;
+            let mut buf: Vec<u8> = (0..len).map(|i| (x >> (i % 8 * 8)) as u8).collect();
+            if len >= 8 {
+                buf[0] &= 0x3F;
+                buf[4..8].copy_from_slice(&STUN_MAGIC);
+            }
+            let _ = stun_local_ufrag(&buf);
+        }
+    }
+
+    #[test]
+    fn routes_by_address_first_then_ufrag_and_forgets_on_remove() {
+        let mut d = Demux::default();
+        let a: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        d.insert_ufrag("ours".into(), 1);
+        let m = stun_with_username(b"ours:theirs");
+        assert_eq!(d.route(a, &m), Some((1, true)));
+        d.insert_addr(a, 1);
+        assert_eq!(d.route(a, b"rtp"), Some((1, false)));
+        d.remove("ours", &[a], 1);
+        assert_eq!(d.route(a, &m), None);
+        assert_eq!(d.len(), (0, 0));
+    }
+}

@@ -1,0 +1,29 @@
+//! Switchboard's SFU core: every decision about Rooms, Sessions, Tracks, forwarding, keyframes
+//! and data relay, as a sans-IO state machine ([`Sfu`]).
+//!
+//! # Invariants
+//! - No IO: this crate depends on no async runtime, socket or RPC library (its `Cargo.toml` is the
+//!   proof), and never reads the clock: time arrives as `now: Instant` on every input.
+//! - One owner: an [`Sfu`] is owned by one Worker thread and mutated through `&mut self` only.
+//! - Bytes from a Peer never panic and never produce an error; they are dropped and counted.
+//!
+//! # Driving loop
+//! 1. Feed one input: a control call (`create_room`, `apply_offer`, …), [`Sfu::handle_datagram`]
+//!    or [`Sfu::handle_timeout`].
+//! 2. Call [`Sfu::poll_output`] until it returns [`Output::Timeout`]: send each
+//!    [`Output::Transmit`], publish each [`Output::Event`].
+//! 3. Wait for the next datagram, control call, or the timeout instant; go to 1.
+
+#![warn(missing_docs)]
+
+mod demux;
+mod error;
+mod ids;
+mod model;
+mod sfu;
+
+pub use demux::stun_local_ufrag;
+pub use error::CoreError;
+pub use ids::{IdError, MAX_ID_LEN, ParticipantId, RoomId, SessionId, TrackId};
+pub use model::*;
+pub use sfu::{Datagram, MAX_METADATA_BYTES, Output, RemoteCandidate, Sfu, SfuConfig};

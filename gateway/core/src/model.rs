@@ -1,0 +1,256 @@
+//! Plain data the core hands out: specs a backend gives ([`RoomSpec`], [`SessionSpec`]), snapshots it
+//! reads back ([`RoomInfo`], [`SessionInfo`], [`TrackInfo`]) and the events it emits ([`SfuEvent`]).
+//!
+//! These are domain types, not wire types: the API layer converts them to and from protobuf.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use crate::ids::{ParticipantId, RoomId, SessionId, TrackId};
+
+/// What a backend asks for when creating a Room. `None` means "the configured default".
+#[derive(Debug, Clone)]
+pub struct RoomSpec {
+    /// Caller-chosen id; `None` generates one.
+    pub id: Option<RoomId>,
+    /// Most Sessions at once.
+    pub max_sessions: Option<u32>,
+    /// How long the Room may stay empty before it closes.
+    pub empty_timeout: Option<Duration>,
+    /// Opaque backend data.
+    pub metadata: String,
+    /// Wall-clock creation time, supplied by the caller (the core reads no clock).
+    pub created_at: SystemTime,
+}
+
+/// A Room as reported to backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomInfo {
+    /// The Room's id.
+    pub id: RoomId,
+    /// Most Sessions at once (default filled in).
+    pub max_sessions: u32,
+    /// Empty timeout (default filled in).
+    pub empty_timeout: Duration,
+    /// Opaque backend data.
+    pub metadata: String,
+    /// Sessions in the Room now.
+    pub session_count: u32,
+    /// When it was created.
+    pub created_at: SystemTime,
+}
+
+/// What a Session may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permissions {
+    /// May publish media.
+    pub publish: bool,
+    /// Receives other Participants' media.
+    pub subscribe: bool,
+    /// May send data-channel messages.
+    pub data: bool,
+}
+
+impl Default for Permissions {
+    fn default() -> Self {
+        Self {
+            publish: true,
+            subscribe: true,
+            data: true,
+        }
+    }
+}
+
+/// What a backend asks for when creating a Session.
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    /// The Room to join.
+    pub room: RoomId,
+    /// The owning Participant.
+    pub participant: ParticipantId,
+    /// Opaque backend data.
+    pub metadata: String,
+    /// What the Session may do.
+    pub permissions: Permissions,
+    /// Wall-clock creation time, supplied by the caller.
+    pub created_at: SystemTime,
+}
+
+/// Connection state of a Session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// No offer applied yet.
+    New,
+    /// Negotiated; ICE/DTLS not complete.
+    Connecting,
+    /// Media and data flow.
+    Connected,
+    /// Lost connectivity; closes after the grace period unless it recovers.
+    Disconnected,
+}
+
+/// A Session as reported to backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The Session's id.
+    pub id: SessionId,
+    /// Its Room.
+    pub room: RoomId,
+    /// Its Participant.
+    pub participant: ParticipantId,
+    /// Opaque backend data.
+    pub metadata: String,
+    /// Permissions.
+    pub permissions: Permissions,
+    /// Connection state.
+    pub state: SessionState,
+    /// Tracks it publishes now.
+    pub published: Vec<TrackId>,
+    /// When it was created.
+    pub created_at: SystemTime,
+}
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackKind {
+    /// Audio.
+    Audio,
+    /// Video.
+    Video,
+}
+
+/// A published Track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackInfo {
+    /// The Track's id.
+    pub id: TrackId,
+    /// The publishing Session.
+    pub session: SessionId,
+    /// The publishing Participant.
+    pub participant: ParticipantId,
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// The m-line mid in the publisher's SDP.
+    pub mid: String,
+    /// Simulcast rids the publisher sends (empty without simulcast).
+    pub rids: Vec<String>,
+}
+
+/// Why a Session closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionCloseReason {
+    /// The backend closed it.
+    BackendRequest,
+    /// Its Room was deleted.
+    RoomDeleted,
+    /// The Peer closed the connection.
+    PeerClosed,
+    /// Disconnected longer than the grace period.
+    DisconnectTimeout,
+    /// Never connected within the connect timeout.
+    ConnectTimeout,
+    /// The gateway is shutting down.
+    GatewayShutdown,
+    /// A bug while handling this Session; only it was affected.
+    InternalError,
+    /// The Peer broke the protocol (for example a failed DTLS handshake).
+    PeerError,
+}
+
+/// Why a Room closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomCloseReason {
+    /// The backend deleted it.
+    BackendRequest,
+    /// Empty longer than its timeout.
+    EmptyTimeout,
+    /// The gateway is shutting down.
+    GatewayShutdown,
+}
+
+/// What happened, for the backend's event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A Room was created.
+    RoomCreated,
+    /// A Room closed (after all its Sessions).
+    RoomClosed(RoomCloseReason),
+    /// A Participant's first Session joined.
+    ParticipantJoined(ParticipantId),
+    /// A Participant's last Session left.
+    ParticipantLeft(ParticipantId),
+    /// ICE+DTLS up.
+    SessionConnected,
+    /// ICE lost; closes after `grace` unless it recovers.
+    SessionDisconnected {
+        /// The grace period.
+        grace: Duration,
+    },
+    /// The Session closed.
+    SessionClosed {
+        /// Why.
+        reason: SessionCloseReason,
+        /// Its Participant.
+        participant: ParticipantId,
+    },
+    /// The gateway needs the backend to relay this offer and return the answer.
+    NegotiationNeeded {
+        /// Echo in `ApplyAnswer`.
+        offer_id: u64,
+        /// The SDP offer.
+        sdp: String,
+    },
+    /// A Track was published.
+    TrackPublished(TrackInfo),
+    /// A Track was unpublished.
+    TrackUnpublished {
+        /// The Track.
+        track: TrackId,
+        /// Its publisher.
+        publisher: SessionId,
+    },
+}
+
+/// One event emitted by the core. The driver stamps it with a sequence number and a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SfuEvent {
+    /// The Room concerned.
+    pub room: RoomId,
+    /// The Session concerned, for Session-level events.
+    pub session: Option<SessionId>,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// A datagram for the driver to send.
+#[derive(Debug)]
+pub struct Transmit {
+    /// Local address to send from (one of the Worker's announced addresses).
+    pub source: SocketAddr,
+    /// The Peer's address.
+    pub destination: SocketAddr,
+    /// The bytes.
+    pub contents: Vec<u8>,
+}
+
+/// Counters of things the core dropped or refused, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Datagrams from an unknown address that were not a STUN request for a known Session.
+    pub datagrams_unrouted: u64,
+    /// Datagrams a Session refused or could not parse.
+    pub datagrams_rejected: u64,
+    /// RTP packets forwarded to subscribers.
+    pub rtp_forwarded: u64,
+    /// RTP packets dropped (no payload type match, track not open).
+    pub rtp_dropped: u64,
+    /// Data-channel messages forwarded.
+    pub data_forwarded: u64,
+    /// Data-channel messages dropped (no permission, no matching channel, buffer full).
+    pub data_dropped: u64,
+    /// Sessions closed because of an internal fault.
+    pub session_panics: u64,
+    /// Keyframe requests sent to publishers.
+    pub keyframe_requests: u64,
+}

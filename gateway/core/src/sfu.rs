@@ -1,0 +1,1638 @@
+//! [`Sfu`]: the sans-IO state machine of one Worker. It owns every Room, Session and Track of that
+//! Worker and makes every forwarding decision.
+//!
+//! Inputs are `handle_*(now, …)` calls and the control methods (`create_room`, `apply_offer`, …);
+//! outputs come from [`Sfu::poll_output`]. It never reads a clock, opens a socket or spawns a task:
+//! all time arrives as `now`, all bytes arrive as [`Datagram`]s and leave as [`Transmit`]s.
+//!
+//! str0m's single-mutation rule is kept here, one level up: every mutation of a Session's `Rtc`
+//! marks the Session dirty, and dirty Sessions are drained (to `Output::Timeout`) before any output
+//! leaves the core. Every touch of an `Rtc` runs under `catch_unwind`; a panic closes only that
+//! Session, with `SessionCloseReason::InternalError`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant, SystemTime};
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
+use str0m::ice::IceCreds;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
+
+use crate::demux::{Demux, SessionKey};
+use crate::error::CoreError;
+use crate::ids::{self, ParticipantId, RoomId, SessionId, TrackId};
+use crate::model::*;
+
+/// Most remote addresses remembered per Session (a Peer normally uses one; ICE may try a few).
+const MAX_ADDRS_PER_SESSION: usize = 8;
+/// Longest metadata string accepted, in bytes.
+pub const MAX_METADATA_BYTES: usize = 4096;
+/// How long an idle core may sleep when nothing is scheduled.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Settings of one [`Sfu`], fixed for its lifetime.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Index of the Worker that owns this core (embedded in Session ids).
+    pub worker: u8,
+    /// The addresses announced as host candidates. Datagrams must arrive with one of these as
+    /// their destination.
+    pub candidate_addrs: Vec<SocketAddr>,
+    /// Room size when the backend does not choose one.
+    pub default_max_sessions: u32,
+    /// Upper bound for a Room's `max_sessions`.
+    pub max_sessions_limit: u32,
+    /// Empty timeout when the backend does not choose one.
+    pub default_empty_timeout: Duration,
+    /// Most Rooms on this Worker.
+    pub max_rooms: usize,
+    /// A Session that does not connect within this time after creation is closed.
+    pub connect_timeout: Duration,
+    /// A disconnected Session that does not recover within this time is closed.
+    pub disconnect_grace: Duration,
+    /// Minimum time between two keyframe requests the core relays to one publisher track.
+    pub keyframe_min_interval: Duration,
+    /// Packets kept per outgoing video stream to answer NACKs.
+    pub rtx_cache_packets: usize,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        Self {
+            worker: 0,
+            candidate_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 40000))],
+            default_max_sessions: 100,
+            max_sessions_limit: 1000,
+            default_empty_timeout: Duration::from_secs(300),
+            max_rooms: 10_000,
+            connect_timeout: Duration::from_secs(30),
+            disconnect_grace: Duration::from_secs(10),
+            keyframe_min_interval: Duration::from_millis(500),
+            rtx_cache_packets: 512,
+        }
+    }
+}
+
+/// One datagram received on the Worker's socket.
+#[derive(Debug, Clone, Copy)]
+pub struct Datagram<'a> {
+    /// The Peer's address.
+    pub source: SocketAddr,
+    /// The local address it arrived on (must be an announced candidate address).
+    pub destination: SocketAddr,
+    /// The bytes.
+    pub contents: &'a [u8],
+}
+
+/// What the core wants done next.
+#[derive(Debug)]
+#[must_use]
+pub enum Output {
+    /// Send this datagram.
+    Transmit(Transmit),
+    /// Tell backends this.
+    Event(SfuEvent),
+    /// Nothing more now; call [`Sfu::handle_timeout`] at this instant (or earlier).
+    Timeout(Instant),
+}
+
+/// A trickled remote candidate, or the end of them.
+#[derive(Debug, Clone, Copy)]
+pub enum RemoteCandidate<'a> {
+    /// A `candidate:` line.
+    Candidate(&'a str),
+    /// The Peer has no more candidates.
+    EndOfCandidates,
+}
+
+type TrackKey = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    Session(SessionKey),
+    Room(u64),
+}
+
+struct Room {
+    key: u64,
+    id: RoomId,
+    max_sessions: u32,
+    empty_timeout: Duration,
+    metadata: String,
+    created_at: SystemTime,
+    sessions: BTreeSet<SessionKey>,
+    participants: HashMap<ParticipantId, u32>,
+    tracks: BTreeSet<TrackKey>,
+    empty_deadline: Option<Instant>,
+    closing: bool,
+}
+
+struct PendingOffer {
+    offer: SdpPendingOffer,
+    id: u64,
+}
+
+/// Subscriber side of a Track (what one Session receives of one TrackIn).
+///
+/// Lifecycle: ToOpen → Negotiating → Open → ToStop → Stopping → gone. A rejected or superseded
+/// offer moves Negotiating back to ToOpen and Stopping back to ToStop.
+struct TrackOut {
+    state: OutState,
+    /// False once the TrackIn is gone; the m-line is then stopped at the next offer.
+    wanted: bool,
+    kind: MediaKind,
+    /// Publisher payload type → subscriber payload type, learned on first use.
+    pt_map: Vec<(Pt, Option<Pt>)>,
+    /// Subtracted from the publisher's extended sequence number so every subscriber stream starts
+    /// near 1 (ROC 0), whatever the publisher's history.
+    seq_base: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutState {
+    ToOpen,
+    Negotiating(Mid),
+    Open(Mid),
+    ToStop(Mid),
+    Stopping(Mid),
+}
+
+/// Publisher side of a Track.
+struct TrackIn {
+    info: TrackInfo,
+    publisher: SessionKey,
+    room: RoomId,
+    mid: Mid,
+    kind: MediaKind,
+    /// The simulcast layer forwarded (the highest one); `None` without simulcast.
+    forward_rid: Option<Rid>,
+    subscribers: BTreeSet<SessionKey>,
+    last_keyframe_request: Option<Instant>,
+}
+
+struct Session {
+    id: SessionId,
+    room: RoomId,
+    participant: ParticipantId,
+    metadata: String,
+    permissions: Permissions,
+    created_at: SystemTime,
+    state: SessionState,
+    rtc: Rtc,
+    ufrag: String,
+    addrs: Vec<SocketAddr>,
+    rtc_timeout: Instant,
+    timer: Option<Instant>,
+    connect_deadline: Option<Instant>,
+    disconnect_deadline: Option<Instant>,
+    /// A remote offer has been applied once; renegotiation is possible.
+    negotiated: bool,
+    pending: Option<PendingOffer>,
+    ssrcs: HashMap<Ssrc, (Mid, Option<Rid>)>,
+    tracks_in: HashMap<Mid, TrackKey>,
+    tracks_out: BTreeMap<TrackKey, TrackOut>,
+    out_by_mid: HashMap<Mid, TrackKey>,
+    channels: HashMap<ChannelId, String>,
+    dirty: bool,
+    fault: bool,
+}
+
+/// The SFU core of one Worker. See the module docs for the contract.
+pub struct Sfu {
+    config: SfuConfig,
+    rng: ChaCha20Rng,
+    now: Instant,
+    rooms: BTreeMap<RoomId, Room>,
+    room_keys: HashMap<u64, RoomId>,
+    sessions: HashMap<SessionKey, Session>,
+    session_keys: HashMap<SessionId, SessionKey>,
+    tracks: HashMap<TrackKey, TrackIn>,
+    next_key: u64,
+    next_offer_id: u64,
+    demux: Demux,
+    timers: BTreeSet<(Instant, TimerKey)>,
+    dirty: Vec<SessionKey>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<SfuEvent>,
+    counters: Counters,
+    draining: bool,
+}
+
+// === impl Sfu: construction and getters ===
+
+impl Sfu {
+    /// Creates a core. `seed` feeds the generator of ids and ICE credentials (use OS randomness in
+    /// production, a constant in tests).
+    pub fn new(now: Instant, config: SfuConfig, seed: [u8; 32]) -> Result<Self, CoreError> {
+        if config.candidate_addrs.is_empty() {
+            return Err(CoreError::InvalidArgument {
+                field: "candidate_addrs",
+                reason: "at least one address is needed".into(),
+            });
+        }
+        for a in &config.candidate_addrs {
+            Candidate::host(*a, "udp").map_err(|e| CoreError::InvalidArgument {
+                field: "candidate_addrs",
+                reason: format!("{a}: {e}"),
+            })?;
+        }
+        Ok(Self {
+            config,
+            rng: ChaCha20Rng::from_seed(seed),
+            now,
+            rooms: BTreeMap::new(),
+            room_keys: HashMap::new(),
+            sessions: HashMap::new(),
+            session_keys: HashMap::new(),
+            tracks: HashMap::new(),
+            next_key: 1,
+            next_offer_id: 1,
+            demux: Demux::default(),
+            timers: BTreeSet::new(),
+            dirty: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: Counters::default(),
+            draining: false,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SfuConfig {
+        &self.config
+    }
+
+    /// Drop and forward counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Number of Rooms.
+    pub fn n_rooms(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Number of Sessions.
+    pub fn n_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Number of published Tracks.
+    pub fn n_tracks(&self) -> usize {
+        self.tracks.len()
+    }
+
+    /// Number of (TrackIn → Session) forwarding routes.
+    pub fn n_routes(&self) -> usize {
+        self.tracks
+            .values()
+            .map(|t| t.subscribers.len())
+            .sum::<usize>()
+            + self
+                .sessions
+                .values()
+                .map(|s| s.tracks_out.len())
+                .sum::<usize>()
+    }
+
+    /// Entries in the demux indexes (addresses, ufrags) and timers: all zero once everything
+    /// closed.
+    pub fn n_index_entries(&self) -> (usize, usize, usize) {
+        let (a, u) = self.demux.len();
+        (a, u, self.timers.len())
+    }
+
+    fn key(&mut self) -> u64 {
+        let k = self.next_key;
+        self.next_key += 1;
+        k
+    }
+
+    fn emit(&mut self, room: &RoomId, session: Option<&SessionId>, kind: EventKind) {
+        self.events.push_back(SfuEvent {
+            room: room.clone(),
+            session: session.cloned(),
+            kind,
+        });
+    }
+
+    fn session_key(&self, id: &SessionId) -> Result<SessionKey, CoreError> {
+        self.session_keys
+            .get(id)
+            .copied()
+            .ok_or_else(|| CoreError::SessionNotFound(id.clone()))
+    }
+
+    fn room_info(room: &Room) -> RoomInfo {
+        RoomInfo {
+            id: room.id.clone(),
+            max_sessions: room.max_sessions,
+            empty_timeout: room.empty_timeout,
+            metadata: room.metadata.clone(),
+            session_count: room.sessions.len() as u32,
+            created_at: room.created_at,
+        }
+    }
+
+    fn session_info(&self, s: &Session) -> SessionInfo {
+        let mut published: Vec<TrackId> = s
+            .tracks_in
+            .values()
+            .filter_map(|k| self.tracks.get(k).map(|t| t.info.id.clone()))
+            .collect();
+        published.sort();
+        SessionInfo {
+            id: s.id.clone(),
+            room: s.room.clone(),
+            participant: s.participant.clone(),
+            metadata: s.metadata.clone(),
+            permissions: s.permissions,
+            state: s.state,
+            published,
+            created_at: s.created_at,
+        }
+    }
+}
+
+// === impl Sfu: control (backend requests) ===
+
+impl Sfu {
+    /// Creates a Room, or returns the identical existing one with `false`.
+    pub fn create_room(
+        &mut self,
+        now: Instant,
+        spec: RoomSpec,
+    ) -> Result<(RoomInfo, bool), CoreError> {
+        self.now = now;
+        if self.draining {
+            return Err(CoreError::ShuttingDown);
+        }
+        check_metadata("options.metadata", &spec.metadata)?;
+        let max_sessions = spec
+            .max_sessions
+            .unwrap_or(self.config.default_max_sessions);
+        if max_sessions > self.config.max_sessions_limit {
+            return Err(CoreError::InvalidArgument {
+                field: "options.max_sessions",
+                reason: format!("must be at most {}", self.config.max_sessions_limit),
+            });
+        }
+        let empty_timeout = spec
+            .empty_timeout
+            .unwrap_or(self.config.default_empty_timeout);
+        let id = match spec.id {
+            Some(id) => id,
+            None => RoomId::generate(&mut self.rng),
+        };
+        if let Some(room) = self.rooms.get(&id) {
+            let same = room.max_sessions == max_sessions
+                && room.empty_timeout == empty_timeout
+                && room.metadata == spec.metadata;
+            return if same {
+                Ok((Self::room_info(room), false))
+            } else {
+                Err(CoreError::RoomExists(id))
+            };
+        }
+        if self.rooms.len() >= self.config.max_rooms {
+            return Err(CoreError::LimitReached(format!(
+                "this worker holds its maximum of {} rooms",
+                self.config.max_rooms
+            )));
+        }
+        let key = self.key();
+        let deadline = now + empty_timeout;
+        let room = Room {
+            key,
+            id: id.clone(),
+            max_sessions,
+            empty_timeout,
+            metadata: spec.metadata,
+            created_at: spec.created_at,
+            sessions: BTreeSet::new(),
+            participants: HashMap::new(),
+            tracks: BTreeSet::new(),
+            empty_deadline: Some(deadline),
+            closing: false,
+        };
+        let info = Self::room_info(&room);
+        self.rooms.insert(id.clone(), room);
+        self.room_keys.insert(key, id.clone());
+        self.timers.insert((deadline, TimerKey::Room(key)));
+        self.emit(&id, None, EventKind::RoomCreated);
+        Ok((info, true))
+    }
+
+    /// Reads one Room.
+    pub fn get_room(&self, id: &RoomId) -> Result<RoomInfo, CoreError> {
+        self.rooms
+            .get(id)
+            .map(Self::room_info)
+            .ok_or_else(|| CoreError::RoomNotFound(id.clone()))
+    }
+
+    /// Lists every Room, ordered by id.
+    pub fn list_rooms(&self) -> Vec<RoomInfo> {
+        self.rooms.values().map(Self::room_info).collect()
+    }
+
+    /// Deletes a Room and closes its Sessions. Returns how many Sessions were closed.
+    pub fn delete_room(&mut self, now: Instant, id: &RoomId) -> Result<u32, CoreError> {
+        self.now = now;
+        if !self.rooms.contains_key(id) {
+            return Err(CoreError::RoomNotFound(id.clone()));
+        }
+        Ok(self.close_room(id, RoomCloseReason::BackendRequest))
+    }
+
+    /// Creates a Session (one peer connection) in a Room.
+    pub fn create_session(
+        &mut self,
+        now: Instant,
+        spec: SessionSpec,
+    ) -> Result<SessionInfo, CoreError> {
+        self.now = now;
+        if self.draining {
+            return Err(CoreError::ShuttingDown);
+        }
+        check_metadata("metadata", &spec.metadata)?;
+        let room = self
+            .rooms
+            .get(&spec.room)
+            .ok_or_else(|| CoreError::RoomNotFound(spec.room.clone()))?;
+        if room.sessions.len() >= room.max_sessions as usize {
+            return Err(CoreError::LimitReached(format!(
+                "room {} is full ({} sessions)",
+                room.id, room.max_sessions
+            )));
+        }
+        let id = SessionId::generate(self.config.worker, &mut self.rng);
+        let (ufrag, pass) = ids::ice_creds(&mut self.rng);
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .set_local_ice_credentials(IceCreds {
+                ufrag: ufrag.clone(),
+                pass,
+            })
+            .build(now);
+        for a in &self.config.candidate_addrs {
+            // Validated in Sfu::new: every announced address makes a host candidate.
+            let c = Candidate::host(*a, "udp").expect("validated in Sfu::new");
+            rtc.add_local_candidate(c);
+        }
+        let key = self.key();
+        let connect_deadline = now + self.config.connect_timeout;
+        let session = Session {
+            id: id.clone(),
+            room: spec.room.clone(),
+            participant: spec.participant.clone(),
+            metadata: spec.metadata,
+            permissions: spec.permissions,
+            created_at: spec.created_at,
+            state: SessionState::New,
+            rtc,
+            ufrag: ufrag.clone(),
+            addrs: Vec::new(),
+            rtc_timeout: now,
+            timer: None,
+            connect_deadline: Some(connect_deadline),
+            disconnect_deadline: None,
+            negotiated: false,
+            pending: None,
+            ssrcs: HashMap::new(),
+            tracks_in: HashMap::new(),
+            tracks_out: BTreeMap::new(),
+            out_by_mid: HashMap::new(),
+            channels: HashMap::new(),
+            dirty: false,
+            fault: false,
+        };
+        self.sessions.insert(key, session);
+        self.session_keys.insert(id.clone(), key);
+        self.demux.insert_ufrag(ufrag, key);
+
+        // Checked above that the room exists; nothing removed it since.
+        let room = self.rooms.get_mut(&spec.room).expect("room exists");
+        room.sessions.insert(key);
+        if let Some(d) = room.empty_deadline.take() {
+            self.timers.remove(&(d, TimerKey::Room(room.key)));
+        }
+        let first = {
+            let n = room
+                .participants
+                .entry(spec.participant.clone())
+                .or_insert(0);
+            *n += 1;
+            *n == 1
+        };
+        let existing: Vec<TrackKey> = room.tracks.iter().copied().collect();
+        if first {
+            self.emit(
+                &spec.room,
+                Some(&id),
+                EventKind::ParticipantJoined(spec.participant.clone()),
+            );
+        }
+        if spec.permissions.subscribe {
+            for tk in existing {
+                self.subscribe(key, tk);
+            }
+        }
+        self.touch(key);
+        self.drive(key);
+        let s = &self.sessions[&key];
+        Ok(self.session_info(s))
+    }
+
+    /// Reads one Session.
+    pub fn get_session(&self, id: &SessionId) -> Result<SessionInfo, CoreError> {
+        let key = self.session_key(id)?;
+        Ok(self.session_info(&self.sessions[&key]))
+    }
+
+    /// Lists a Room's Sessions, ordered by id.
+    pub fn list_sessions(&self, room: &RoomId) -> Result<Vec<SessionInfo>, CoreError> {
+        let r = self
+            .rooms
+            .get(room)
+            .ok_or_else(|| CoreError::RoomNotFound(room.clone()))?;
+        let mut v: Vec<SessionInfo> = r
+            .sessions
+            .iter()
+            .filter_map(|k| self.sessions.get(k))
+            .map(|s| self.session_info(s))
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(v)
+    }
+
+    /// Closes a Session at the backend's request.
+    pub fn close_session(&mut self, now: Instant, id: &SessionId) -> Result<(), CoreError> {
+        self.now = now;
+        let key = self.session_key(id)?;
+        self.close(key, SessionCloseReason::BackendRequest, true);
+        Ok(())
+    }
+
+    /// Applies the Peer's offer and returns the answer. If a gateway offer is outstanding (glare),
+    /// the gateway yields: its offer is dropped and its changes are offered again afterwards.
+    pub fn apply_offer(
+        &mut self,
+        now: Instant,
+        id: &SessionId,
+        sdp: &str,
+    ) -> Result<String, CoreError> {
+        self.now = now;
+        let key = self.session_key(id)?;
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| CoreError::InvalidArgument {
+            field: "sdp",
+            reason: format!("not a valid SDP offer: {e}"),
+        })?;
+        if sdp.is_empty() {
+            return Err(CoreError::InvalidArgument {
+                field: "sdp",
+                reason: "must not be empty".into(),
+            });
+        }
+        let s = self.sessions.get_mut(&key).expect("key from index");
+        let glare = s.pending.take().is_some();
+        let res = catch_unwind(AssertUnwindSafe(|| {
+            check_fault(s);
+            s.rtc.sdp_api().accept_offer(offer)
+        }));
+        if glare {
+            self.finish_negotiation(key, false);
+        }
+        let answer = match res {
+            Err(_) => {
+                self.fail(key);
+                return Err(CoreError::Internal(id.clone()));
+            }
+            Ok(Err(e)) => {
+                self.touch(key);
+                self.drive(key);
+                self.maybe_offer(key);
+                return Err(CoreError::InvalidArgument {
+                    field: "sdp",
+                    reason: format!("offer cannot be accepted: {e}"),
+                });
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        let s = self.sessions.get_mut(&key).expect("key from index");
+        s.negotiated = true;
+        if s.state == SessionState::New {
+            s.state = SessionState::Connecting;
+        }
+        self.touch(key);
+        self.drive(key);
+        self.maybe_offer(key);
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Applies the Peer's answer to the gateway's outstanding offer.
+    pub fn apply_answer(
+        &mut self,
+        now: Instant,
+        id: &SessionId,
+        sdp: &str,
+        offer_id: Option<u64>,
+    ) -> Result<(), CoreError> {
+        self.now = now;
+        let key = self.session_key(id)?;
+        if sdp.is_empty() {
+            return Err(CoreError::InvalidArgument {
+                field: "sdp",
+                reason: "must not be empty".into(),
+            });
+        }
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| CoreError::InvalidArgument {
+            field: "sdp",
+            reason: format!("not a valid SDP answer: {e}"),
+        })?;
+        let s = self.sessions.get_mut(&key).expect("key from index");
+        let Some(pending) = &s.pending else {
+            return Err(CoreError::WrongState {
+                session: id.clone(),
+                reason: "no gateway offer is outstanding".into(),
+            });
+        };
+        if let Some(want) = offer_id {
+            if want != pending.id {
+                return Err(CoreError::WrongState {
+                    session: id.clone(),
+                    reason: format!(
+                        "offer {want} is not the outstanding offer (that is {})",
+                        pending.id
+                    ),
+                });
+            }
+        }
+        let pending = s.pending.take().expect("checked above");
+        let res = catch_unwind(AssertUnwindSafe(|| {
+            check_fault(s);
+            s.rtc.sdp_api().accept_answer(pending.offer, answer)
+        }));
+        match res {
+            Err(_) => {
+                self.fail(key);
+                Err(CoreError::Internal(id.clone()))
+            }
+            Ok(Err(e)) => {
+                self.finish_negotiation(key, false);
+                self.touch(key);
+                self.drive(key);
+                self.maybe_offer(key);
+                Err(CoreError::InvalidArgument {
+                    field: "sdp",
+                    reason: format!("answer cannot be accepted: {e}"),
+                })
+            }
+            Ok(Ok(())) => {
+                self.touch(key);
+                self.drive(key);
+                self.finish_negotiation(key, true);
+                self.maybe_offer(key);
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds a trickled candidate from the Peer. Candidates with an mDNS (`.local`) address are
+    /// accepted and ignored: the gateway is ICE-lite and learns the Peer's address from its checks.
+    pub fn add_remote_candidate(
+        &mut self,
+        now: Instant,
+        id: &SessionId,
+        candidate: RemoteCandidate<'_>,
+    ) -> Result<(), CoreError> {
+        self.now = now;
+        let key = self.session_key(id)?;
+        let RemoteCandidate::Candidate(line) = candidate else {
+            return Ok(());
+        };
+        let line = line.trim();
+        let line = line.strip_prefix("a=").unwrap_or(line);
+        if line.is_empty() {
+            return Err(CoreError::InvalidArgument {
+                field: "candidate",
+                reason: "must not be empty unless end_of_candidates is set".into(),
+            });
+        }
+        let is_mdns = line
+            .split_whitespace()
+            .nth(4)
+            .is_some_and(|addr| addr.ends_with(".local"));
+        if is_mdns && line.starts_with("candidate:") {
+            return Ok(());
+        }
+        let c = Candidate::from_sdp_string(line).map_err(|e| CoreError::InvalidArgument {
+            field: "candidate",
+            reason: format!("not a valid ICE candidate: {e}"),
+        })?;
+        let s = self.sessions.get_mut(&key).expect("key from index");
+        let res = catch_unwind(AssertUnwindSafe(|| {
+            check_fault(s);
+            s.rtc.add_remote_candidate(c)
+        }));
+        if res.is_err() {
+            self.fail(key);
+            return Err(CoreError::Internal(id.clone()));
+        }
+        self.touch(key);
+        Ok(())
+    }
+
+    /// Stops taking new Rooms and Sessions and closes everything (reason `GatewayShutdown`).
+    /// Peers get a DTLS close; the transmits are in the output.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.now = now;
+        self.draining = true;
+        let ids: Vec<RoomId> = self.rooms.keys().cloned().collect();
+        for id in ids {
+            self.close_room(&id, RoomCloseReason::GatewayShutdown);
+        }
+    }
+
+    /// Test hook: the next time this Session's `Rtc` is touched, the core panics inside the
+    /// Session's guarded section, exactly as a bug would.
+    #[cfg(feature = "testing")]
+    pub fn inject_fault(&mut self, id: &SessionId) -> Result<(), CoreError> {
+        let key = self.session_key(id)?;
+        let s = self.sessions.get_mut(&key).expect("key from index");
+        s.fault = true;
+        self.touch(key);
+        Ok(())
+    }
+}
+
+// === impl Sfu: network and time ===
+
+impl Sfu {
+    /// Handles one datagram from the Worker's socket. Garbage is dropped and counted; this never
+    /// fails and never panics.
+    pub fn handle_datagram(&mut self, now: Instant, d: Datagram<'_>) {
+        self.now = now;
+        let Some((key, via_ufrag)) = self.demux.route(d.source, d.contents) else {
+            self.counters.datagrams_unrouted += 1;
+            return;
+        };
+        let Ok(recv) = Receive::new(Protocol::Udp, d.source, d.destination, d.contents) else {
+            self.counters.datagrams_rejected += 1;
+            return;
+        };
+        let input = Input::Receive(now, recv);
+        let Some(s) = self.sessions.get_mut(&key) else {
+            self.counters.datagrams_unrouted += 1;
+            return;
+        };
+        if via_ufrag {
+            // The ufrag is public (it is in the SDP): str0m checks the message integrity.
+            if !s.rtc.accepts(&input) {
+                self.counters.datagrams_rejected += 1;
+                return;
+            }
+            if s.addrs.len() < MAX_ADDRS_PER_SESSION && !s.addrs.contains(&d.source) {
+                s.addrs.push(d.source);
+                self.demux.insert_addr(d.source, key);
+            }
+        }
+        let res = catch_unwind(AssertUnwindSafe(|| {
+            check_fault(s);
+            s.rtc.handle_input(input)
+        }));
+        match res {
+            Err(_) => self.fail(key),
+            Ok(Err(e)) => {
+                self.counters.datagrams_rejected += 1;
+                tracing::trace!(session = %s.id, error = %e, "datagram rejected");
+                self.drive(key);
+            }
+            // In RTP mode str0m holds one received packet until the next poll: drain now, before
+            // the next datagram. Subscribers written to are only marked dirty and drained once
+            // per batch (see `poll_output`).
+            Ok(Ok(())) => self.drive(key),
+        }
+    }
+
+    /// Advances time: runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        while let Some(&(at, tk)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match tk {
+                TimerKey::Session(key) => self.session_timeout(now, key),
+                TimerKey::Room(rk) => {
+                    let Some(id) = self.room_keys.get(&rk).cloned() else {
+                        continue;
+                    };
+                    let due = self.rooms.get(&id).is_some_and(|r| {
+                        r.sessions.is_empty() && r.empty_deadline.is_some_and(|d| d <= now)
+                    });
+                    if due {
+                        self.close_room(&id, RoomCloseReason::EmptyTimeout);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next output. Call until it returns [`Output::Timeout`].
+    pub fn poll_output(&mut self) -> Output {
+        while let Some(k) = self.dirty.pop() {
+            self.drive(k);
+        }
+        if let Some(t) = self.transmits.pop_front() {
+            return Output::Transmit(t);
+        }
+        if let Some(e) = self.events.pop_front() {
+            return Output::Event(e);
+        }
+        let next = self
+            .timers
+            .first()
+            .map(|(t, _)| *t)
+            .unwrap_or(self.now + IDLE_TIMEOUT);
+        Output::Timeout(next.min(self.now + IDLE_TIMEOUT))
+    }
+
+    fn session_timeout(&mut self, now: Instant, key: SessionKey) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        s.timer = None;
+        if s.connect_deadline.is_some_and(|d| d <= now) {
+            self.close(key, SessionCloseReason::ConnectTimeout, true);
+            return;
+        }
+        if s.disconnect_deadline.is_some_and(|d| d <= now) {
+            self.close(key, SessionCloseReason::DisconnectTimeout, true);
+            return;
+        }
+        if s.rtc_timeout <= now {
+            let res = catch_unwind(AssertUnwindSafe(|| {
+                check_fault(s);
+                s.rtc.handle_input(Input::Timeout(now))
+            }));
+            match res {
+                Err(_) => return self.fail(key),
+                Ok(Err(e)) => {
+                    tracing::debug!(session = %s.id, error = %e, "timeout handling failed");
+                }
+                Ok(Ok(())) => {}
+            }
+            self.drive(key);
+        } else {
+            self.update_timer(key);
+        }
+    }
+
+    fn touch(&mut self, key: SessionKey) {
+        if let Some(s) = self.sessions.get_mut(&key) {
+            if !s.dirty {
+                s.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    fn update_timer(&mut self, key: SessionKey) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let mut next = s.rtc_timeout;
+        for d in [s.connect_deadline, s.disconnect_deadline]
+            .into_iter()
+            .flatten()
+        {
+            next = next.min(d);
+        }
+        if s.timer != Some(next) {
+            if let Some(old) = s.timer {
+                self.timers.remove(&(old, TimerKey::Session(key)));
+            }
+            self.timers.insert((next, TimerKey::Session(key)));
+            s.timer = Some(next);
+        }
+    }
+
+    /// Drains one Session's `Rtc` to `Timeout`, then acts on its events.
+    fn drive(&mut self, key: SessionKey) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        s.dirty = false;
+        let mut events = Vec::new();
+        let transmits = &mut self.transmits;
+        let res = catch_unwind(AssertUnwindSafe(|| {
+            check_fault(s);
+            loop {
+                match s.rtc.poll_output()? {
+                    RtcOutput::Timeout(t) => {
+                        s.rtc_timeout = t;
+                        return Ok(());
+                    }
+                    RtcOutput::Transmit(t) => transmits.push_back(Transmit {
+                        source: t.source,
+                        destination: t.destination,
+                        contents: t.contents.into(),
+                    }),
+                    RtcOutput::Event(e) => events.push(e),
+                }
+            }
+        }));
+        match res {
+            Err(_) => return self.fail(key),
+            Ok(Err(e)) => {
+                let e: str0m::RtcError = e;
+                tracing::debug!(session = %s.id, error = %e, "session failed");
+                for ev in events {
+                    self.on_rtc_event(key, ev);
+                }
+                return self.close(key, SessionCloseReason::PeerError, false);
+            }
+            Ok(Ok(())) => {}
+        }
+        self.update_timer(key);
+        for ev in events {
+            self.on_rtc_event(key, ev);
+        }
+    }
+
+    fn fail(&mut self, key: SessionKey) {
+        self.counters.session_panics += 1;
+        if let Some(s) = self.sessions.get(&key) {
+            tracing::error!(session = %s.id, "internal fault; closing the session");
+        }
+        self.close(key, SessionCloseReason::InternalError, false);
+    }
+}
+
+// === impl Sfu: reacting to a Session's events ===
+
+impl Sfu {
+    fn on_rtc_event(&mut self, key: SessionKey, ev: Event) {
+        if !self.sessions.contains_key(&key) {
+            return;
+        }
+        match ev {
+            Event::RtpPacket(p) => self.forward_rtp(key, p),
+            Event::Connected => self.set_connected(key),
+            Event::IceConnectionStateChange(st) => self.on_ice_state(key, st),
+            Event::MediaAdded(m) => {
+                if m.direction.is_receiving() {
+                    let rids = m
+                        .simulcast
+                        .map(|s| s.recv.into_iter().map(|l| l.rid).collect())
+                        .unwrap_or_default();
+                    self.publish(key, m.mid, m.kind, rids);
+                }
+            }
+            Event::MediaChanged(c) => {
+                if !c.direction.is_receiving() {
+                    let tk = self.sessions[&key].tracks_in.get(&c.mid).copied();
+                    if let Some(tk) = tk {
+                        self.unpublish(tk);
+                    }
+                }
+            }
+            Event::ChannelOpen(id, label) => {
+                let s = self.sessions.get_mut(&key).expect("checked above");
+                s.channels.insert(id, label);
+            }
+            Event::ChannelClose(id) => {
+                let s = self.sessions.get_mut(&key).expect("checked above");
+                s.channels.remove(&id);
+            }
+            Event::ChannelData(d) => self.relay_data(key, d.id, d.binary, &d.data),
+            Event::KeyframeRequest(r) => {
+                let tk = self.sessions[&key].out_by_mid.get(&r.mid).copied();
+                if let Some(tk) = tk {
+                    self.request_keyframe(tk, r.kind, false);
+                }
+            }
+            Event::Closed => self.close(key, SessionCloseReason::PeerClosed, false),
+            _ => {}
+        }
+    }
+
+    fn set_connected(&mut self, key: SessionKey) {
+        let s = self.sessions.get_mut(&key).expect("caller checked");
+        if s.state == SessionState::Connected {
+            return;
+        }
+        s.state = SessionState::Connected;
+        s.connect_deadline = None;
+        s.disconnect_deadline = None;
+        let (room, id) = (s.room.clone(), s.id.clone());
+        self.update_timer(key);
+        self.emit(&room, Some(&id), EventKind::SessionConnected);
+        // Video that was forwarded before the connection was up was dropped: ask for keyframes.
+        let outs: Vec<TrackKey> = self.sessions[&key]
+            .tracks_out
+            .iter()
+            .filter(|(_, o)| matches!(o.state, OutState::Open(_)) && o.kind == MediaKind::Video)
+            .map(|(k, _)| *k)
+            .collect();
+        for tk in outs {
+            self.request_keyframe(tk, KeyframeRequestKind::Pli, true);
+        }
+    }
+
+    fn on_ice_state(&mut self, key: SessionKey, st: IceConnectionState) {
+        let s = self.sessions.get_mut(&key).expect("caller checked");
+        match st {
+            IceConnectionState::Disconnected if s.state == SessionState::Connected => {
+                s.state = SessionState::Disconnected;
+                s.disconnect_deadline = Some(self.now + self.config.disconnect_grace);
+                let (room, id) = (s.room.clone(), s.id.clone());
+                self.update_timer(key);
+                let grace = self.config.disconnect_grace;
+                self.emit(&room, Some(&id), EventKind::SessionDisconnected { grace });
+            }
+            IceConnectionState::Connected | IceConnectionState::Completed
+                if s.state == SessionState::Disconnected && s.rtc.is_connected() =>
+            {
+                self.set_connected(key);
+            }
+            _ => {}
+        }
+    }
+
+    fn publish(&mut self, key: SessionKey, mid: Mid, kind: MediaKind, rids: Vec<Rid>) {
+        let s = &self.sessions[&key];
+        if !s.permissions.publish || s.tracks_in.contains_key(&mid) {
+            return;
+        }
+        let tk = self.key();
+        let s = &self.sessions[&key];
+        // Forward the highest layer until layer selection exists: browsers list rids low to
+        // high or name them q/h/f; prefer f, then h, then the last listed.
+        let forward_rid = ["f", "h"]
+            .iter()
+            .find_map(|want| rids.iter().find(|r| &***r == *want).copied())
+            .or_else(|| rids.last().copied());
+        let info = TrackInfo {
+            id: TrackId::generate(&mut self.rng),
+            session: s.id.clone(),
+            participant: s.participant.clone(),
+            kind: match kind {
+                MediaKind::Audio => TrackKind::Audio,
+                MediaKind::Video => TrackKind::Video,
+            },
+            mid: mid.to_string(),
+            rids: rids.iter().map(|r| r.to_string()).collect(),
+        };
+        let room_id = s.room.clone();
+        let publisher_id = s.id.clone();
+        let publisher_participant = s.participant.clone();
+        self.tracks.insert(
+            tk,
+            TrackIn {
+                info: info.clone(),
+                publisher: key,
+                room: room_id.clone(),
+                mid,
+                kind,
+                forward_rid,
+                subscribers: BTreeSet::new(),
+                last_keyframe_request: None,
+            },
+        );
+        self.sessions
+            .get_mut(&key)
+            .expect("checked above")
+            .tracks_in
+            .insert(mid, tk);
+        let room = self
+            .rooms
+            .get_mut(&room_id)
+            .expect("a session's room exists");
+        room.tracks.insert(tk);
+        let others: Vec<SessionKey> = room
+            .sessions
+            .iter()
+            .copied()
+            .filter(|k| *k != key)
+            .collect();
+        self.emit(
+            &room_id,
+            Some(&publisher_id),
+            EventKind::TrackPublished(info),
+        );
+        for other in others {
+            let o = &self.sessions[&other];
+            if o.permissions.subscribe && o.participant != publisher_participant {
+                self.subscribe(other, tk);
+                self.maybe_offer(other);
+            }
+        }
+    }
+
+    fn subscribe(&mut self, key: SessionKey, tk: TrackKey) {
+        let Some(t) = self.tracks.get_mut(&tk) else {
+            return;
+        };
+        let s = self.sessions.get_mut(&key).expect("caller checked");
+        if t.publisher == key || s.participant == t.info.participant {
+            return;
+        }
+        t.subscribers.insert(key);
+        s.tracks_out.insert(
+            tk,
+            TrackOut {
+                state: OutState::ToOpen,
+                wanted: true,
+                kind: t.kind,
+                pt_map: Vec::new(),
+                seq_base: None,
+            },
+        );
+    }
+
+    fn unpublish(&mut self, tk: TrackKey) {
+        let Some(t) = self.tracks.remove(&tk) else {
+            return;
+        };
+        if let Some(p) = self.sessions.get_mut(&t.publisher) {
+            p.tracks_in.remove(&t.mid);
+        }
+        if let Some(r) = self.rooms.get_mut(&t.room) {
+            r.tracks.remove(&tk);
+        }
+        self.emit(
+            &t.room,
+            Some(&t.info.session),
+            EventKind::TrackUnpublished {
+                track: t.info.id.clone(),
+                publisher: t.info.session.clone(),
+            },
+        );
+        for sub in t.subscribers {
+            let Some(s) = self.sessions.get_mut(&sub) else {
+                continue;
+            };
+            let Some(o) = s.tracks_out.get_mut(&tk) else {
+                continue;
+            };
+            o.wanted = false;
+            match o.state {
+                OutState::ToOpen => {
+                    s.tracks_out.remove(&tk);
+                }
+                OutState::Open(mid) => o.state = OutState::ToStop(mid),
+                OutState::Negotiating(_) | OutState::ToStop(_) | OutState::Stopping(_) => {}
+            }
+            self.maybe_offer(sub);
+        }
+    }
+
+    /// Starts a gateway offer for a Session if it has queued changes and none is outstanding.
+    fn maybe_offer(&mut self, key: SessionKey) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if !s.negotiated || s.pending.is_some() {
+            return;
+        }
+        if self.rooms.get(&s.room).is_none_or(|r| r.closing) {
+            return;
+        }
+        let queued = s
+            .tracks_out
+            .values()
+            .any(|o| matches!(o.state, OutState::ToOpen | OutState::ToStop(_)));
+        if !queued {
+            return;
+        }
+        let tracks = &self.tracks;
+        let res = catch_unwind(AssertUnwindSafe(|| {
+            check_fault(s);
+            let mut api = s.rtc.sdp_api();
+            for (tk, o) in s.tracks_out.iter_mut() {
+                match o.state {
+                    OutState::ToOpen => {
+                        let Some(t) = tracks.get(tk) else { continue };
+                        let mid = api.add_media(
+                            t.kind,
+                            Direction::SendOnly,
+                            Some(t.info.session.to_string()),
+                            Some(t.info.id.to_string()),
+                            None,
+                        );
+                        o.state = OutState::Negotiating(mid);
+                    }
+                    OutState::ToStop(mid) => {
+                        api.stop_media(mid);
+                        o.state = OutState::Stopping(mid);
+                    }
+                    _ => {}
+                }
+            }
+            api.apply()
+        }));
+        match res {
+            Err(_) => self.fail(key),
+            Ok(None) => {
+                // Nothing needed an offer after all (str0m applied the changes locally).
+                self.touch(key);
+                self.finish_negotiation(key, true);
+            }
+            Ok(Some((offer, pending))) => {
+                let id = self.next_offer_id;
+                self.next_offer_id += 1;
+                let s = self.sessions.get_mut(&key).expect("checked above");
+                s.pending = Some(PendingOffer { offer: pending, id });
+                let (room, sid) = (s.room.clone(), s.id.clone());
+                self.touch(key);
+                self.emit(
+                    &room,
+                    Some(&sid),
+                    EventKind::NegotiationNeeded {
+                        offer_id: id,
+                        sdp: offer.to_sdp_string(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Settles the TrackOuts of an offer that was answered (`accepted`) or dropped.
+    fn finish_negotiation(&mut self, key: SessionKey, accepted: bool) {
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let mut opened = Vec::new();
+        let mut gone = Vec::new();
+        for (tk, o) in s.tracks_out.iter_mut() {
+            match (o.state, accepted) {
+                (OutState::Negotiating(mid), true) => {
+                    if o.wanted {
+                        o.state = OutState::Open(mid);
+                        s.out_by_mid.insert(mid, *tk);
+                        opened.push((*tk, mid, o.kind));
+                    } else {
+                        o.state = OutState::ToStop(mid);
+                    }
+                }
+                (OutState::Negotiating(_), false) => {
+                    if o.wanted {
+                        o.state = OutState::ToOpen;
+                    } else {
+                        gone.push(*tk);
+                    }
+                }
+                (OutState::Stopping(mid), true) => {
+                    s.out_by_mid.remove(&mid);
+                    gone.push(*tk);
+                }
+                (OutState::Stopping(mid), false) => o.state = OutState::ToStop(mid),
+                _ => {}
+            }
+        }
+        for tk in gone {
+            s.tracks_out.remove(&tk);
+        }
+        let rtx = self.config.rtx_cache_packets;
+        for (_, mid, kind) in &opened {
+            if *kind == MediaKind::Video {
+                if let Some(tx) = s.rtc.direct_api().stream_tx_by_mid(*mid, None) {
+                    tx.set_rtx_cache(rtx, Duration::from_secs(3), Some(0.15));
+                }
+            }
+        }
+        let connected = s.rtc.is_connected();
+        if connected {
+            for (tk, _, kind) in opened {
+                if kind == MediaKind::Video {
+                    self.request_keyframe(tk, KeyframeRequestKind::Pli, true);
+                }
+            }
+        }
+    }
+
+    /// Asks a track's publisher for a keyframe. Requests relayed from subscribers are throttled;
+    /// `force` (a new subscriber) is not.
+    fn request_keyframe(&mut self, tk: TrackKey, kind: KeyframeRequestKind, force: bool) {
+        let now = self.now;
+        let min = self.config.keyframe_min_interval;
+        let Some(t) = self.tracks.get_mut(&tk) else {
+            return;
+        };
+        if t.kind != MediaKind::Video {
+            return;
+        }
+        if !force && t.last_keyframe_request.is_some_and(|l| now < l + min) {
+            return;
+        }
+        t.last_keyframe_request = Some(now);
+        let (publisher, mid, rid) = (t.publisher, t.mid, t.forward_rid);
+        let Some(p) = self.sessions.get_mut(&publisher) else {
+            return;
+        };
+        let res = catch_unwind(AssertUnwindSafe(|| {
+            check_fault(p);
+            if let Some(rx) = p.rtc.direct_api().stream_rx_by_mid(mid, rid) {
+                rx.request_keyframe(kind);
+                true
+            } else {
+                false
+            }
+        }));
+        match res {
+            Err(_) => self.fail(publisher),
+            Ok(sent) => {
+                if sent {
+                    self.counters.keyframe_requests += 1;
+                }
+                self.touch(publisher);
+            }
+        }
+    }
+
+    fn forward_rtp(&mut self, key: SessionKey, p: RtpPacket) {
+        let s = self.sessions.get_mut(&key).expect("caller checked");
+        let ssrc = p.header.ssrc;
+        let (mid, rid) = match s.ssrcs.get(&ssrc) {
+            Some(v) => *v,
+            None => {
+                let mut api = s.rtc.direct_api();
+                let Some(v) = api.stream_rx(&ssrc).map(|rx| (rx.mid(), rx.rid())) else {
+                    self.counters.rtp_dropped += 1;
+                    return;
+                };
+                s.ssrcs.insert(ssrc, v);
+                v
+            }
+        };
+        let Some(&tk) = s.tracks_in.get(&mid) else {
+            self.counters.rtp_dropped += 1;
+            return;
+        };
+        let t = &self.tracks[&tk];
+        if t.forward_rid.is_some() && rid != t.forward_rid {
+            return;
+        }
+        let in_pt = p.header.payload_type;
+        let params = s.rtc.codec_config().find(|c| c.pt() == in_pt).copied();
+        let Some(params) = params else {
+            self.counters.rtp_dropped += 1;
+            return;
+        };
+        let ext = ExtensionValues {
+            audio_level: p.header.ext_vals.audio_level,
+            voice_activity: p.header.ext_vals.voice_activity,
+            video_orientation: p.header.ext_vals.video_orientation,
+            ..Default::default()
+        };
+        let nackable = t.kind == MediaKind::Video;
+        let subs: Vec<SessionKey> = t.subscribers.iter().copied().collect();
+        let in_seq = *p.seq_no;
+        for sub in subs {
+            let Some(s) = self.sessions.get_mut(&sub) else {
+                continue;
+            };
+            if !s.rtc.is_connected() {
+                continue;
+            }
+            let Some(o) = s.tracks_out.get_mut(&tk) else {
+                continue;
+            };
+            let OutState::Open(out_mid) = o.state else {
+                continue;
+            };
+            let out_pt = match o.pt_map.iter().find(|(i, _)| *i == in_pt) {
+                Some((_, out)) => *out,
+                None => {
+                    let out = s.rtc.codec_config().match_params(params).map(|c| c.pt());
+                    o.pt_map.push((in_pt, out));
+                    out
+                }
+            };
+            let Some(out_pt) = out_pt else {
+                self.counters.rtp_dropped += 1;
+                continue;
+            };
+            // Start every subscriber stream at sequence number 1 (ROC 0).
+            let base = *o.seq_base.get_or_insert(in_seq.saturating_sub(1));
+            if in_seq <= base {
+                // A reordered packet from before this subscriber's first one.
+                continue;
+            }
+            let out_seq = in_seq - base;
+            let w = RtpWrite::new(
+                out_pt,
+                out_seq.into(),
+                p.header.timestamp,
+                p.timestamp,
+                p.payload.clone(),
+            )
+            .marker(p.header.marker)
+            .ext_vals(ext.clone())
+            .nackable(nackable);
+            let res = catch_unwind(AssertUnwindSafe(|| {
+                check_fault(s);
+                match s.rtc.direct_api().stream_tx_by_mid(out_mid, None) {
+                    Some(tx) => {
+                        tx.write_rtp(w);
+                        true
+                    }
+                    None => false,
+                }
+            }));
+            match res {
+                Err(_) => self.fail(sub),
+                Ok(true) => {
+                    self.counters.rtp_forwarded += 1;
+                    self.touch(sub);
+                }
+                Ok(false) => self.counters.rtp_dropped += 1,
+            }
+        }
+    }
+
+    fn relay_data(&mut self, key: SessionKey, id: ChannelId, binary: bool, data: &[u8]) {
+        let s = &self.sessions[&key];
+        let Some(label) = s.channels.get(&id) else {
+            self.counters.data_dropped += 1;
+            return;
+        };
+        if !s.permissions.data {
+            self.counters.data_dropped += 1;
+            return;
+        }
+        let label = label.clone();
+        let Some(room) = self.rooms.get(&s.room) else {
+            return;
+        };
+        let targets: Vec<SessionKey> = room
+            .sessions
+            .iter()
+            .copied()
+            .filter(|k| *k != key)
+            .collect();
+        for t in targets {
+            let Some(ts) = self.sessions.get_mut(&t) else {
+                continue;
+            };
+            let cid = ts
+                .channels
+                .iter()
+                .find(|(_, l)| **l == label)
+                .map(|(c, _)| *c);
+            let Some(cid) = cid else {
+                self.counters.data_dropped += 1;
+                continue;
+            };
+            let res = catch_unwind(AssertUnwindSafe(|| {
+                check_fault(ts);
+                ts.rtc.channel(cid).map(|mut ch| ch.write(binary, data))
+            }));
+            match res {
+                Err(_) => self.fail(t),
+                Ok(Some(Ok(true))) => {
+                    self.counters.data_forwarded += 1;
+                    self.touch(t);
+                }
+                Ok(_) => {
+                    self.counters.data_dropped += 1;
+                    self.touch(t);
+                }
+            }
+        }
+    }
+}
+
+// === impl Sfu: teardown ===
+
+impl Sfu {
+    /// Closes a Room and every Session in it. Returns the number of Sessions closed.
+    fn close_room(&mut self, id: &RoomId, reason: RoomCloseReason) -> u32 {
+        let Some(room) = self.rooms.get_mut(id) else {
+            return 0;
+        };
+        room.closing = true;
+        let sessions: Vec<SessionKey> = room.sessions.iter().copied().collect();
+        let session_reason = match reason {
+            RoomCloseReason::GatewayShutdown => SessionCloseReason::GatewayShutdown,
+            _ => SessionCloseReason::RoomDeleted,
+        };
+        let n = sessions.len() as u32;
+        for k in sessions {
+            self.close(k, session_reason, true);
+        }
+        // Every session was removed above, and with them every track of the room.
+        let room = self.rooms.remove(id).expect("checked above");
+        debug_assert!(room.tracks.is_empty());
+        self.room_keys.remove(&room.key);
+        if let Some(d) = room.empty_deadline {
+            self.timers.remove(&(d, TimerKey::Room(room.key)));
+        }
+        self.emit(id, None, EventKind::RoomClosed(reason));
+        n
+    }
+
+    /// Removes a Session and everything that points at it. `graceful` sends the Peer a DTLS close;
+    /// after a fault the `Rtc` is not touched again.
+    fn close(&mut self, key: SessionKey, reason: SessionCloseReason, graceful: bool) {
+        let Some(s) = self.sessions.get(&key) else {
+            return;
+        };
+        let tracks_in: Vec<TrackKey> = s.tracks_in.values().copied().collect();
+        for tk in tracks_in {
+            self.unpublish(tk);
+        }
+        let mut s = self.sessions.remove(&key).expect("checked above");
+        for tk in s.tracks_out.keys() {
+            if let Some(t) = self.tracks.get_mut(tk) {
+                t.subscribers.remove(&key);
+            }
+        }
+        if graceful {
+            let transmits = &mut self.transmits;
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                check_fault(&s);
+                let _ = s.rtc.close();
+                // Bounded: a closed Rtc only flushes what it has queued.
+                for _ in 0..64 {
+                    match s.rtc.poll_output() {
+                        Ok(RtcOutput::Transmit(t)) => transmits.push_back(Transmit {
+                            source: t.source,
+                            destination: t.destination,
+                            contents: t.contents.into(),
+                        }),
+                        Ok(RtcOutput::Event(_)) => {}
+                        Ok(RtcOutput::Timeout(_)) | Err(_) => break,
+                    }
+                }
+            }));
+        }
+        self.demux.remove(&s.ufrag, &s.addrs, key);
+        if let Some(t) = s.timer {
+            self.timers.remove(&(t, TimerKey::Session(key)));
+        }
+        self.session_keys.remove(&s.id);
+        if s.dirty {
+            self.dirty.retain(|k| *k != key);
+        }
+        let mut left = false;
+        if let Some(room) = self.rooms.get_mut(&s.room) {
+            room.sessions.remove(&key);
+            if let Some(n) = room.participants.get_mut(&s.participant) {
+                *n -= 1;
+                if *n == 0 {
+                    room.participants.remove(&s.participant);
+                    left = true;
+                }
+            }
+            if room.sessions.is_empty() && !room.closing {
+                let d = self.now + room.empty_timeout;
+                room.empty_deadline = Some(d);
+                self.timers.insert((d, TimerKey::Room(room.key)));
+            }
+        }
+        self.emit(
+            &s.room,
+            Some(&s.id),
+            EventKind::SessionClosed {
+                reason,
+                participant: s.participant.clone(),
+            },
+        );
+        if left {
+            self.emit(
+                &s.room,
+                Some(&s.id),
+                EventKind::ParticipantLeft(s.participant),
+            );
+        }
+    }
+}
+
+fn check_metadata(field: &'static str, m: &str) -> Result<(), CoreError> {
+    if m.len() > MAX_METADATA_BYTES {
+        return Err(CoreError::InvalidArgument {
+            field,
+            reason: format!("must be at most {MAX_METADATA_BYTES} bytes"),
+        });
+    }
+    Ok(())
+}
+
+/// The fault-injection hook: a Session marked faulty panics where a bug would.
+fn check_fault(s: &Session) {
+    if s.fault {
+        panic!("injected fault in session {}", s.id);
+    }
+}

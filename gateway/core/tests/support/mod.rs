@@ -1,0 +1,246 @@
+//! In-process test harness: one [`Sfu`] and several str0m Peers ([`PeerCore`]) wired through an
+//! in-memory network with a simulated clock. No sockets, no threads, fully deterministic.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use switchboard_core::*;
+use switchboard_testpeer::{PeerCore, Publish};
+
+pub const SFU_ADDR: &str = "192.0.2.1:4000";
+
+pub struct TestPeer {
+    pub core: PeerCore,
+    pub session: SessionId,
+    pub participant: String,
+    /// Answer the gateway's offers automatically.
+    pub auto_answer: bool,
+    /// Drop everything this Peer sends and receives (a network outage).
+    pub cut: bool,
+    /// Gateway offers received while `auto_answer` was off: (offer_id, sdp).
+    pub offers: Vec<(u64, String)>,
+}
+
+pub struct Net {
+    pub sfu: Sfu,
+    pub peers: Vec<TestPeer>,
+    pub now: Instant,
+    pub start: Instant,
+    pub events: Vec<SfuEvent>,
+    sfu_timeout: Instant,
+    next_ip: u8,
+}
+
+pub fn config() -> SfuConfig {
+    SfuConfig {
+        candidate_addrs: vec![SFU_ADDR.parse().unwrap()],
+        ..SfuConfig::default()
+    }
+}
+
+impl Net {
+    pub fn new() -> Self {
+        Self::with_config(config())
+    }
+
+    pub fn with_config(config: SfuConfig) -> Self {
+        let now = Instant::now();
+        Self {
+            sfu: Sfu::new(now, config, [7; 32]).unwrap(),
+            peers: Vec::new(),
+            now,
+            start: now,
+            events: Vec::new(),
+            sfu_timeout: now,
+            next_ip: 10,
+        }
+    }
+
+    pub fn room(&mut self, id: &str) -> RoomId {
+        let spec = RoomSpec {
+            id: Some(RoomId::parse(id).unwrap()),
+            max_sessions: None,
+            empty_timeout: None,
+            metadata: String::new(),
+            created_at: SystemTime::now(),
+        };
+        self.sfu.create_room(self.now, spec).unwrap().0.id
+    }
+
+    pub fn session(&mut self, room: &RoomId, participant: &str) -> SessionId {
+        let spec = SessionSpec {
+            room: room.clone(),
+            participant: ParticipantId::parse(participant).unwrap(),
+            metadata: String::new(),
+            permissions: Permissions::default(),
+            created_at: SystemTime::now(),
+        };
+        self.sfu.create_session(self.now, spec).unwrap().id
+    }
+
+    /// Creates a Session and a Peer, and negotiates the Peer's initial offer.
+    pub fn join(&mut self, room: &RoomId, participant: &str, publish: Publish) -> usize {
+        let session = self.session(room, participant);
+        self.join_session(session, participant, publish)
+    }
+
+    pub fn join_session(
+        &mut self,
+        session: SessionId,
+        participant: &str,
+        publish: Publish,
+    ) -> usize {
+        let addr: SocketAddr = format!("192.0.2.{}:5000", self.next_ip).parse().unwrap();
+        self.next_ip += 1;
+        let mut core = PeerCore::new(self.now, addr);
+        let offer = core.create_offer(publish);
+        let answer = self.sfu.apply_offer(self.now, &session, &offer).unwrap();
+        core.accept_answer(&answer).unwrap();
+        self.peers.push(TestPeer {
+            core,
+            session,
+            participant: participant.to_string(),
+            auto_answer: true,
+            cut: false,
+            offers: Vec::new(),
+        });
+        self.peers.len() - 1
+    }
+
+    /// Moves every queued datagram and event once, then advances the clock to the next deadline
+    /// (at least 1 ms, at most 10 ms).
+    pub fn step(&mut self) {
+        let now = self.now;
+        for p in &mut self.peers {
+            while let Some((src, dst, bytes)) = p.core.outbox.pop_front() {
+                if p.cut {
+                    continue;
+                }
+                let d = Datagram {
+                    source: src,
+                    destination: dst,
+                    contents: &bytes,
+                };
+                self.sfu.handle_datagram(now, d);
+            }
+        }
+        self.pump();
+        let mut next = self.sfu_timeout;
+        for p in &self.peers {
+            next = next.min(p.core.next_timeout());
+        }
+        self.now = next.clamp(
+            now + Duration::from_millis(1),
+            now + Duration::from_millis(10),
+        );
+        let now = self.now;
+        self.sfu.handle_timeout(now);
+        for p in &mut self.peers {
+            if p.core.next_timeout() <= now {
+                p.core.handle_timeout(now);
+            }
+            p.core.tick(now);
+        }
+        self.pump();
+    }
+
+    /// Drains the core's output: datagrams go to Peers, offers to auto-answering Peers.
+    pub fn pump(&mut self) {
+        loop {
+            match self.sfu.poll_output() {
+                Output::Transmit(t) => {
+                    if let Some(p) = self.peers.iter_mut().find(|p| p.core.addr == t.destination) {
+                        if !p.cut {
+                            p.core.handle_datagram(self.now, t.source, &t.contents);
+                        }
+                    }
+                }
+                Output::Event(e) => {
+                    if let EventKind::NegotiationNeeded { offer_id, sdp } = &e.kind {
+                        let sid = e.session.clone().unwrap();
+                        if let Some(p) = self.peers.iter_mut().find(|p| p.session == sid) {
+                            if p.auto_answer {
+                                let answer = p.core.accept_offer(sdp).unwrap();
+                                self.sfu
+                                    .apply_answer(self.now, &sid, &answer, Some(*offer_id))
+                                    .unwrap();
+                            } else {
+                                p.offers.push((*offer_id, sdp.clone()));
+                            }
+                        }
+                    }
+                    self.events.push(e);
+                }
+                Output::Timeout(t) => {
+                    self.sfu_timeout = t;
+                    return;
+                }
+            }
+        }
+    }
+
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    /// Steps until `cond` holds or `max` simulated time passes; panics with `what` on timeout.
+    pub fn run_until(&mut self, max: Duration, what: &str, cond: impl Fn(&Self) -> bool) {
+        let end = self.now + max;
+        while self.now < end {
+            if cond(self) {
+                return;
+            }
+            self.step();
+        }
+        assert!(
+            cond(self),
+            "timed out after {max:?} of simulated time: {what}"
+        );
+    }
+
+    pub fn peer(&self, i: usize) -> &PeerCore {
+        &self.peers[i].core
+    }
+
+    /// Tracks (id) published by Peer `i`'s Session.
+    pub fn published(&self, i: usize) -> Vec<String> {
+        self.sfu
+            .get_session(&self.peers[i].session)
+            .map(|s| s.published.iter().map(|t| t.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Frames Peer `to` received of every Track Peer `from` publishes (0 if any is missing).
+    pub fn min_frames(&self, to: usize, from: usize) -> u64 {
+        let tracks = self.published(from);
+        if tracks.is_empty() {
+            return 0;
+        }
+        tracks
+            .iter()
+            .map(|t| self.peer(to).stats.tracks.get(t).map_or(0, |s| s.frames))
+            .min()
+            .unwrap_or(0)
+    }
+
+    pub fn events_of(&self, session: &SessionId) -> Vec<&EventKind> {
+        self.events
+            .iter()
+            .filter(|e| e.session.as_ref() == Some(session))
+            .map(|e| &e.kind)
+            .collect()
+    }
+}
+
+pub fn av(label: &'static str) -> Publish {
+    Publish {
+        audio: true,
+        video: true,
+        data_label: Some(label),
+    }
+}
