@@ -1,1 +1,236 @@
-//! placeholder
+//! Switchboard: an embeddable WebRTC SFU controlled over gRPC.
+//!
+//! Start a [`Gateway`] with a [`Config`]; drive it through its [`GatewayHandle`] (typed Rust
+//! calls) or over gRPC (the `switchboard.v1` services, served on `config.grpc.listen`); stop it
+//! with [`Gateway::shutdown`].
+//!
+//! # Layout
+//! - `switchboard_core` (crate): the sans-IO SFU; every decision.
+//! - [`driver`]: Worker threads, each with a UDP socket and one core.
+//! - [`handle`]: the typed control surface and dispatch to Workers.
+//! - [`api`]: the gRPC edge (the only module that knows protobuf).
+//! - [`events`]: sequence-stamped event fan-out.
+//! - [`config`], [`telemetry`]: settings and logging.
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! let gateway = switchboard_gateway::Gateway::start(Default::default()).await?;
+//! println!("gRPC on {}", gateway.grpc_addr());
+//! gateway.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod config;
+mod driver;
+pub mod events;
+pub mod handle;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+pub use config::Config;
+pub use handle::{GatewayError, GatewayHandle};
+pub use switchboard_core as core;
+
+use switchboard_core::SfuConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{EventBody, EventBus};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A socket could not be bound.
+    #[error("cannot bind {what} {addr}: {source}")]
+    Bind {
+        /// Which socket.
+        what: &'static str,
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Something else in start-up failed.
+    #[error("start-up failed: {0}")]
+    Other(String),
+}
+
+/// A running gateway. Dropping it without [`Gateway::shutdown`] leaves its threads running until
+/// the process exits.
+pub struct Gateway {
+    handle: GatewayHandle,
+    grpc_addr: SocketAddr,
+    udp_addrs: Vec<SocketAddr>,
+    cancel: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    health: tonic_health::server::HealthReporter,
+    grace: Duration,
+}
+
+impl Gateway {
+    /// Validates `config`, binds every socket, starts the Workers and the gRPC server.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        config.validate()?;
+        let bus = Arc::new(EventBus::new(config.limits.event_buffer));
+        let n = config.workers();
+        let sfu_config = SfuConfig {
+            worker: 0,
+            candidate_addrs: Vec::new(),
+            default_max_sessions: config.rooms.default_max_sessions,
+            max_sessions_limit: config.rooms.max_sessions_limit,
+            default_empty_timeout: Duration::from_secs(config.rooms.empty_timeout_secs),
+            max_rooms: config.rooms.max_rooms_per_worker,
+            connect_timeout: Duration::from_secs(config.sessions.connect_timeout_secs),
+            disconnect_grace: Duration::from_secs(config.sessions.disconnect_grace_secs),
+            keyframe_min_interval: Duration::from_millis(config.sessions.keyframe_min_interval_ms),
+            rtx_cache_packets: config.sessions.rtx_cache_packets,
+        };
+        let announce = config.announce_ips();
+        let mut workers = Vec::with_capacity(n);
+        for i in 0..n {
+            let port = if config.media.port_base == 0 {
+                0
+            } else {
+                // Validated: port_base + workers fits in u16.
+                config.media.port_base + i as u16
+            };
+            let addr = SocketAddr::new(config.media.bind_ip, port);
+            let w = driver::spawn(
+                i as u8,
+                addr,
+                config.media.socket_buffer_bytes,
+                sfu_config.clone(),
+                &announce,
+                config.limits.command_queue,
+                bus.clone(),
+            )
+            .map_err(|source| StartError::Bind {
+                what: "worker UDP socket",
+                addr,
+                source,
+            })?;
+            workers.push(w);
+        }
+        let udp_addrs = workers.iter().map(|w| w.local_addr).collect();
+        let handle = GatewayHandle::new(
+            workers.iter().map(|w| w.handle.clone()).collect(),
+            bus,
+            config.ice_servers.clone(),
+        )
+        .map_err(|e| StartError::Other(e.to_string()))?;
+        let threads = workers.into_iter().map(|w| w.thread).collect();
+
+        let listener = tokio::net::TcpListener::bind(config.grpc.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "gRPC listener",
+                addr: config.grpc.listen,
+                source,
+            })?;
+        let grpc_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            what: "gRPC listener",
+            addr: config.grpc.listen,
+            source,
+        })?;
+        let (routes, health) = api::routes(
+            handle.clone(),
+            api::Auth::new(&config.grpc.api_key),
+            config.limits.event_buffer,
+        )
+        .await
+        .map_err(|e| StartError::Other(e.to_string()))?;
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        let server = tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let res = tonic::transport::Server::builder()
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await;
+            if let Err(e) = res {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        });
+        if config.grpc.api_key.is_empty() {
+            tracing::warn!(
+                listen = %grpc_addr,
+                "no API key configured: the control API is open to anyone who can reach this \
+                 loopback address (set grpc.api_key or SWITCHBOARD__GRPC__API_KEY)"
+            );
+        }
+        Ok(Self {
+            handle,
+            grpc_addr,
+            udp_addrs,
+            cancel,
+            server,
+            threads,
+            health,
+            grace: config.grace(),
+        })
+    }
+
+    /// The typed control surface.
+    pub fn handle(&self) -> GatewayHandle {
+        self.handle.clone()
+    }
+
+    /// Where gRPC listens.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// Where each Worker's UDP socket is bound.
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp_addrs
+    }
+
+    /// Graceful shutdown: refuse new Rooms and Sessions, close every Session (Peers get a DTLS
+    /// close), send `GatewayDraining` to every event stream, stop the gRPC server and the Workers.
+    /// Bounded by `shutdown.grace_secs`.
+    pub async fn shutdown(self) {
+        let Self {
+            handle,
+            cancel,
+            server,
+            threads,
+            health,
+            grace,
+            ..
+        } = self;
+        handle.inner.draining.store(true, Ordering::Release);
+        api::set_not_serving(&health).await;
+        let workers = handle.inner.workers.clone();
+        let closed = tokio::time::timeout(grace, async {
+            for w in &workers {
+                w.shutdown().await;
+            }
+        })
+        .await;
+        if closed.is_err() {
+            tracing::warn!("workers did not close within the grace period");
+        }
+        handle.inner.bus.publish(EventBody::Draining);
+        // Give event streams a moment to deliver the final event before connections close.
+        cancel.cancel();
+        if tokio::time::timeout(grace, server).await.is_err() {
+            tracing::warn!("gRPC server did not stop within the grace period");
+        }
+        drop(workers);
+        drop(handle);
+        let joined = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        });
+        let _ = tokio::time::timeout(grace, joined).await;
+    }
+}

@@ -1,1 +1,74 @@
-fn main() {}
+//! The `switchboard` binary: load the configuration, start the gateway, wait for SIGINT or
+//! SIGTERM, shut down gracefully. Nothing else lives here.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use switchboard_gateway::{Config, Gateway, telemetry};
+
+const USAGE: &str = "\
+usage: switchboard [--config PATH] [--check-config]
+
+  --config PATH    TOML configuration file (see switchboard.example.toml)
+  --check-config   validate the configuration and exit
+
+Environment variables SWITCHBOARD__SECTION__KEY override the file, e.g.
+SWITCHBOARD__GRPC__LISTEN=0.0.0.0:50051 SWITCHBOARD__GRPC__API_KEY=secret";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut path: Option<PathBuf> = None;
+    let mut check = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--config" => path = Some(args.next().context("--config needs a path")?.into()),
+            "--check-config" => check = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => anyhow::bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    let config = Config::load(path.as_deref()).context("invalid configuration")?;
+    if check {
+        println!("configuration OK");
+        return Ok(());
+    }
+    telemetry::init(&config.log);
+    let gateway = Gateway::start(config.clone()).await?;
+    println!(
+        "Switchboard gRPC listening on http://{} ({})",
+        gateway.grpc_addr(),
+        if config.grpc.api_key.is_empty() {
+            "no API key: loopback only"
+        } else {
+            "API key required"
+        }
+    );
+    for (i, a) in gateway.udp_addrs().iter().enumerate() {
+        println!("  worker {i}: UDP {a}");
+    }
+    wait_for_signal().await;
+    println!("shutting down");
+    gateway.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler succeeds on unix");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

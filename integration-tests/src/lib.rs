@@ -1,1 +1,281 @@
-//! placeholder
+//! Shared support for the black-box tests: start a real gateway on loopback, connect gRPC clients,
+//! and act as a minimal backend that relays signaling between the gateway and str0m test Peers
+//! over real UDP.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use switchboard::v1 as pb;
+use switchboard::v1::event_service_client::EventServiceClient;
+use switchboard::v1::room_service_client::RoomServiceClient;
+use switchboard::v1::session_service_client::SessionServiceClient;
+use switchboard_gateway::{Config, Gateway};
+use switchboard_testpeer::{Publish, UdpPeer};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// A test configuration: loopback, free ports, two Workers.
+pub fn test_config() -> Config {
+    let mut c = Config::default();
+    c.grpc.listen = "127.0.0.1:0".parse().unwrap();
+    c.media.port_base = 0;
+    c.media.workers = 2;
+    c
+}
+
+/// Starts a gateway.
+pub async fn start(config: Config) -> anyhow::Result<Gateway> {
+    Ok(Gateway::start(config).await?)
+}
+
+/// Adds `authorization: Bearer <key>` when a key is set.
+#[derive(Clone, Default)]
+pub struct Auth(pub Option<String>);
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(k) = &self.0 {
+            let v = format!("Bearer {k}").parse().expect("ascii key");
+            req.metadata_mut().insert("authorization", v);
+        }
+        Ok(req)
+    }
+}
+
+type Svc = InterceptedService<Channel, Auth>;
+
+/// gRPC clients of every service.
+#[derive(Clone)]
+pub struct Clients {
+    pub rooms: RoomServiceClient<Svc>,
+    pub sessions: SessionServiceClient<Svc>,
+    pub events: EventServiceClient<Svc>,
+}
+
+impl Clients {
+    pub async fn connect(gw: &Gateway, key: Option<&str>) -> anyhow::Result<Self> {
+        let ch = Channel::from_shared(format!("http://{}", gw.grpc_addr()))?
+            .connect()
+            .await?;
+        let auth = Auth(key.map(str::to_string));
+        Ok(Self {
+            rooms: RoomServiceClient::with_interceptor(ch.clone(), auth.clone()),
+            sessions: SessionServiceClient::with_interceptor(ch.clone(), auth.clone()),
+            events: EventServiceClient::with_interceptor(ch, auth),
+        })
+    }
+
+    pub async fn create_room(&self, id: &str) -> anyhow::Result<pb::Room> {
+        let r = self
+            .rooms
+            .clone()
+            .create_room(pb::CreateRoomRequest {
+                room_id: id.into(),
+                options: None,
+            })
+            .await?
+            .into_inner();
+        r.room.context("room in response")
+    }
+}
+
+/// Polls `cond` every 10 ms until it returns `Ok(())` or `timeout` passes; fails with the last
+/// reason it gave.
+pub async fn wait_until(
+    timeout: Duration,
+    mut cond: impl FnMut() -> Result<(), String>,
+) -> anyhow::Result<()> {
+    let end = Instant::now() + timeout;
+    loop {
+        let reason = match cond() {
+            Ok(()) => return Ok(()),
+            Err(r) => r,
+        };
+        if Instant::now() > end {
+            bail!("timed out after {timeout:?}: {reason}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A minimal backend for one Room: it watches the Room's events and answers the gateway's offers
+/// with the matching Peer, the way a real backend relays them to browsers.
+pub struct Backend {
+    pub clients: Clients,
+    pub room: String,
+    peers: Arc<Mutex<HashMap<String, Arc<UdpPeer>>>>,
+    /// Every event of the Room, in arrival order.
+    pub events: Arc<Mutex<Vec<pb::Event>>>,
+    /// Sessions whose offers are collected instead of answered.
+    pub hold: Arc<Mutex<HashMap<String, Vec<(u64, String)>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    /// Creates the Room and starts watching it.
+    pub async fn new(clients: Clients, room: &str) -> anyhow::Result<Self> {
+        let mut stream = clients
+            .events
+            .clone()
+            .watch_events(pb::WatchEventsRequest {
+                room_id: room.into(),
+                session_id: String::new(),
+            })
+            .await?
+            .into_inner();
+        clients.create_room(room).await?;
+        let peers: Arc<Mutex<HashMap<String, Arc<UdpPeer>>>> = Arc::default();
+        let events: Arc<Mutex<Vec<pb::Event>>> = Arc::default();
+        let hold: Arc<Mutex<HashMap<String, Vec<(u64, String)>>>> = Arc::default();
+        let (p, e, h, c) = (peers.clone(), events.clone(), hold.clone(), clients.clone());
+        let task = tokio::spawn(async move {
+            while let Ok(Some(ev)) = stream.message().await {
+                e.lock().unwrap().push(ev.clone());
+                let Some(pb::event::Kind::NegotiationNeeded(n)) = ev.kind else {
+                    continue;
+                };
+                if let Some(held) = h.lock().unwrap().get_mut(&ev.session_id) {
+                    held.push((n.offer_id, n.sdp));
+                    continue;
+                }
+                let peer = p.lock().unwrap().get(&ev.session_id).cloned();
+                let Some(peer) = peer else { continue };
+                // Like a browser's signaling queue: finish our own offer/answer first.
+                let settle = Instant::now() + Duration::from_secs(5);
+                while peer.with(|p| p.has_pending_offer()) && Instant::now() < settle {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let answer = match peer.with(|p| p.accept_offer(&n.sdp)) {
+                    Ok(a) => a,
+                    Err(err) => {
+                        eprintln!("peer could not accept the gateway offer: {err}");
+                        continue;
+                    }
+                };
+                let res = c
+                    .sessions
+                    .clone()
+                    .apply_answer(pb::ApplyAnswerRequest {
+                        session_id: ev.session_id.clone(),
+                        sdp: answer,
+                        offer_id: n.offer_id,
+                    })
+                    .await;
+                if let Err(err) = res {
+                    eprintln!("ApplyAnswer failed: {err}");
+                }
+            }
+        });
+        Ok(Self {
+            clients,
+            room: room.into(),
+            peers,
+            events,
+            hold,
+            task,
+        })
+    }
+
+    /// Creates a Session, a Peer on 127.0.0.1, and negotiates the Peer's offer. Returns the
+    /// session id and the Peer.
+    pub async fn join(
+        &self,
+        participant: &str,
+        publish: Publish,
+    ) -> anyhow::Result<(String, Arc<UdpPeer>)> {
+        let s = self
+            .clients
+            .sessions
+            .clone()
+            .create_session(pb::CreateSessionRequest {
+                room_id: self.room.clone(),
+                participant_id: participant.into(),
+                metadata: format!("{participant}'s laptop"),
+                permissions: None,
+            })
+            .await?
+            .into_inner()
+            .session
+            .context("session")?;
+        let peer = Arc::new(UdpPeer::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?);
+        self.peers
+            .lock()
+            .unwrap()
+            .insert(s.session_id.clone(), peer.clone());
+        let offer = peer.with(|p| p.create_offer(publish));
+        let answer = self
+            .clients
+            .sessions
+            .clone()
+            .apply_offer(pb::ApplyOfferRequest {
+                session_id: s.session_id.clone(),
+                sdp: offer,
+            })
+            .await?
+            .into_inner()
+            .sdp;
+        peer.with(|p| p.accept_answer(&answer))?;
+        Ok((s.session_id, peer))
+    }
+
+    /// Events of one Session, so far.
+    pub fn events_of(&self, session: &str) -> Vec<pb::event::Kind> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.session_id == session)
+            .filter_map(|e| e.kind.clone())
+            .collect()
+    }
+
+    /// Track ids a Session published, from the events so far.
+    pub fn tracks_of(&self, session: &str) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for e in self.events.lock().unwrap().iter() {
+            match &e.kind {
+                Some(pb::event::Kind::TrackPublished(t)) => {
+                    let t = t.track.as_ref().unwrap();
+                    if t.session_id == session {
+                        v.push(t.track_id.clone());
+                    }
+                }
+                Some(pb::event::Kind::TrackUnpublished(t)) => v.retain(|x| *x != t.track_id),
+                _ => {}
+            }
+        }
+        v
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Frames `peer` received of every track in `tracks` (the minimum; 0 if any is missing).
+pub fn min_frames(peer: &UdpPeer, tracks: &[String]) -> u64 {
+    if tracks.is_empty() {
+        return 0;
+    }
+    peer.with(|p| {
+        tracks
+            .iter()
+            .map(|t| p.stats.tracks.get(t).map_or(0, |s| s.frames))
+            .min()
+            .unwrap_or(0)
+    })
+}
+
+pub fn av(label: &'static str) -> Publish {
+    Publish {
+        audio: true,
+        video: true,
+        data_label: Some(label),
+    }
+}

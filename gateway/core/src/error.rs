@@ -7,7 +7,6 @@ use crate::ids::{RoomId, SessionId};
 
 /// A backend's request was refused.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum CoreError {
     /// A request field is invalid; `field` names it as the API does.
     #[error("invalid {field}: {reason}")]

@@ -170,7 +170,6 @@ pub enum RoomCloseReason {
 
 /// What happened, for the backend's event stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum EventKind {
     /// A Room was created.
     RoomCreated,

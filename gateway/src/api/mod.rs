@@ -1,0 +1,109 @@
+//! The edge: the only module that knows protobuf and gRPC. It builds the tonic router (the three
+//! `switchboard.v1` services behind bearer-key auth, plus health and reflection) over a
+//! [`GatewayHandle`]. It never touches a socket or an `Rtc`.
+
+mod convert;
+mod service;
+mod status;
+
+pub use service::ControlService;
+
+use switchboard::v1::event_service_server::EventServiceServer;
+use switchboard::v1::room_service_server::RoomServiceServer;
+use switchboard::v1::session_service_server::SessionServiceServer;
+use tonic::service::Routes;
+use tonic::{Request, Status};
+
+use crate::handle::GatewayHandle;
+
+/// Checks `authorization: Bearer <key>` when a key is configured.
+#[derive(Clone)]
+pub(crate) struct Auth {
+    key: Option<String>,
+}
+
+impl Auth {
+    pub(crate) fn new(key: &str) -> Self {
+        Self {
+            key: (!key.is_empty()).then(|| key.to_string()),
+        }
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn check(&self, req: Request<()>) -> Result<Request<()>, Status> {
+        let Some(key) = &self.key else {
+            return Ok(req);
+        };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <api key>`"))?;
+        if !constant_time_eq(given.as_bytes(), key.as_bytes()) {
+            return Err(Status::unauthenticated("invalid API key"));
+        }
+        Ok(req)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Builds the routes: control services (authenticated), health and reflection (open).
+pub(crate) async fn routes(
+    handle: GatewayHandle,
+    auth: Auth,
+    event_buffer: usize,
+) -> Result<(Routes, tonic_health::server::HealthReporter), tonic_reflection::server::Error> {
+    let svc = ControlService::new(handle, event_buffer);
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<RoomServiceServer<ControlService>>()
+        .await;
+    health
+        .set_serving::<SessionServiceServer<ControlService>>()
+        .await;
+    health
+        .set_serving::<EventServiceServer<ControlService>>()
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(switchboard::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let a1 = auth.clone();
+    let a2 = auth.clone();
+    let a3 = auth;
+    let routes = Routes::new(health_svc)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(RoomServiceServer::with_interceptor(svc.clone(), move |r| {
+            a1.check(r)
+        }))
+        .add_service(SessionServiceServer::with_interceptor(
+            svc.clone(),
+            move |r| a2.check(r),
+        ))
+        .add_service(EventServiceServer::with_interceptor(svc, move |r| {
+            a3.check(r)
+        }));
+    Ok((routes, health))
+}
+
+/// Marks the control services as not serving (during shutdown).
+pub(crate) async fn set_not_serving(health: &tonic_health::server::HealthReporter) {
+    health
+        .set_not_serving::<RoomServiceServer<ControlService>>()
+        .await;
+    health
+        .set_not_serving::<SessionServiceServer<ControlService>>()
+        .await;
+    health
+        .set_not_serving::<EventServiceServer<ControlService>>()
+        .await;
+}

@@ -1,0 +1,242 @@
+//! The gRPC services: each method decodes its request, calls the [`GatewayHandle`], encodes the
+//! result. No logic lives here.
+
+use std::pin::Pin;
+
+use switchboard::v1 as pb;
+use switchboard::v1::event_service_server::EventService;
+use switchboard::v1::room_service_server::RoomService;
+use switchboard::v1::session_service_server::SessionService;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::convert::{FromProto, ToProto, room_id, session_id};
+use super::status::invalid;
+use crate::events::{EventBody, EventFilter, EventStreamError};
+use crate::handle::{Candidate, GatewayHandle};
+
+/// Implements every `switchboard.v1` service over one [`GatewayHandle`].
+#[derive(Clone)]
+pub struct ControlService {
+    handle: GatewayHandle,
+    event_buffer: usize,
+}
+
+impl ControlService {
+    /// A service over `handle`; each event stream buffers up to `event_buffer` events.
+    pub fn new(handle: GatewayHandle, event_buffer: usize) -> Self {
+        Self {
+            handle,
+            event_buffer,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl RoomService for ControlService {
+    async fn create_room(
+        &self,
+        req: Request<pb::CreateRoomRequest>,
+    ) -> Result<Response<pb::CreateRoomResponse>, Status> {
+        let spec = FromProto::from_proto(req.into_inner())?;
+        let (room, created) = self.handle.create_room(spec).await?;
+        Ok(Response::new(pb::CreateRoomResponse {
+            room: Some(room.to_proto()),
+            created,
+        }))
+    }
+
+    async fn get_room(
+        &self,
+        req: Request<pb::GetRoomRequest>,
+    ) -> Result<Response<pb::GetRoomResponse>, Status> {
+        let id = room_id("room_id", &req.into_inner().room_id)?;
+        let room = self.handle.get_room(id).await?;
+        Ok(Response::new(pb::GetRoomResponse {
+            room: Some(room.to_proto()),
+        }))
+    }
+
+    async fn list_rooms(
+        &self,
+        _req: Request<pb::ListRoomsRequest>,
+    ) -> Result<Response<pb::ListRoomsResponse>, Status> {
+        let rooms = self.handle.list_rooms().await?;
+        Ok(Response::new(pb::ListRoomsResponse {
+            rooms: rooms.into_iter().map(ToProto::to_proto).collect(),
+        }))
+    }
+
+    async fn delete_room(
+        &self,
+        req: Request<pb::DeleteRoomRequest>,
+    ) -> Result<Response<pb::DeleteRoomResponse>, Status> {
+        let id = room_id("room_id", &req.into_inner().room_id)?;
+        let closed_sessions = self.handle.delete_room(id).await?;
+        Ok(Response::new(pb::DeleteRoomResponse { closed_sessions }))
+    }
+}
+
+#[tonic::async_trait]
+impl SessionService for ControlService {
+    async fn create_session(
+        &self,
+        req: Request<pb::CreateSessionRequest>,
+    ) -> Result<Response<pb::CreateSessionResponse>, Status> {
+        let spec = FromProto::from_proto(req.into_inner())?;
+        let (session, ice) = self.handle.create_session(spec).await?;
+        Ok(Response::new(pb::CreateSessionResponse {
+            session: Some(session.to_proto()),
+            ice_servers: ice.iter().map(ToProto::to_proto).collect(),
+        }))
+    }
+
+    async fn get_session(
+        &self,
+        req: Request<pb::GetSessionRequest>,
+    ) -> Result<Response<pb::GetSessionResponse>, Status> {
+        let id = session_id("session_id", &req.into_inner().session_id)?;
+        let session = self.handle.get_session(id).await?;
+        Ok(Response::new(pb::GetSessionResponse {
+            session: Some(session.to_proto()),
+        }))
+    }
+
+    async fn list_sessions(
+        &self,
+        req: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let id = room_id("room_id", &req.into_inner().room_id)?;
+        let sessions = self.handle.list_sessions(id).await?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: sessions.into_iter().map(ToProto::to_proto).collect(),
+        }))
+    }
+
+    async fn close_session(
+        &self,
+        req: Request<pb::CloseSessionRequest>,
+    ) -> Result<Response<pb::CloseSessionResponse>, Status> {
+        let id = session_id("session_id", &req.into_inner().session_id)?;
+        self.handle.close_session(id).await?;
+        Ok(Response::new(pb::CloseSessionResponse {}))
+    }
+
+    async fn apply_offer(
+        &self,
+        req: Request<pb::ApplyOfferRequest>,
+    ) -> Result<Response<pb::ApplyOfferResponse>, Status> {
+        let r = req.into_inner();
+        let id = session_id("session_id", &r.session_id)?;
+        if r.sdp.is_empty() {
+            return Err(invalid("sdp", "must not be empty"));
+        }
+        let sdp = self.handle.apply_offer(id, r.sdp).await?;
+        Ok(Response::new(pb::ApplyOfferResponse { sdp }))
+    }
+
+    async fn apply_answer(
+        &self,
+        req: Request<pb::ApplyAnswerRequest>,
+    ) -> Result<Response<pb::ApplyAnswerResponse>, Status> {
+        let r = req.into_inner();
+        let id = session_id("session_id", &r.session_id)?;
+        if r.sdp.is_empty() {
+            return Err(invalid("sdp", "must not be empty"));
+        }
+        let offer_id = (r.offer_id != 0).then_some(r.offer_id);
+        self.handle.apply_answer(id, r.sdp, offer_id).await?;
+        Ok(Response::new(pb::ApplyAnswerResponse {}))
+    }
+
+    async fn add_ice_candidate(
+        &self,
+        req: Request<pb::AddIceCandidateRequest>,
+    ) -> Result<Response<pb::AddIceCandidateResponse>, Status> {
+        let r = req.into_inner();
+        let id = session_id("session_id", &r.session_id)?;
+        let c = match (r.end_of_candidates, r.candidate.is_empty()) {
+            (true, true) => Candidate::End,
+            (true, false) => {
+                return Err(invalid(
+                    "candidate",
+                    "must be empty when end_of_candidates is set",
+                ));
+            }
+            (false, true) => {
+                return Err(invalid(
+                    "candidate",
+                    "must not be empty unless end_of_candidates is set",
+                ));
+            }
+            (false, false) => Candidate::Line(r.candidate),
+        };
+        self.handle.add_ice_candidate(id, c).await?;
+        Ok(Response::new(pb::AddIceCandidateResponse {}))
+    }
+}
+
+/// The `WatchEvents` response stream.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EventService for ControlService {
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let r = req.into_inner();
+        let filter = EventFilter {
+            room: if r.room_id.is_empty() {
+                None
+            } else {
+                Some(room_id("room_id", &r.room_id)?)
+            },
+            session: if r.session_id.is_empty() {
+                None
+            } else {
+                Some(session_id("session_id", &r.session_id)?)
+            },
+        };
+        // Subscribe before answering, so every event after this call is seen.
+        let mut sub = self.handle.watch_events(filter);
+        let (tx, rx) = tokio::sync::mpsc::channel(self.event_buffer);
+        tokio::spawn(async move {
+            loop {
+                let (item, last) = match sub.next().await {
+                    Ok(ev) => (Ok((&*ev).to_proto()), ev.body == EventBody::Draining),
+                    Err(EventStreamError::Lagged { missed }) => (
+                        Err(Status::data_loss(format!(
+                            "the event stream fell behind and lost {missed} events; \
+                             reconnect and re-read state"
+                        ))),
+                        true,
+                    ),
+                    Err(EventStreamError::Closed) => break,
+                };
+                // A full per-stream buffer means the backend is not reading: end the stream
+                // rather than hold events without bound.
+                match tx.try_send(item) {
+                    Ok(()) => {}
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                        let _ = tx
+                            .send(Err(Status::data_loss(
+                                "the backend read events too slowly; reconnect and re-read state",
+                            )))
+                            .await;
+                        break;
+                    }
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => break,
+                }
+                if last {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}

@@ -1,0 +1,42 @@
+//! The one table from [`GatewayError`] to `tonic::Status`. Invalid fields carry a `BadRequest`
+//! detail naming the field, so backends can tell which one was wrong.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::handle::GatewayError;
+use switchboard_core::CoreError;
+
+/// A bad field, as the API names it.
+pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Status {
+    let reason = reason.into();
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("invalid {field}: {reason}"),
+        ErrorDetails::with_bad_request_violation(field, reason),
+    )
+}
+
+impl From<GatewayError> for Status {
+    fn from(e: GatewayError) -> Self {
+        match e {
+            GatewayError::InvalidArgument { field, reason } => invalid(field, reason),
+            GatewayError::Busy { .. } => Status::resource_exhausted(e.to_string()),
+            GatewayError::Unavailable(_) => Status::unavailable(e.to_string()),
+            GatewayError::Core(c) => match c {
+                CoreError::InvalidArgument { field, reason } => invalid(field, reason),
+                CoreError::RoomNotFound(_) | CoreError::SessionNotFound(_) => {
+                    Status::not_found(c.to_string())
+                }
+                CoreError::RoomExists(_) => Status::already_exists(c.to_string()),
+                CoreError::LimitReached(_) => Status::resource_exhausted(c.to_string()),
+                CoreError::WrongState { .. } => Status::failed_precondition(c.to_string()),
+                CoreError::ShuttingDown => Status::unavailable(c.to_string()),
+                CoreError::Internal(_) => {
+                    tracing::error!(error = %c, "internal error");
+                    Status::internal(c.to_string())
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! [`Config`]: every setting of the gateway, loaded in layers and validated once at start-up.
+//!
+//! Layers, later wins: built-in defaults < a TOML file (`--config PATH`) < environment variables
+//! `SWITCHBOARD__SECTION__KEY` (lists comma-separated). Unknown keys and bad values are refused
+//! with an error naming the key. All limits live here; no other module hard-codes policy.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration. See `switchboard.example.toml` for every key, commented.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The gRPC control API.
+    pub grpc: GrpcConfig,
+    /// Workers and their UDP sockets.
+    pub media: MediaConfig,
+    /// Room defaults and limits.
+    pub rooms: RoomsConfig,
+    /// Session timing.
+    pub sessions: SessionsConfig,
+    /// Queue sizes.
+    pub limits: LimitsConfig,
+    /// ICE servers handed to Peers in `CreateSessionResponse`.
+    pub ice_servers: Vec<IceServerConfig>,
+    /// Logging.
+    pub log: LogConfig,
+    /// Shutdown.
+    pub shutdown: ShutdownConfig,
+}
+
+/// `[grpc]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Address of the gRPC listener (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Bearer API key backends must send. Empty is allowed only on a loopback `listen` address.
+    pub api_key: String,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50051),
+            api_key: String::new(),
+        }
+    }
+}
+
+/// `[media]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Number of Worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// Address the Workers' UDP sockets bind to.
+    pub bind_ip: IpAddr,
+    /// Worker `i` binds port `port_base + i`; 0 lets the OS pick free ports (tests).
+    pub port_base: u16,
+    /// Addresses announced to Peers as host candidates. Empty means `bind_ip` (which must then be
+    /// a specific address, not 0.0.0.0 or ::).
+    pub announce_ips: Vec<IpAddr>,
+    /// SO_RCVBUF and SO_SNDBUF of each Worker socket, in bytes (the kernel may cap it).
+    pub socket_buffer_bytes: usize,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port_base: 40000,
+            announce_ips: Vec::new(),
+            socket_buffer_bytes: 4 << 20,
+        }
+    }
+}
+
+/// `[rooms]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// `max_sessions` of a Room whose creator does not set one.
+    pub default_max_sessions: u32,
+    /// Largest `max_sessions` a backend may ask for.
+    pub max_sessions_limit: u32,
+    /// Seconds an empty Room lives when its creator does not set `empty_timeout_seconds`.
+    pub empty_timeout_secs: u64,
+    /// Most Rooms per Worker.
+    pub max_rooms_per_worker: usize,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self {
+            default_max_sessions: 100,
+            max_sessions_limit: 1000,
+            empty_timeout_secs: 300,
+            max_rooms_per_worker: 10_000,
+        }
+    }
+}
+
+/// `[sessions]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Seconds a new Session has to connect before it is closed.
+    pub connect_timeout_secs: u64,
+    /// Seconds a disconnected Session has to recover before it is closed.
+    pub disconnect_grace_secs: u64,
+    /// Minimum milliseconds between two keyframe requests relayed to one published track.
+    pub keyframe_min_interval_ms: u64,
+    /// RTP packets kept per outgoing video stream to answer NACKs.
+    pub rtx_cache_packets: usize,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout_secs: 30,
+            disconnect_grace_secs: 10,
+            keyframe_min_interval_ms: 500,
+            rtx_cache_packets: 512,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Commands queued per Worker before calls fail with RESOURCE_EXHAUSTED.
+    pub command_queue: usize,
+    /// Events buffered per `WatchEvents` stream before it ends with DATA_LOSS.
+    pub event_buffer: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            command_queue: 1024,
+            event_buffer: 4096,
+        }
+    }
+}
+
+/// One `[[ice_servers]]` entry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IceServerConfig {
+    /// `stun:` or `turn:` URLs.
+    pub urls: Vec<String>,
+    /// TURN username.
+    pub username: String,
+    /// TURN password.
+    pub credential: String,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `plain` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` env-filter directive, e.g. `info` or `switchboard_gateway=debug`.
+    /// `RUST_LOG`, when set, takes precedence.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Plain,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Seconds to wait for Peers and streams to close before exiting anyway.
+    pub grace_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { grace_secs: 5 }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Reading or parsing failed (the message names the key and the source).
+    #[error("{0}")]
+    Load(#[from] config::ConfigError),
+    /// A value parsed but is not acceptable.
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid {
+        /// The dotted key, e.g. `media.workers`.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Loads defaults < `path` (if given; it must exist) < `SWITCHBOARD__*` environment variables,
+    /// then validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment (for tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut b =
+            config::Config::builder().add_source(config::Config::try_from(&Self::default())?);
+        if let Some(p) = path {
+            b = b.add_source(
+                config::File::from(p)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let vars: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("SWITCHBOARD__"))
+            .collect();
+        let cfg: Self = b
+            .add_source(
+                config::Environment::with_prefix("SWITCHBOARD")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("media.announce_ips")
+                    .try_parsing(true)
+                    .source(Some(vars)),
+            )
+            .build()?
+            .try_deserialize()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks the values that types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        if self.grpc.api_key.is_empty() && !self.grpc.listen.ip().is_loopback() {
+            return bad(
+                "grpc.api_key",
+                "an API key is required when grpc.listen is not a loopback address",
+            );
+        }
+        if self.media.workers > 64 {
+            return bad("media.workers", "at most 64");
+        }
+        if self.media.port_base != 0
+            && usize::from(self.media.port_base) + self.workers() > usize::from(u16::MAX) + 1
+        {
+            return bad("media.port_base", "port_base + workers exceeds 65535");
+        }
+        if self.media.announce_ips.is_empty() && self.media.bind_ip.is_unspecified() {
+            return bad(
+                "media.announce_ips",
+                "required when media.bind_ip is 0.0.0.0 or :: (Peers need a real address)",
+            );
+        }
+        for ip in &self.media.announce_ips {
+            if ip.is_unspecified() || ip.is_multicast() {
+                return bad("media.announce_ips", "must be unicast, specified addresses");
+            }
+            if !self.media.bind_ip.is_unspecified() && *ip != self.media.bind_ip {
+                return bad(
+                    "media.announce_ips",
+                    "with a specific bind_ip, announce only that address (or bind 0.0.0.0)",
+                );
+            }
+        }
+        if self.media.socket_buffer_bytes < 65536 {
+            return bad("media.socket_buffer_bytes", "at least 65536");
+        }
+        if self.rooms.default_max_sessions == 0 {
+            return bad("rooms.default_max_sessions", "must be at least 1");
+        }
+        if self.rooms.default_max_sessions > self.rooms.max_sessions_limit {
+            return bad(
+                "rooms.default_max_sessions",
+                "must not exceed rooms.max_sessions_limit",
+            );
+        }
+        if self.rooms.empty_timeout_secs == 0 {
+            return bad("rooms.empty_timeout_secs", "must be at least 1");
+        }
+        if self.rooms.max_rooms_per_worker == 0 {
+            return bad("rooms.max_rooms_per_worker", "must be at least 1");
+        }
+        if self.sessions.connect_timeout_secs == 0 {
+            return bad("sessions.connect_timeout_secs", "must be at least 1");
+        }
+        if self.sessions.rtx_cache_packets == 0 {
+            return bad("sessions.rtx_cache_packets", "must be at least 1");
+        }
+        if self.limits.command_queue == 0 {
+            return bad("limits.command_queue", "must be at least 1");
+        }
+        if self.limits.event_buffer < 16 {
+            return bad("limits.event_buffer", "must be at least 16");
+        }
+        for s in &self.ice_servers {
+            if s.urls.is_empty() {
+                return bad("ice_servers.urls", "each ICE server needs at least one URL");
+            }
+            if let Some(u) = s.urls.iter().find(|u| {
+                !["stun:", "stuns:", "turn:", "turns:"]
+                    .iter()
+                    .any(|p| u.starts_with(p))
+            }) {
+                return Err(ConfigError::Invalid {
+                    key: "ice_servers.urls",
+                    reason: format!("{u:?} is not a stun:, stuns:, turn: or turns: URL"),
+                });
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
+            return bad("log.filter", "not a valid tracing filter directive");
+        }
+        Ok(())
+    }
+
+    /// Number of Workers after resolving 0 to the number of CPU cores.
+    pub fn workers(&self) -> usize {
+        if self.media.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(64))
+        } else {
+            self.media.workers
+        }
+    }
+
+    /// The addresses to announce (resolved default).
+    pub fn announce_ips(&self) -> Vec<IpAddr> {
+        if self.media.announce_ips.is_empty() {
+            vec![self.media.bind_ip]
+        } else {
+            self.media.announce_ips.clone()
+        }
+    }
+
+    pub(crate) fn grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown.grace_secs)
+    }
+}

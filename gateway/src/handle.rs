@@ -1,0 +1,264 @@
+//! [`GatewayHandle`]: the gateway's control surface as typed Rust calls, the same operations the
+//! gRPC API offers. The gRPC service is a thin adapter over it; embedders call it directly.
+//!
+//! It owns dispatch: a Room lives on the Worker chosen by a hash of its id, and a Session id names
+//! its Worker, so no shared directory is needed. It never touches a socket or an `Rtc`.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use switchboard_core::{
+    CoreError, RemoteCandidate, RoomId, RoomInfo, RoomSpec, SessionId, SessionInfo, SessionSpec,
+};
+
+use crate::config::IceServerConfig;
+use crate::driver::{SendError, WorkerHandle};
+use crate::events::{EventBus, EventFilter, EventSubscription};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The core refused the request.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// A request field is invalid before it reaches a Worker.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The Worker's command queue is full; retry later.
+    #[error("worker {worker} is overloaded; retry later")]
+    Busy {
+        /// Which Worker.
+        worker: usize,
+    },
+    /// The gateway is shutting down or a Worker stopped.
+    #[error("gateway unavailable: {0}")]
+    Unavailable(&'static str),
+}
+
+/// An ICE server for Peers.
+pub type IceServer = IceServerConfig;
+
+/// A trickled candidate, owned (see [`RemoteCandidate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Candidate {
+    /// A `candidate:` line.
+    Line(String),
+    /// End of candidates.
+    End,
+}
+
+pub(crate) struct Inner {
+    pub(crate) workers: Vec<WorkerHandle>,
+    pub(crate) bus: Arc<EventBus>,
+    pub(crate) ice_servers: Vec<IceServer>,
+    pub(crate) draining: AtomicBool,
+    rng: Mutex<ChaCha20Rng>,
+}
+
+/// A cheap, clonable handle to a running gateway.
+#[derive(Clone)]
+pub struct GatewayHandle {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl GatewayHandle {
+    pub(crate) fn new(
+        workers: Vec<WorkerHandle>,
+        bus: Arc<EventBus>,
+        ice_servers: Vec<IceServer>,
+    ) -> Result<Self, getrandom::Error> {
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                workers,
+                bus,
+                ice_servers,
+                draining: AtomicBool::new(false),
+                rng: Mutex::new(ChaCha20Rng::from_seed(seed)),
+            }),
+        })
+    }
+
+    fn room_worker(&self, id: &RoomId) -> usize {
+        let mut h = DefaultHasher::new();
+        id.hash(&mut h);
+        (h.finish() % self.inner.workers.len() as u64) as usize
+    }
+
+    fn session_worker(&self, id: &SessionId) -> Result<usize, GatewayError> {
+        let w = usize::from(id.worker());
+        if w >= self.inner.workers.len() {
+            return Err(CoreError::SessionNotFound(id.clone()).into());
+        }
+        Ok(w)
+    }
+
+    async fn call<R: Send + 'static>(
+        &self,
+        worker: usize,
+        f: impl FnOnce(&mut switchboard_core::Sfu, std::time::Instant, std::time::SystemTime) -> R
+        + Send
+        + 'static,
+    ) -> Result<R, GatewayError> {
+        self.inner.workers[worker]
+            .call(f)
+            .await
+            .map_err(|e| match e {
+                SendError::Full => GatewayError::Busy { worker },
+                SendError::Stopped => GatewayError::Unavailable("the worker has stopped"),
+            })
+    }
+
+    fn check_open(&self) -> Result<(), GatewayError> {
+        if self.inner.draining.load(Ordering::Acquire) {
+            return Err(GatewayError::Unavailable("the gateway is shutting down"));
+        }
+        Ok(())
+    }
+
+    /// Creates a Room (idempotent for an identical caller-chosen id). Returns it and whether this
+    /// call created it. `spec.created_at` is overwritten with the current time.
+    pub async fn create_room(&self, mut spec: RoomSpec) -> Result<(RoomInfo, bool), GatewayError> {
+        self.check_open()?;
+        let id = match spec.id.take() {
+            Some(id) => id,
+            None => {
+                let mut rng = self.inner.rng.lock().unwrap_or_else(|e| e.into_inner());
+                RoomId::generate(&mut *rng)
+            }
+        };
+        let w = self.room_worker(&id);
+        spec.id = Some(id);
+        self.call(w, move |sfu, now, wall| {
+            spec.created_at = wall;
+            sfu.create_room(now, spec)
+        })
+        .await?
+        .map_err(Into::into)
+    }
+
+    /// Reads a Room.
+    pub async fn get_room(&self, id: RoomId) -> Result<RoomInfo, GatewayError> {
+        let w = self.room_worker(&id);
+        Ok(self.call(w, move |sfu, _, _| sfu.get_room(&id)).await??)
+    }
+
+    /// Lists every Room of every Worker, ordered by id.
+    pub async fn list_rooms(&self) -> Result<Vec<RoomInfo>, GatewayError> {
+        let mut all = Vec::new();
+        for w in 0..self.inner.workers.len() {
+            all.extend(self.call(w, |sfu, _, _| sfu.list_rooms()).await?);
+        }
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(all)
+    }
+
+    /// Deletes a Room, closing its Sessions; returns how many.
+    pub async fn delete_room(&self, id: RoomId) -> Result<u32, GatewayError> {
+        let w = self.room_worker(&id);
+        Ok(self
+            .call(w, move |sfu, now, _| sfu.delete_room(now, &id))
+            .await??)
+    }
+
+    /// Creates a Session in a Room. Returns it and the ICE servers for the Peer.
+    pub async fn create_session(
+        &self,
+        mut spec: SessionSpec,
+    ) -> Result<(SessionInfo, Vec<IceServer>), GatewayError> {
+        self.check_open()?;
+        let w = self.room_worker(&spec.room);
+        let info = self
+            .call(w, move |sfu, now, wall| {
+                spec.created_at = wall;
+                sfu.create_session(now, spec)
+            })
+            .await??;
+        Ok((info, self.inner.ice_servers.clone()))
+    }
+
+    /// Reads a Session.
+    pub async fn get_session(&self, id: SessionId) -> Result<SessionInfo, GatewayError> {
+        let w = self.session_worker(&id)?;
+        Ok(self
+            .call(w, move |sfu, _, _| sfu.get_session(&id))
+            .await??)
+    }
+
+    /// Lists a Room's Sessions.
+    pub async fn list_sessions(&self, room: RoomId) -> Result<Vec<SessionInfo>, GatewayError> {
+        let w = self.room_worker(&room);
+        Ok(self
+            .call(w, move |sfu, _, _| sfu.list_sessions(&room))
+            .await??)
+    }
+
+    /// Closes a Session.
+    pub async fn close_session(&self, id: SessionId) -> Result<(), GatewayError> {
+        let w = self.session_worker(&id)?;
+        Ok(self
+            .call(w, move |sfu, now, _| sfu.close_session(now, &id))
+            .await??)
+    }
+
+    /// Applies a Peer's offer; returns the answer SDP.
+    pub async fn apply_offer(&self, id: SessionId, sdp: String) -> Result<String, GatewayError> {
+        let w = self.session_worker(&id)?;
+        Ok(self
+            .call(w, move |sfu, now, _| sfu.apply_offer(now, &id, &sdp))
+            .await??)
+    }
+
+    /// Applies a Peer's answer to the gateway's outstanding offer (`offer_id` checks which).
+    pub async fn apply_answer(
+        &self,
+        id: SessionId,
+        sdp: String,
+        offer_id: Option<u64>,
+    ) -> Result<(), GatewayError> {
+        let w = self.session_worker(&id)?;
+        Ok(self
+            .call(w, move |sfu, now, _| {
+                sfu.apply_answer(now, &id, &sdp, offer_id)
+            })
+            .await??)
+    }
+
+    /// Adds a trickled remote candidate, or the end of them.
+    pub async fn add_ice_candidate(
+        &self,
+        id: SessionId,
+        candidate: Candidate,
+    ) -> Result<(), GatewayError> {
+        let w = self.session_worker(&id)?;
+        Ok(self
+            .call(w, move |sfu, now, _| {
+                let c = match &candidate {
+                    Candidate::Line(l) => RemoteCandidate::Candidate(l),
+                    Candidate::End => RemoteCandidate::EndOfCandidates,
+                };
+                sfu.add_remote_candidate(now, &id, c)
+            })
+            .await??)
+    }
+
+    /// Subscribes to events from now on.
+    pub fn watch_events(&self, filter: EventFilter) -> EventSubscription {
+        self.inner.bus.subscribe(filter)
+    }
+
+    /// Whether the gateway is shutting down.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+    }
+}
