@@ -64,15 +64,15 @@ impl EventFilter {
         if matches!(e.body, EventBody::Draining) {
             return true;
         }
-        if let Some(r) = &self.room {
-            if e.room() != Some(r) {
-                return false;
-            }
+        if let Some(r) = &self.room
+            && e.room() != Some(r)
+        {
+            return false;
         }
-        if let Some(s) = &self.session {
-            if e.session() != Some(s) {
-                return false;
-            }
+        if let Some(s) = &self.session
+            && e.session() != Some(s)
+        {
+            return false;
         }
         true
     }

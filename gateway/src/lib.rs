@@ -218,12 +218,14 @@ impl Gateway {
         if closed.is_err() {
             tracing::warn!("workers did not close within the grace period");
         }
+        tracing::debug!("workers closed");
         handle.inner.bus.publish(EventBody::Draining);
         // Give event streams a moment to deliver the final event before connections close.
         cancel.cancel();
         if tokio::time::timeout(grace, server).await.is_err() {
             tracing::warn!("gRPC server did not stop within the grace period");
         }
+        tracing::debug!("gRPC server stopped");
         drop(workers);
         drop(handle);
         let joined = tokio::task::spawn_blocking(move || {
@@ -232,5 +234,6 @@ impl Gateway {
             }
         });
         let _ = tokio::time::timeout(grace, joined).await;
+        tracing::debug!("worker threads joined");
     }
 }

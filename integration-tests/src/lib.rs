@@ -48,6 +48,9 @@ impl Interceptor for Auth {
 
 type Svc = InterceptedService<Channel, Auth>;
 
+/// Gateway offers held back per Session: (offer_id, sdp).
+pub type HeldOffers = Arc<Mutex<HashMap<String, Vec<(u64, String)>>>>;
+
 /// gRPC clients of every service.
 #[derive(Clone)]
 pub struct Clients {
@@ -111,7 +114,7 @@ pub struct Backend {
     /// Every event of the Room, in arrival order.
     pub events: Arc<Mutex<Vec<pb::Event>>>,
     /// Sessions whose offers are collected instead of answered.
-    pub hold: Arc<Mutex<HashMap<String, Vec<(u64, String)>>>>,
+    pub hold: HeldOffers,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -130,7 +133,7 @@ impl Backend {
         clients.create_room(room).await?;
         let peers: Arc<Mutex<HashMap<String, Arc<UdpPeer>>>> = Arc::default();
         let events: Arc<Mutex<Vec<pb::Event>>> = Arc::default();
-        let hold: Arc<Mutex<HashMap<String, Vec<(u64, String)>>>> = Arc::default();
+        let hold: HeldOffers = Arc::default();
         let (p, e, h, c) = (peers.clone(), events.clone(), hold.clone(), clients.clone());
         let task = tokio::spawn(async move {
             while let Ok(Some(ev)) = stream.message().await {

@@ -303,10 +303,8 @@ impl PeerCore {
         match e {
             Event::Connected => self.stats.connected = true,
             Event::Closed => self.stats.closed = true,
-            Event::ChannelOpen(id, label) => {
-                if Some(label.as_str()) == self.publish.data_label {
-                    self.channel = Some(id);
-                }
+            Event::ChannelOpen(id, label) if Some(label.as_str()) == self.publish.data_label => {
+                self.channel = Some(id);
             }
             Event::ChannelData(d) => self.stats.messages.push(d.data),
             Event::KeyframeRequest(_) => {

@@ -665,16 +665,16 @@ impl Sfu {
                 reason: "no gateway offer is outstanding".into(),
             });
         };
-        if let Some(want) = offer_id {
-            if want != pending.id {
-                return Err(CoreError::WrongState {
-                    session: id.clone(),
-                    reason: format!(
-                        "offer {want} is not the outstanding offer (that is {})",
-                        pending.id
-                    ),
-                });
-            }
+        if let Some(want) = offer_id
+            && want != pending.id
+        {
+            return Err(CoreError::WrongState {
+                session: id.clone(),
+                reason: format!(
+                    "offer {want} is not the outstanding offer (that is {})",
+                    pending.id
+                ),
+            });
         }
         let pending = s.pending.take().expect("checked above");
         let res = catch_unwind(AssertUnwindSafe(|| {
@@ -899,11 +899,11 @@ impl Sfu {
     }
 
     fn touch(&mut self, key: SessionKey) {
-        if let Some(s) = self.sessions.get_mut(&key) {
-            if !s.dirty {
-                s.dirty = true;
-                self.dirty.push(key);
-            }
+        if let Some(s) = self.sessions.get_mut(&key)
+            && !s.dirty
+        {
+            s.dirty = true;
+            self.dirty.push(key);
         }
     }
 
@@ -990,21 +990,17 @@ impl Sfu {
             Event::RtpPacket(p) => self.forward_rtp(key, p),
             Event::Connected => self.set_connected(key),
             Event::IceConnectionStateChange(st) => self.on_ice_state(key, st),
-            Event::MediaAdded(m) => {
-                if m.direction.is_receiving() {
-                    let rids = m
-                        .simulcast
-                        .map(|s| s.recv.into_iter().map(|l| l.rid).collect())
-                        .unwrap_or_default();
-                    self.publish(key, m.mid, m.kind, rids);
-                }
+            Event::MediaAdded(m) if m.direction.is_receiving() => {
+                let rids = m
+                    .simulcast
+                    .map(|s| s.recv.into_iter().map(|l| l.rid).collect())
+                    .unwrap_or_default();
+                self.publish(key, m.mid, m.kind, rids);
             }
-            Event::MediaChanged(c) => {
-                if !c.direction.is_receiving() {
-                    let tk = self.sessions[&key].tracks_in.get(&c.mid).copied();
-                    if let Some(tk) = tk {
-                        self.unpublish(tk);
-                    }
+            Event::MediaChanged(c) if !c.direction.is_receiving() => {
+                let tk = self.sessions[&key].tracks_in.get(&c.mid).copied();
+                if let Some(tk) = tk {
+                    self.unpublish(tk);
                 }
             }
             Event::ChannelOpen(id, label) => {
@@ -1306,10 +1302,10 @@ impl Sfu {
         }
         let rtx = self.config.rtx_cache_packets;
         for (_, mid, kind) in &opened {
-            if *kind == MediaKind::Video {
-                if let Some(tx) = s.rtc.direct_api().stream_tx_by_mid(*mid, None) {
-                    tx.set_rtx_cache(rtx, Duration::from_secs(3), Some(0.15));
-                }
+            if *kind == MediaKind::Video
+                && let Some(tx) = s.rtc.direct_api().stream_tx_by_mid(*mid, None)
+            {
+                tx.set_rtx_cache(rtx, Duration::from_secs(3), Some(0.15));
             }
         }
         let connected = s.rtc.is_connected();

@@ -21,20 +21,20 @@ impl From<GatewayError> for Status {
     fn from(e: GatewayError) -> Self {
         match e {
             GatewayError::InvalidArgument { field, reason } => invalid(field, reason),
-            GatewayError::Busy { .. } => Status::resource_exhausted(e.to_string()),
-            GatewayError::Unavailable(_) => Status::unavailable(e.to_string()),
+            GatewayError::Busy { .. } => Self::resource_exhausted(e.to_string()),
+            GatewayError::Unavailable(_) => Self::unavailable(e.to_string()),
             GatewayError::Core(c) => match c {
                 CoreError::InvalidArgument { field, reason } => invalid(field, reason),
                 CoreError::RoomNotFound(_) | CoreError::SessionNotFound(_) => {
-                    Status::not_found(c.to_string())
+                    Self::not_found(c.to_string())
                 }
-                CoreError::RoomExists(_) => Status::already_exists(c.to_string()),
-                CoreError::LimitReached(_) => Status::resource_exhausted(c.to_string()),
-                CoreError::WrongState { .. } => Status::failed_precondition(c.to_string()),
-                CoreError::ShuttingDown => Status::unavailable(c.to_string()),
+                CoreError::RoomExists(_) => Self::already_exists(c.to_string()),
+                CoreError::LimitReached(_) => Self::resource_exhausted(c.to_string()),
+                CoreError::WrongState { .. } => Self::failed_precondition(c.to_string()),
+                CoreError::ShuttingDown => Self::unavailable(c.to_string()),
                 CoreError::Internal(_) => {
                     tracing::error!(error = %c, "internal error");
-                    Status::internal(c.to_string())
+                    Self::internal(c.to_string())
                 }
             },
         }

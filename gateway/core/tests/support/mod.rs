@@ -151,10 +151,10 @@ impl Net {
         loop {
             match self.sfu.poll_output() {
                 Output::Transmit(t) => {
-                    if let Some(p) = self.peers.iter_mut().find(|p| p.core.addr == t.destination) {
-                        if !p.cut {
-                            p.core.handle_datagram(self.now, t.source, &t.contents);
-                        }
+                    if let Some(p) = self.peers.iter_mut().find(|p| p.core.addr == t.destination)
+                        && !p.cut
+                    {
+                        p.core.handle_datagram(self.now, t.source, &t.contents);
                     }
                 }
                 Output::Event(e) => {

@@ -1,0 +1,160 @@
+//! Configuration: precedence of defaults < file < environment, and rejection of bad values with
+//! the key named.
+
+use std::io::Write;
+
+use switchboard_gateway::Config;
+use switchboard_gateway::config::LogFormat;
+
+fn file(contents: &str) -> tempfile_lite::TempFile {
+    tempfile_lite::TempFile::new(contents)
+}
+
+mod tempfile_lite {
+    //! A file in the target directory that is removed on drop (no extra dependency).
+    pub struct TempFile(pub std::path::PathBuf);
+    impl TempFile {
+        pub fn new(contents: &str) -> Self {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "switchboard-config-test-{}-{}.toml",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let mut f = std::fs::File::create(&p).unwrap();
+            super::Write::write_all(&mut f, contents.as_bytes()).unwrap();
+            Self(p)
+        }
+    }
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn defaults_are_valid_and_loopback() {
+    let c = Config::load_with_env(None, env(&[])).unwrap();
+    assert_eq!(c, Config::default());
+    assert!(c.grpc.listen.ip().is_loopback());
+    assert!(c.grpc.api_key.is_empty());
+}
+
+#[test]
+fn file_overrides_defaults_and_env_overrides_file() {
+    let f = file(
+        r#"
+[grpc]
+listen = "127.0.0.1:7000"
+[media]
+workers = 3
+port_base = 41000
+[log]
+format = "json"
+"#,
+    );
+    let c = Config::load_with_env(Some(&f.0), env(&[])).unwrap();
+    assert_eq!(c.grpc.listen.port(), 7000);
+    assert_eq!(c.media.workers, 3);
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert_eq!(
+        c.rooms.default_max_sessions, 100,
+        "untouched keys keep defaults"
+    );
+
+    let c = Config::load_with_env(
+        Some(&f.0),
+        env(&[
+            ("SWITCHBOARD__MEDIA__WORKERS", "5"),
+            ("SWITCHBOARD__GRPC__API_KEY", "k"),
+            ("SWITCHBOARD__MEDIA__BIND_IP", "0.0.0.0"),
+            (
+                "SWITCHBOARD__MEDIA__ANNOUNCE_IPS",
+                "203.0.113.7,2001:db8::7",
+            ),
+            ("UNRELATED", "x"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.media.workers, 5, "env beats file");
+    assert_eq!(c.grpc.listen.port(), 7000, "file beats default");
+    assert_eq!(c.grpc.api_key, "k");
+    assert_eq!(c.media.announce_ips.len(), 2);
+}
+
+fn rejected(toml: &str, vars: &[(&str, &str)]) -> String {
+    let f = file(toml);
+    Config::load_with_env(Some(&f.0), env(vars))
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn bad_values_are_rejected_naming_the_key() {
+    /// (file contents, environment, key the error must name)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        ("[media]\nworkers = \"many\"", &[], "media.workers"),
+        ("[media]\nworkers = 500", &[], "media.workers"),
+        (
+            "",
+            &[("SWITCHBOARD__MEDIA__WORKERS", "abc")],
+            "media.workers",
+        ),
+        ("[grpc]\nlisten = \"nowhere\"", &[], "grpc.listen"),
+        ("[grpc]\nlisten = \"0.0.0.0:50051\"", &[], "grpc.api_key"),
+        ("[media]\nbind_ip = \"0.0.0.0\"", &[], "media.announce_ips"),
+        (
+            "[media]\nport_base = 65535\nworkers = 2",
+            &[],
+            "media.port_base",
+        ),
+        (
+            "[rooms]\nempty_timeout_secs = 0",
+            &[],
+            "rooms.empty_timeout_secs",
+        ),
+        (
+            "[rooms]\ndefault_max_sessions = 5000",
+            &[],
+            "rooms.default_max_sessions",
+        ),
+        ("[log]\nformat = \"xml\"", &[], "log.format"),
+        (
+            "[[ice_servers]]\nurls = [\"http://x\"]",
+            &[],
+            "ice_servers.urls",
+        ),
+        ("[grpc]\nbogus = 1", &[], "bogus"),
+        ("", &[("SWITCHBOARD__NOPE__X", "1")], "nope"),
+    ];
+    for (toml, vars, key) in cases {
+        let msg = rejected(toml, vars);
+        assert!(
+            msg.contains(key),
+            "{toml:?} {vars:?}: {msg:?} should name {key}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_config_file_is_an_error() {
+    let e = Config::load_with_env(Some(std::path::Path::new("/nonexistent/sb.toml")), env(&[]));
+    assert!(e.is_err());
+}
+
+#[test]
+fn the_shipped_example_config_is_valid_and_equals_the_defaults() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../switchboard.example.toml");
+    let c = Config::load_with_env(Some(&path), env(&[])).unwrap();
+    assert_eq!(c, Config::default());
+}

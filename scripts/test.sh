@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs every Switchboard test. This is the README's test command and what .ci/run calls.
+#
+# 1. Installs what the tests need when it is missing (a C compiler for aws-lc-sys, iproute2 and
+#    util-linux for the loopback-only network namespace). A Rust toolchain >= 1.89 must already be
+#    installed (https://rustup.rs): Debian's packaged rustc is too old, so this fails loudly.
+# 2. Builds everything while the network is available (crates are fetched here).
+# 3. Checks formatting and lints, then runs the whole test suite inside a network namespace that
+#    has only `lo` (as root), so no test can send a packet off this machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+need_apt=()
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev make)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v kill >/dev/null 2>&1 || need_apt+=(procps)
+if ((${#need_apt[@]})); then
+  say "installing ${need_apt[*]}"
+  if [ "$(id -u)" -ne 0 ]; then die "missing ${need_apt[*]}; run as root or install them"; fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust >= 1.89 with rustup (https://rustup.rs)"
+rust_minor=$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')
+[ "$rust_minor" -ge 89 ] || die "Rust $(rustc --version) is too old: 1.89 or newer is needed"
+
+say "building (fetches crates)"
+cargo build --workspace --tests --bins --locked
+
+say "formatting and lints"
+if cargo fmt --version >/dev/null 2>&1; then
+  cargo fmt --all --check
+else
+  die "rustfmt is missing: rustup component add rustfmt"
+fi
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+else
+  die "clippy is missing: rustup component add clippy"
+fi
+
+say "tests"
+test_cmd=(cargo test --workspace --locked --offline)
+if [ "$(id -u)" -eq 0 ] && unshare -n true 2>/dev/null; then
+  echo "(inside a network namespace with only lo)"
+  unshare -n -- bash -c 'ip link set lo up && exec "$@"' _ "${test_cmd[@]}"
+else
+  echo "(not root or no unshare: tests run in this namespace; they bind loopback only)"
+  "${test_cmd[@]}"
+fi
