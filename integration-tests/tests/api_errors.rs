@@ -359,3 +359,33 @@ async fn unavailable_while_shutting_down_never_internal() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn resource_exhausted_when_a_worker_queue_is_full() -> anyhow::Result<()> {
+    let mut cfg = test_config();
+    cfg.media.workers = 1;
+    cfg.limits.command_queue = 1;
+    let gw = start(cfg).await?;
+    let handle = gw.handle();
+    // Many calls at once against a queue of one: the ones that find it full are refused at once
+    // (RESOURCE_EXHAUSTED), never queued without bound; the others succeed.
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..500 {
+        let h = handle.clone();
+        set.spawn(async move { h.list_rooms().await });
+    }
+    let (mut ok, mut busy) = (0, 0);
+    while let Some(r) = set.join_next().await {
+        match r? {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                let status = tonic::Status::from(e);
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+                busy += 1;
+            }
+        }
+    }
+    assert!(ok >= 1 && busy >= 1, "ok {ok}, busy {busy}");
+    gw.shutdown().await;
+    Ok(())
+}

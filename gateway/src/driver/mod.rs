@@ -29,8 +29,11 @@ pub const IO_LOOP_BOUND: usize = 256;
 /// Largest datagram accepted (larger ones are truncated by the kernel and then fail to parse).
 const MAX_DATAGRAM_BYTES: usize = 2048;
 
-/// A command: runs on the Worker thread with the `Sfu`, the monotonic and the wall-clock time.
-pub(crate) type Job = Box<dyn FnOnce(&mut Sfu, Instant, SystemTime) + Send>;
+/// A command: runs on the Worker thread with the `Sfu`, the monotonic and the wall-clock time,
+/// and returns the reply to send once the command's outputs (events) have been published.
+pub(crate) type Job = Box<dyn FnOnce(&mut Sfu, Instant, SystemTime) -> Reply + Send>;
+/// Sends a command's reply.
+pub(crate) type Reply = Box<dyn FnOnce() + Send>;
 
 enum WorkerMsg {
     Job(Job),
@@ -60,8 +63,11 @@ impl WorkerHandle {
     ) -> Result<R, SendError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |sfu, now, wall| {
-            // The caller may have gone away (request cancelled); nothing to do then.
-            let _ = tx.send(f(sfu, now, wall));
+            let res = f(sfu, now, wall);
+            Box::new(move || {
+                // The caller may have gone away (request cancelled); nothing to do then.
+                let _ = tx.send(res);
+            })
         });
         self.tx.try_send(WorkerMsg::Job(job)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SendError::Full,
@@ -159,7 +165,13 @@ async fn run(
         tokio::select! {
             biased;
             msg = rx.recv() => match msg {
-                Some(WorkerMsg::Job(job)) => job(&mut sfu, Instant::now(), SystemTime::now()),
+                Some(WorkerMsg::Job(job)) => {
+                    let reply = job(&mut sfu, Instant::now(), SystemTime::now());
+                    // Publish the command's events before answering: when a call returns, its
+                    // events are already in every event stream.
+                    flush(&mut sfu, &socket, &bus, &mut send_drops);
+                    reply();
+                }
                 Some(WorkerMsg::Shutdown(done)) => {
                     sfu.shutdown(Instant::now());
                     flush(&mut sfu, &socket, &bus, &mut send_drops);
