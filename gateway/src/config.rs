@@ -24,6 +24,8 @@ pub struct Config {
     pub sessions: SessionsConfig,
     /// Queue sizes.
     pub limits: LimitsConfig,
+    /// Data-channel relay limits.
+    pub data: DataConfig,
     /// ICE servers handed to Peers in `CreateSessionResponse`.
     pub ice_servers: Vec<IceServerConfig>,
     /// Logging.
@@ -145,6 +147,29 @@ impl Default for LimitsConfig {
         Self {
             command_queue: 1024,
             event_buffer: 4096,
+        }
+    }
+}
+
+/// `[data]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Largest data-channel message relayed (bytes); larger ones are dropped and counted.
+    pub max_message_bytes: usize,
+    /// Bytes queued toward one receiving channel before unreliable messages are dropped and a
+    /// reliable channel is closed as a slow receiver.
+    pub send_buffer_bytes: usize,
+    /// Largest Peer message copied into a `DataReceived` event.
+    pub backend_max_bytes: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+            send_buffer_bytes: 1024 * 1024,
+            backend_max_bytes: 16 * 1024,
         }
     }
 }
@@ -323,6 +348,21 @@ impl Config {
         }
         if self.sessions.rtx_cache_packets == 0 {
             return bad("sessions.rtx_cache_packets", "must be at least 1");
+        }
+        if self.data.max_message_bytes == 0 || self.data.max_message_bytes > 16 * 1024 * 1024 {
+            return bad("data.max_message_bytes", "must be between 1 and 16777216");
+        }
+        if self.data.send_buffer_bytes < self.data.max_message_bytes {
+            return bad(
+                "data.send_buffer_bytes",
+                "must be at least data.max_message_bytes",
+            );
+        }
+        if self.data.backend_max_bytes > self.data.max_message_bytes {
+            return bad(
+                "data.backend_max_bytes",
+                "must not exceed data.max_message_bytes",
+            );
         }
         if self.limits.command_queue == 0 {
             return bad("limits.command_queue", "must be at least 1");

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use switchboard_core::{
-    CoreError, RemoteCandidate, RoomId, RoomInfo, RoomSpec, SessionId, SessionInfo, SessionSpec,
+    CoreError, RemoteCandidate, RoomId, RoomInfo, RoomSpec, SendReport, SessionId, SessionInfo,
+    SessionSpec,
 };
 
 use crate::config::IceServerConfig;
@@ -46,6 +47,21 @@ pub enum GatewayError {
 
 /// An ICE server for Peers.
 pub type IceServer = IceServerConfig;
+
+/// A backend message for [`GatewayHandle::send_data`].
+#[derive(Debug, Clone, Default)]
+pub struct DataMessage {
+    /// Target Sessions; empty means the whole Room.
+    pub targets: Vec<SessionId>,
+    /// Channel label.
+    pub label: String,
+    /// Binary or text.
+    pub binary: bool,
+    /// The bytes.
+    pub data: Vec<u8>,
+    /// Reliable delivery policy (see `data.proto`).
+    pub reliable: bool,
+}
 
 /// A trickled candidate, owned (see [`RemoteCandidate`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,6 +264,35 @@ impl GatewayHandle {
                     Candidate::End => RemoteCandidate::EndOfCandidates,
                 };
                 sfu.add_remote_candidate(now, &id, c)
+            })
+            .await??)
+    }
+
+    /// Sends a data-channel message from the backend to Sessions of a Room (all when `targets` is
+    /// empty) on their channel labelled `label`. See `data.proto` for the delivery rules.
+    pub async fn send_data(
+        &self,
+        room: RoomId,
+        msg: DataMessage,
+    ) -> Result<SendReport, GatewayError> {
+        if !msg.binary && std::str::from_utf8(&msg.data).is_err() {
+            return Err(GatewayError::InvalidArgument {
+                field: "data",
+                reason: "a text message (binary = false) must be UTF-8".into(),
+            });
+        }
+        let w = self.room_worker(&room);
+        Ok(self
+            .call(w, move |sfu, now, _| {
+                sfu.send_data(
+                    now,
+                    &room,
+                    &msg.targets,
+                    &msg.label,
+                    msg.binary,
+                    &msg.data,
+                    msg.reliable,
+                )
             })
             .await??)
     }

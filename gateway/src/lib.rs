@@ -92,6 +92,9 @@ impl Gateway {
             disconnect_grace: Duration::from_secs(config.sessions.disconnect_grace_secs),
             keyframe_min_interval: Duration::from_millis(config.sessions.keyframe_min_interval_ms),
             rtx_cache_packets: config.sessions.rtx_cache_packets,
+            data_max_message_bytes: config.data.max_message_bytes,
+            data_send_buffer_bytes: config.data.send_buffer_bytes,
+            data_backend_max_bytes: config.data.backend_max_bytes,
         };
         let announce = config.announce_ips();
         let mut workers = Vec::with_capacity(n);

@@ -121,6 +121,15 @@ pub struct Backend {
 impl Backend {
     /// Creates the Room and starts watching it.
     pub async fn new(clients: Clients, room: &str) -> anyhow::Result<Self> {
+        Self::with_options(clients, room, None).await
+    }
+
+    /// Like [`Backend::new`], with Room options.
+    pub async fn with_options(
+        clients: Clients,
+        room: &str,
+        options: Option<pb::RoomOptions>,
+    ) -> anyhow::Result<Self> {
         let mut stream = clients
             .events
             .clone()
@@ -130,7 +139,14 @@ impl Backend {
             })
             .await?
             .into_inner();
-        clients.create_room(room).await?;
+        clients
+            .rooms
+            .clone()
+            .create_room(pb::CreateRoomRequest {
+                room_id: room.into(),
+                options,
+            })
+            .await?;
         let peers: Arc<Mutex<HashMap<String, Arc<UdpPeer>>>> = Arc::default();
         let events: Arc<Mutex<Vec<pb::Event>>> = Arc::default();
         let hold: HeldOffers = Arc::default();
@@ -190,6 +206,16 @@ impl Backend {
         participant: &str,
         publish: Publish,
     ) -> anyhow::Result<(String, Arc<UdpPeer>)> {
+        self.join_with(participant, publish, &[]).await
+    }
+
+    /// Like [`Backend::join`], also opening the given data channels in the first offer.
+    pub async fn join_with(
+        &self,
+        participant: &str,
+        publish: Publish,
+        channels: &[switchboard_testpeer::ChannelConfig],
+    ) -> anyhow::Result<(String, Arc<UdpPeer>)> {
         let s = self
             .clients
             .sessions
@@ -209,7 +235,7 @@ impl Backend {
             .lock()
             .unwrap()
             .insert(s.session_id.clone(), peer.clone());
-        let offer = peer.with(|p| p.create_offer(publish));
+        let offer = peer.with(|p| p.create_offer_with(publish, channels));
         let answer = self
             .clients
             .sessions

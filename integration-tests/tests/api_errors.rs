@@ -346,6 +346,7 @@ async fn unavailable_while_shutting_down_never_internal() -> anyhow::Result<()> 
         empty_timeout: None,
         metadata: String::new(),
         created_at: std::time::SystemTime::now(),
+        backend_data_labels: Vec::new(),
     };
     let e = handle.create_room(spec).await.unwrap_err();
     assert_eq!(tonic::Status::from(e).code(), Code::Unavailable);

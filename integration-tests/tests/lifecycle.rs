@@ -26,6 +26,7 @@ async fn rooms_and_sessions_lifecycle_with_ordered_events() -> anyhow::Result<()
                 max_sessions: 3,
                 empty_timeout_seconds: 60,
                 metadata: "{\"topic\":\"standup\"}".into(),
+                backend_data_labels: vec!["captions".into()],
             }),
         })
         .await?

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::channel::ChannelId;
+use str0m::channel::{ChannelConfig, ChannelId};
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
@@ -35,6 +35,17 @@ pub struct TrackStats {
     pub bytes: u64,
 }
 
+/// One received data-channel message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The channel's label.
+    pub label: String,
+    /// Binary (true) or text (false).
+    pub binary: bool,
+    /// The payload.
+    pub data: Vec<u8>,
+}
+
 /// Counters of a Peer.
 #[derive(Debug, Clone, Default)]
 pub struct PeerStats {
@@ -44,8 +55,12 @@ pub struct PeerStats {
     pub closed: bool,
     /// Received media per Track id (the msid track id the gateway put in its offer).
     pub tracks: HashMap<String, TrackStats>,
-    /// Data-channel messages received, in order.
+    /// Data-channel messages received, in order (payload only).
     pub messages: Vec<Vec<u8>>,
+    /// Data-channel messages received, in order, with their channel label and binary flag.
+    pub received: Vec<Received>,
+    /// Labels of channels that were closed (by the gateway or the Peer).
+    pub closed_channels: Vec<String>,
     /// Key frame requests received for the published video.
     pub keyframe_requests: u64,
     /// Video frames sent.
@@ -70,6 +85,7 @@ pub struct PeerCore {
     audio_mid: Option<Mid>,
     video_mid: Option<Mid>,
     channel: Option<ChannelId>,
+    channels: HashMap<ChannelId, String>,
     pending: Option<SdpPendingOffer>,
     next_audio: Option<Instant>,
     next_video: Option<Instant>,
@@ -106,6 +122,7 @@ impl PeerCore {
             audio_mid: None,
             video_mid: None,
             channel: None,
+            channels: HashMap::new(),
             pending: None,
             next_audio: None,
             next_video: None,
@@ -119,8 +136,16 @@ impl PeerCore {
 
     /// Creates the initial offer for what to publish. Returns the SDP text.
     pub fn create_offer(&mut self, publish: Publish) -> String {
+        self.create_offer_with(publish, &[])
+    }
+
+    /// Like [`PeerCore::create_offer`], also opening channels with the given configurations.
+    pub fn create_offer_with(&mut self, publish: Publish, channels: &[ChannelConfig]) -> String {
         self.publish = publish;
         let mut api = self.rtc.sdp_api();
+        for c in channels {
+            api.add_channel_with_config(c.clone());
+        }
         if publish.audio {
             self.audio_mid =
                 Some(api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
@@ -131,7 +156,7 @@ impl PeerCore {
         }
         if let Some(label) = publish.data_label {
             api.add_channel(label.to_string());
-        } else if !publish.audio && !publish.video {
+        } else if !publish.audio && !publish.video && channels.is_empty() {
             // An offer needs at least one m-line; a receive-only Peer still opens a channel.
             api.add_channel("_".to_string());
         }
@@ -187,6 +212,50 @@ impl PeerCore {
         };
         self.drain();
         ok
+    }
+
+    /// Opens another channel on a connection that already has one (no renegotiation needed).
+    pub fn open_channel(&mut self, config: ChannelConfig) {
+        let mut api = self.rtc.sdp_api();
+        api.add_channel_with_config(config);
+        if let Some((_, pending)) = api.apply() {
+            // The first channel needs an offer; tests open later channels only after one exists.
+            self.pending = Some(pending);
+        }
+        self.drain();
+    }
+
+    /// Sends on the open channel with `label`. False if there is none or its buffer is full.
+    pub fn send_on(&mut self, label: &str, binary: bool, data: &[u8]) -> bool {
+        let Some(id) = self
+            .channels
+            .iter()
+            .find(|(_, l)| *l == label)
+            .map(|(id, _)| *id)
+        else {
+            return false;
+        };
+        let ok = match self.rtc.channel(id) {
+            Some(mut ch) => ch.write(binary, data).unwrap_or(false),
+            None => false,
+        };
+        self.drain();
+        ok
+    }
+
+    /// Whether a channel with `label` is open.
+    pub fn has_channel(&self, label: &str) -> bool {
+        self.channels.values().any(|l| l == label)
+    }
+
+    /// The configuration of the open channel with `label`, as negotiated.
+    pub fn channel_config(&mut self, label: &str) -> Option<ChannelConfig> {
+        let id = self
+            .channels
+            .iter()
+            .find(|(_, l)| *l == label)
+            .map(|(id, _)| *id)?;
+        self.rtc.channel(id).and_then(|c| c.config().cloned())
     }
 
     /// Whether the data channel is open.
@@ -303,10 +372,29 @@ impl PeerCore {
         match e {
             Event::Connected => self.stats.connected = true,
             Event::Closed => self.stats.closed = true,
-            Event::ChannelOpen(id, label) if Some(label.as_str()) == self.publish.data_label => {
-                self.channel = Some(id);
+            Event::ChannelOpen(id, label) => {
+                if Some(label.as_str()) == self.publish.data_label {
+                    self.channel = Some(id);
+                }
+                self.channels.insert(id, label);
             }
-            Event::ChannelData(d) => self.stats.messages.push(d.data),
+            Event::ChannelClose(id) => {
+                if let Some(label) = self.channels.remove(&id) {
+                    self.stats.closed_channels.push(label);
+                }
+                if self.channel == Some(id) {
+                    self.channel = None;
+                }
+            }
+            Event::ChannelData(d) => {
+                let label = self.channels.get(&d.id).cloned().unwrap_or_default();
+                self.stats.received.push(Received {
+                    label,
+                    binary: d.binary,
+                    data: d.data.clone(),
+                });
+                self.stats.messages.push(d.data);
+            }
             Event::KeyframeRequest(_) => {
                 self.stats.keyframe_requests += 1;
                 self.want_keyframe = true;

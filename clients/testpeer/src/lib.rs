@@ -9,5 +9,6 @@
 mod core;
 mod udp;
 
-pub use crate::core::{PeerCore, PeerStats, Publish, TrackStats};
+pub use crate::core::{PeerCore, PeerStats, Publish, Received, TrackStats};
 pub use crate::udp::UdpPeer;
+pub use str0m::channel::{ChannelConfig, Reliability};

@@ -26,4 +26,6 @@ pub use demux::stun_local_ufrag;
 pub use error::CoreError;
 pub use ids::{IdError, MAX_ID_LEN, ParticipantId, RoomId, SessionId, TrackId};
 pub use model::*;
-pub use sfu::{Datagram, MAX_METADATA_BYTES, Output, RemoteCandidate, Sfu, SfuConfig};
+pub use sfu::{
+    DIRECT_LABEL, Datagram, MAX_METADATA_BYTES, Output, RemoteCandidate, Sfu, SfuConfig,
+};

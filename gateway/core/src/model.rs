@@ -21,6 +21,8 @@ pub struct RoomSpec {
     pub metadata: String,
     /// Wall-clock creation time, supplied by the caller (the core reads no clock).
     pub created_at: SystemTime,
+    /// Data-channel labels whose messages are also sent to the backend as events (`*` = all).
+    pub backend_data_labels: Vec<String>,
 }
 
 /// A Room as reported to backends.
@@ -38,6 +40,8 @@ pub struct RoomInfo {
     pub session_count: u32,
     /// When it was created.
     pub created_at: SystemTime,
+    /// Labels whose messages go to the backend.
+    pub backend_data_labels: Vec<String>,
 }
 
 /// What a Session may do.
@@ -157,6 +161,49 @@ pub enum SessionCloseReason {
     PeerError,
 }
 
+/// How a data channel delivers (what the Peer chose when it opened it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChannelSpec {
+    /// Messages arrive in the order they were sent.
+    pub ordered: bool,
+    /// Whether lost messages are retransmitted, and how far.
+    pub reliability: ChannelReliability,
+}
+
+/// Partial reliability of a data channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChannelReliability {
+    /// Retransmitted until delivered.
+    Reliable,
+    /// Retransmitted at most this many times.
+    MaxRetransmits(u16),
+    /// Retransmitted for at most this many milliseconds.
+    MaxPacketLifetime(u16),
+}
+
+/// Why the gateway closed a Peer's data channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelCloseReason {
+    /// The receiver did not take messages fast enough: its send buffer filled on a reliable
+    /// channel (the channel is closed instead of buffering without bound).
+    SlowReceiver,
+    /// The channel's configuration differs from the one this label has in the Room.
+    ConfigMismatch,
+}
+
+/// What a backend's message reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendReport {
+    /// Sessions the message was queued to.
+    pub delivered: u32,
+    /// Sessions that have no open channel with that label (or, for a reliable send, only an
+    /// unreliable one).
+    pub no_channel: Vec<SessionId>,
+    /// Sessions whose send buffer was full: dropped (unreliable) or their channel was closed as a
+    /// slow receiver (reliable).
+    pub undelivered: Vec<SessionId>,
+}
+
 /// Why a Room closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoomCloseReason {
@@ -202,6 +249,22 @@ pub enum EventKind {
     },
     /// A Track was published.
     TrackPublished(TrackInfo),
+    /// A Peer sent a message on a label the Room forwards to the backend.
+    DataReceived {
+        /// The channel label.
+        label: String,
+        /// Binary (true) or text (false).
+        binary: bool,
+        /// The message.
+        data: Vec<u8>,
+    },
+    /// The gateway closed one of the Session's data channels.
+    ChannelClosed {
+        /// The channel label.
+        label: String,
+        /// Why.
+        reason: ChannelCloseReason,
+    },
     /// A Track was unpublished.
     TrackUnpublished {
         /// The Track.
@@ -248,6 +311,10 @@ pub struct Counters {
     pub data_forwarded: u64,
     /// Data-channel messages dropped (no permission, no matching channel, buffer full).
     pub data_dropped: u64,
+    /// Data-channel messages dropped for being larger than the limit.
+    pub data_oversized: u64,
+    /// Reliable channels closed because their receiver was too slow.
+    pub data_slow_receivers: u64,
     /// Sessions closed because of an internal fault.
     pub session_panics: u64,
     /// Keyframe requests sent to publishers.

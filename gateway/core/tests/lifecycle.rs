@@ -296,6 +296,7 @@ fn an_empty_room_closes_after_its_timeout() {
         empty_timeout: Some(Duration::from_secs(5)),
         metadata: "m".into(),
         created_at: std::time::SystemTime::now(),
+        backend_data_labels: Vec::new(),
     };
     let (room, created) = net.sfu.create_room(net.now, spec).unwrap();
     assert!(created);

@@ -5,8 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use switchboard::v1 as pb;
 use switchboard_core::{
-    EventKind, ParticipantId, Permissions, RoomCloseReason, RoomId, RoomInfo, RoomSpec,
-    SessionCloseReason, SessionId, SessionInfo, SessionSpec, SessionState, TrackInfo, TrackKind,
+    ChannelCloseReason, EventKind, ParticipantId, Permissions, RoomCloseReason, RoomId, RoomInfo,
+    RoomSpec, SessionCloseReason, SessionId, SessionInfo, SessionSpec, SessionState, TrackInfo,
+    TrackKind,
 };
 use tonic::Status;
 
@@ -37,6 +38,20 @@ pub(crate) fn session_id(field: &str, s: &str) -> Result<SessionId, Status> {
 
 impl FromProto<pb::CreateRoomRequest> for RoomSpec {
     fn from_proto(r: pb::CreateRoomRequest) -> Result<Self, Status> {
+        if let Some(o) = &r.options {
+            if o.backend_data_labels.len() > 32 {
+                return Err(invalid("options.backend_data_labels", "at most 32 labels"));
+            }
+            if o.backend_data_labels
+                .iter()
+                .any(|l| l.is_empty() || l.len() > 128)
+            {
+                return Err(invalid(
+                    "options.backend_data_labels",
+                    "each label must be 1 to 128 bytes",
+                ));
+            }
+        }
         let id = if r.room_id.is_empty() {
             None
         } else {
@@ -50,6 +65,7 @@ impl FromProto<pb::CreateRoomRequest> for RoomSpec {
                 .then(|| Duration::from_secs(u64::from(o.empty_timeout_seconds))),
             metadata: o.metadata,
             created_at: SystemTime::UNIX_EPOCH,
+            backend_data_labels: o.backend_data_labels,
         })
     }
 }
@@ -92,6 +108,7 @@ impl ToProto<pb::Room> for RoomInfo {
                 max_sessions: r.max_sessions,
                 empty_timeout_seconds: u32::try_from(r.empty_timeout.as_secs()).unwrap_or(u32::MAX),
                 metadata: r.metadata,
+                backend_data_labels: r.backend_data_labels,
             }),
             session_count: r.session_count,
             created_at: Some(timestamp(r.created_at)),
@@ -218,6 +235,28 @@ impl ToProto<pb::Event> for &GatewayEvent {
                     EventKind::TrackPublished(t) => Kind::TrackPublished(pb::TrackPublished {
                         track: Some(t.to_proto()),
                     }),
+                    EventKind::DataReceived {
+                        label,
+                        binary,
+                        data,
+                    } => Kind::DataReceived(pb::DataReceived {
+                        label,
+                        data,
+                        binary,
+                    }),
+                    EventKind::ChannelClosed { label, reason } => {
+                        Kind::ChannelClosed(pb::ChannelClosed {
+                            label,
+                            reason: match reason {
+                                ChannelCloseReason::SlowReceiver => {
+                                    pb::ChannelCloseReason::SlowReceiver
+                                }
+                                ChannelCloseReason::ConfigMismatch => {
+                                    pb::ChannelCloseReason::ConfigMismatch
+                                }
+                            } as i32,
+                        })
+                    }
                     EventKind::TrackUnpublished { track, publisher } => {
                         Kind::TrackUnpublished(pb::TrackUnpublished {
                             track_id: track.to_string(),

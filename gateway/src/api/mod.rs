@@ -1,4 +1,4 @@
-//! The edge: the only module that knows protobuf and gRPC. It builds the tonic router (the three
+//! The edge: the only module that knows protobuf and gRPC. It builds the tonic router (the four
 //! `switchboard.v1` services behind bearer-key auth, plus health and reflection) over a
 //! [`GatewayHandle`]. It never touches a socket or an `Rtc`.
 
@@ -8,6 +8,7 @@ mod status;
 
 pub use service::ControlService;
 
+use switchboard::v1::data_service_server::DataServiceServer;
 use switchboard::v1::event_service_server::EventServiceServer;
 use switchboard::v1::room_service_server::RoomServiceServer;
 use switchboard::v1::session_service_server::SessionServiceServer;
@@ -71,6 +72,9 @@ pub(crate) async fn routes(
     health
         .set_serving::<EventServiceServer<ControlService>>()
         .await;
+    health
+        .set_serving::<DataServiceServer<ControlService>>()
+        .await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(switchboard::v1::FILE_DESCRIPTOR_SET)
@@ -78,7 +82,8 @@ pub(crate) async fn routes(
     };
     let a1 = auth.clone();
     let a2 = auth.clone();
-    let a3 = auth;
+    let a3 = auth.clone();
+    let a4 = auth;
     let routes = Routes::new(health_svc)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
@@ -89,8 +94,12 @@ pub(crate) async fn routes(
             svc.clone(),
             move |r| a2.check(r),
         ))
-        .add_service(EventServiceServer::with_interceptor(svc, move |r| {
-            a3.check(r)
+        .add_service(EventServiceServer::with_interceptor(
+            svc.clone(),
+            move |r| a3.check(r),
+        ))
+        .add_service(DataServiceServer::with_interceptor(svc, move |r| {
+            a4.check(r)
         }));
     Ok((routes, health))
 }
@@ -105,5 +114,8 @@ pub(crate) async fn set_not_serving(health: &tonic_health::server::HealthReporte
         .await;
     health
         .set_not_serving::<EventServiceServer<ControlService>>()
+        .await;
+    health
+        .set_not_serving::<DataServiceServer<ControlService>>()
         .await;
 }

@@ -4,6 +4,7 @@
 use std::pin::Pin;
 
 use switchboard::v1 as pb;
+use switchboard::v1::data_service_server::DataService;
 use switchboard::v1::event_service_server::EventService;
 use switchboard::v1::room_service_server::RoomService;
 use switchboard::v1::session_service_server::SessionService;
@@ -13,7 +14,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{FromProto, ToProto, room_id, session_id};
 use super::status::invalid;
 use crate::events::{EventBody, EventFilter, EventStreamError};
-use crate::handle::{Candidate, GatewayHandle};
+use crate::handle::{Candidate, DataMessage, GatewayHandle};
 
 /// Implements every `switchboard.v1` service over one [`GatewayHandle`].
 #[derive(Clone)]
@@ -173,6 +174,35 @@ impl SessionService for ControlService {
         };
         self.handle.add_ice_candidate(id, c).await?;
         Ok(Response::new(pb::AddIceCandidateResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl DataService for ControlService {
+    async fn send_data(
+        &self,
+        req: Request<pb::SendDataRequest>,
+    ) -> Result<Response<pb::SendDataResponse>, Status> {
+        let r = req.into_inner();
+        let room = room_id("room_id", &r.room_id)?;
+        let targets = r
+            .session_ids
+            .iter()
+            .map(|s| session_id("session_ids", s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let msg = DataMessage {
+            targets,
+            label: r.label,
+            binary: r.binary,
+            data: r.data,
+            reliable: r.reliable,
+        };
+        let report = self.handle.send_data(room, msg).await?;
+        Ok(Response::new(pb::SendDataResponse {
+            delivered: report.delivered,
+            no_channel_session_ids: report.no_channel.iter().map(ToString::to_string).collect(),
+            undelivered_session_ids: report.undelivered.iter().map(ToString::to_string).collect(),
+        }))
     }
 }
 

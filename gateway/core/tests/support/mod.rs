@@ -21,6 +21,12 @@ pub struct TestPeer {
     pub cut: bool,
     /// Gateway offers received while `auto_answer` was off: (offer_id, sdp).
     pub offers: Vec<(u64, String)>,
+    /// Drop every Nth datagram in each direction (a lossy link).
+    pub loss_every: Option<u32>,
+    /// Deliver datagrams to the gateway in swapped pairs (a reordering link).
+    pub reorder: bool,
+    sent: u32,
+    recvd: u32,
 }
 
 pub struct Net {
@@ -65,6 +71,7 @@ impl Net {
             empty_timeout: None,
             metadata: String::new(),
             created_at: SystemTime::now(),
+            backend_data_labels: Vec::new(),
         };
         self.sfu.create_room(self.now, spec).unwrap().0.id
     }
@@ -80,6 +87,19 @@ impl Net {
         self.sfu.create_session(self.now, spec).unwrap().id
     }
 
+    /// Creates a Room whose messages on `labels` also go to the backend.
+    pub fn room_with_backend_labels(&mut self, id: &str, labels: &[&str]) -> RoomId {
+        let spec = RoomSpec {
+            id: Some(RoomId::parse(id).unwrap()),
+            max_sessions: None,
+            empty_timeout: None,
+            metadata: String::new(),
+            created_at: SystemTime::now(),
+            backend_data_labels: labels.iter().map(|l| l.to_string()).collect(),
+        };
+        self.sfu.create_room(self.now, spec).unwrap().0.id
+    }
+
     /// Creates a Session and a Peer, and negotiates the Peer's initial offer.
     pub fn join(&mut self, room: &RoomId, participant: &str, publish: Publish) -> usize {
         let session = self.session(room, participant);
@@ -92,10 +112,32 @@ impl Net {
         participant: &str,
         publish: Publish,
     ) -> usize {
+        self.join_session_with(session, participant, publish, &[])
+    }
+
+    /// Joins with extra data channels opened in the initial offer.
+    pub fn join_with(
+        &mut self,
+        room: &RoomId,
+        participant: &str,
+        publish: Publish,
+        channels: &[switchboard_testpeer::ChannelConfig],
+    ) -> usize {
+        let session = self.session(room, participant);
+        self.join_session_with(session, participant, publish, channels)
+    }
+
+    pub fn join_session_with(
+        &mut self,
+        session: SessionId,
+        participant: &str,
+        publish: Publish,
+        channels: &[switchboard_testpeer::ChannelConfig],
+    ) -> usize {
         let addr: SocketAddr = format!("192.0.2.{}:5000", self.next_ip).parse().unwrap();
         self.next_ip += 1;
         let mut core = PeerCore::new(self.now, addr);
-        let offer = core.create_offer(publish);
+        let offer = core.create_offer_with(publish, channels);
         let answer = self.sfu.apply_offer(self.now, &session, &offer).unwrap();
         core.accept_answer(&answer).unwrap();
         self.peers.push(TestPeer {
@@ -105,6 +147,10 @@ impl Net {
             auto_answer: true,
             cut: false,
             offers: Vec::new(),
+            loss_every: None,
+            reorder: false,
+            sent: 0,
+            recvd: 0,
         });
         self.peers.len() - 1
     }
@@ -114,8 +160,15 @@ impl Net {
     pub fn step(&mut self) {
         let now = self.now;
         for p in &mut self.peers {
-            while let Some((src, dst, bytes)) = p.core.outbox.pop_front() {
-                if p.cut {
+            let mut batch: Vec<_> = p.core.outbox.drain(..).collect();
+            if p.reorder {
+                for pair in batch.chunks_mut(2) {
+                    pair.reverse();
+                }
+            }
+            for (src, dst, bytes) in batch {
+                p.sent += 1;
+                if p.cut || p.loss_every.is_some_and(|n| p.sent % n == 0) {
                     continue;
                 }
                 let d = Datagram {

@@ -30,6 +30,10 @@ use crate::error::CoreError;
 use crate::ids::{self, ParticipantId, RoomId, SessionId, TrackId};
 use crate::model::*;
 
+mod data;
+
+pub use data::DIRECT_LABEL;
+
 /// Most remote addresses remembered per Session (a Peer normally uses one; ICE may try a few).
 const MAX_ADDRS_PER_SESSION: usize = 8;
 /// Longest metadata string accepted, in bytes.
@@ -61,6 +65,13 @@ pub struct SfuConfig {
     pub keyframe_min_interval: Duration,
     /// Packets kept per outgoing video stream to answer NACKs.
     pub rtx_cache_packets: usize,
+    /// Largest data-channel message relayed; larger ones are dropped and counted.
+    pub data_max_message_bytes: usize,
+    /// Most bytes queued toward one receiving channel. Past it, unreliable messages are dropped
+    /// and a reliable channel is closed as a slow receiver.
+    pub data_send_buffer_bytes: usize,
+    /// Largest message copied into a `DataReceived` event for the backend.
+    pub data_backend_max_bytes: usize,
 }
 
 impl Default for SfuConfig {
@@ -76,6 +87,9 @@ impl Default for SfuConfig {
             disconnect_grace: Duration::from_secs(10),
             keyframe_min_interval: Duration::from_millis(500),
             rtx_cache_packets: 512,
+            data_max_message_bytes: 64 * 1024,
+            data_send_buffer_bytes: 1024 * 1024,
+            data_backend_max_bytes: 16 * 1024,
         }
     }
 }
@@ -132,6 +146,10 @@ struct Room {
     tracks: BTreeSet<TrackKey>,
     empty_deadline: Option<Instant>,
     closing: bool,
+    /// The channel configuration each label has in this Room (fixed by its first channel).
+    labels: HashMap<String, ChannelSpec>,
+    /// Labels whose messages also go to the backend (`*` means all).
+    backend_labels: Vec<String>,
 }
 
 struct PendingOffer {
@@ -199,7 +217,7 @@ struct Session {
     tracks_in: HashMap<Mid, TrackKey>,
     tracks_out: BTreeMap<TrackKey, TrackOut>,
     out_by_mid: HashMap<Mid, TrackKey>,
-    channels: HashMap<ChannelId, String>,
+    channels: HashMap<ChannelId, data::OpenChannel>,
     dirty: bool,
     fault: bool,
 }
@@ -338,6 +356,7 @@ impl Sfu {
             metadata: room.metadata.clone(),
             session_count: room.sessions.len() as u32,
             created_at: room.created_at,
+            backend_data_labels: room.backend_labels.clone(),
         }
     }
 
@@ -394,7 +413,8 @@ impl Sfu {
         if let Some(room) = self.rooms.get(&id) {
             let same = room.max_sessions == max_sessions
                 && room.empty_timeout == empty_timeout
-                && room.metadata == spec.metadata;
+                && room.metadata == spec.metadata
+                && room.backend_labels == spec.backend_data_labels;
             return if same {
                 Ok((Self::room_info(room), false))
             } else {
@@ -421,6 +441,8 @@ impl Sfu {
             tracks: BTreeSet::new(),
             empty_deadline: Some(deadline),
             closing: false,
+            labels: HashMap::new(),
+            backend_labels: spec.backend_data_labels,
         };
         let info = Self::room_info(&room);
         self.rooms.insert(id.clone(), room);
@@ -1003,15 +1025,12 @@ impl Sfu {
                     self.unpublish(tk);
                 }
             }
-            Event::ChannelOpen(id, label) => {
-                let s = self.sessions.get_mut(&key).expect("checked above");
-                s.channels.insert(id, label);
-            }
+            Event::ChannelOpen(id, label) => self.on_channel_open(key, id, label),
             Event::ChannelClose(id) => {
                 let s = self.sessions.get_mut(&key).expect("checked above");
                 s.channels.remove(&id);
             }
-            Event::ChannelData(d) => self.relay_data(key, d.id, d.binary, &d.data),
+            Event::ChannelData(d) => self.on_channel_data(key, d.id, d.binary, &d.data),
             Event::KeyframeRequest(r) => {
                 let tk = self.sessions[&key].out_by_mid.get(&r.mid).copied();
                 if let Some(tk) = tk {
@@ -1454,57 +1473,6 @@ impl Sfu {
                     self.touch(sub);
                 }
                 Ok(false) => self.counters.rtp_dropped += 1,
-            }
-        }
-    }
-
-    fn relay_data(&mut self, key: SessionKey, id: ChannelId, binary: bool, data: &[u8]) {
-        let s = &self.sessions[&key];
-        let Some(label) = s.channels.get(&id) else {
-            self.counters.data_dropped += 1;
-            return;
-        };
-        if !s.permissions.data {
-            self.counters.data_dropped += 1;
-            return;
-        }
-        let label = label.clone();
-        let Some(room) = self.rooms.get(&s.room) else {
-            return;
-        };
-        let targets: Vec<SessionKey> = room
-            .sessions
-            .iter()
-            .copied()
-            .filter(|k| *k != key)
-            .collect();
-        for t in targets {
-            let Some(ts) = self.sessions.get_mut(&t) else {
-                continue;
-            };
-            let cid = ts
-                .channels
-                .iter()
-                .find(|(_, l)| **l == label)
-                .map(|(c, _)| *c);
-            let Some(cid) = cid else {
-                self.counters.data_dropped += 1;
-                continue;
-            };
-            let res = catch_unwind(AssertUnwindSafe(|| {
-                check_fault(ts);
-                ts.rtc.channel(cid).map(|mut ch| ch.write(binary, data))
-            }));
-            match res {
-                Err(_) => self.fail(t),
-                Ok(Some(Ok(true))) => {
-                    self.counters.data_forwarded += 1;
-                    self.touch(t);
-                }
-                Ok(_) => {
-                    self.counters.data_dropped += 1;
-                    self.touch(t);
-                }
             }
         }
     }
