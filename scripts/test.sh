@@ -2,7 +2,8 @@
 # Runs every Switchboard test. This is the README's test command and what .ci/run calls.
 #
 # 1. Installs what the tests need when it is missing (a C compiler for aws-lc-sys, iproute2 and
-#    util-linux for the loopback-only network namespace). A Rust toolchain >= 1.89 must already be
+#    util-linux for the loopback-only network namespace, Chromium, Node and npm for the browser
+#    tests, and the npm packages in clients/web/test). A Rust toolchain >= 1.89 must already be
 #    installed (https://rustup.rs): Debian's packaged rustc is too old, so this fails loudly.
 # 2. Builds everything while the network is available (crates are fetched here).
 # 3. Checks formatting and lints, then runs the whole test suite inside a network namespace that
@@ -18,6 +19,9 @@ command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev make)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v kill >/dev/null 2>&1 || need_apt+=(procps)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if ((${#need_apt[@]})); then
   say "installing ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then die "missing ${need_apt[*]}; run as root or install them"; fi
@@ -30,8 +34,9 @@ command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust >= 1.89 w
 rust_minor=$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')
 [ "$rust_minor" -ge 89 ] || die "Rust $(rustc --version) is too old: 1.89 or newer is needed"
 
-say "building (fetches crates)"
+say "building (fetches crates and npm packages)"
 cargo build --workspace --tests --bins --locked
+(cd clients/web/test && npm ci --no-audit --no-fund --loglevel=error)
 
 say "formatting and lints"
 if cargo fmt --version >/dev/null 2>&1; then

@@ -32,6 +32,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Shutdown.
     pub shutdown: ShutdownConfig,
+    /// The group-call demo (reference backend + page) started by the binary.
+    pub demo: DemoConfig,
 }
 
 /// `[grpc]`
@@ -227,6 +229,25 @@ pub struct ShutdownConfig {
 impl Default for ShutdownConfig {
     fn default() -> Self {
         Self { grace_secs: 5 }
+    }
+}
+
+/// `[demo]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Start the demo with the `switchboard` binary.
+    pub enabled: bool,
+    /// Where the demo's HTTP/WebSocket server listens (port 0 picks a free port).
+    pub listen: SocketAddr,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+        }
     }
 }
 

@@ -50,9 +50,32 @@ async fn main() -> anyhow::Result<()> {
     for (i, a) in gateway.udp_addrs().iter().enumerate() {
         println!("  worker {i}: UDP {a}");
     }
+    let demo_stop = tokio_util::sync::CancellationToken::new();
+    let demo = if config.demo.enabled {
+        let (listener, addr) = switchboard_demo::bind(config.demo.listen)
+            .await
+            .with_context(|| format!("cannot bind the demo on {}", config.demo.listen))?;
+        println!("Demo: open http://{addr}/ in two browser tabs to start a call");
+        let key = (!config.grpc.api_key.is_empty()).then(|| config.grpc.api_key.clone());
+        let url = format!("http://{}", gateway.grpc_addr());
+        let stop = demo_stop.clone();
+        Some(tokio::spawn(async move {
+            if let Err(e) =
+                switchboard_demo::serve(listener, url, key, stop.cancelled_owned()).await
+            {
+                tracing::error!(error = %e, "demo server failed");
+            }
+        }))
+    } else {
+        None
+    };
     wait_for_signal().await;
     println!("shutting down");
     gateway.shutdown().await;
+    demo_stop.cancel();
+    if let Some(d) = demo {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), d).await;
+    }
     Ok(())
 }
 

@@ -1,0 +1,385 @@
+//! The reference backend of the group-call demo, and the pattern for backend authors.
+//!
+//! It serves the demo page and the web client (`clients/web/`), and relays each browser's
+//! signaling between a WebSocket and the gateway's gRPC API, as any backend would:
+//! the browser joins (CreateRoom, CreateSession), sends its offer (ApplyOffer → answer),
+//! trickles candidates (AddIceCandidate), and receives the gateway's offers from `WatchEvents`
+//! (NegotiationNeeded → relayed; the browser's answer → ApplyAnswer). Closing the WebSocket
+//! closes the Session. It holds no media and knows nothing of the gateway's internals.
+//!
+//! WebSocket messages are JSON objects with a `type`; see [`ClientMsg`] and [`ServerMsg`].
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use switchboard::v1 as pb;
+use switchboard::v1::event_service_client::EventServiceClient;
+use switchboard::v1::room_service_client::RoomServiceClient;
+use switchboard::v1::session_service_client::SessionServiceClient;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+const INDEX_HTML: &str = include_str!("../../web/demo/index.html");
+const DEMO_JS: &str = include_str!("../../web/demo/demo.js");
+const CLIENT_JS: &str = include_str!("../../web/switchboard.js");
+
+/// A message from the browser.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ClientMsg {
+    /// The browser's offer (initial or its own renegotiation).
+    Offer {
+        /// SDP.
+        sdp: String,
+    },
+    /// The browser's answer to a gateway offer.
+    Answer {
+        /// SDP.
+        sdp: String,
+        /// The offer answered.
+        offer_id: u64,
+    },
+    /// A trickled candidate; an empty `candidate` is the end of candidates.
+    Candidate {
+        /// The candidate line.
+        candidate: String,
+        /// Its mid.
+        #[serde(default)]
+        sdp_mid: String,
+    },
+}
+
+/// Another Session of the Room.
+#[derive(Debug, Serialize, Clone)]
+pub struct Peer {
+    /// Its session id (the stream id of its tracks in the gateway's offers).
+    pub session_id: String,
+    /// Its Participant.
+    pub participant: String,
+}
+
+/// A message to the browser.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMsg {
+    /// Joined: who we are, the ICE servers, who is already here.
+    Welcome {
+        /// Our session id.
+        session_id: String,
+        /// ICE servers for `RTCPeerConnection`.
+        ice_servers: Vec<IceServer>,
+        /// The Room's other Sessions.
+        peers: Vec<Peer>,
+    },
+    /// The gateway's answer to our offer.
+    Answer {
+        /// SDP.
+        sdp: String,
+    },
+    /// A gateway offer to answer.
+    Offer {
+        /// SDP.
+        sdp: String,
+        /// Echo in the answer.
+        offer_id: u64,
+    },
+    /// Another Session joined.
+    PeerJoined(Peer),
+    /// Another Session left.
+    PeerLeft {
+        /// Its session id.
+        session_id: String,
+    },
+    /// Something went wrong.
+    Error {
+        /// What.
+        message: String,
+    },
+}
+
+/// An ICE server for the browser.
+#[derive(Debug, Serialize)]
+pub struct IceServer {
+    urls: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    username: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    credential: String,
+}
+
+#[derive(Clone)]
+struct Auth(Option<String>);
+
+impl Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(k) = &self.0
+            && let Ok(v) = format!("Bearer {k}").parse()
+        {
+            req.metadata_mut().insert("authorization", v);
+        }
+        Ok(req)
+    }
+}
+
+type Svc = InterceptedService<Channel, Auth>;
+
+#[derive(Clone)]
+struct AppState {
+    rooms: RoomServiceClient<Svc>,
+    sessions: SessionServiceClient<Svc>,
+    events: EventServiceClient<Svc>,
+}
+
+/// Serves the demo on `listener`, talking to the gateway at `grpc_url` (e.g.
+/// `http://127.0.0.1:50051`) with an optional API key. Runs until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    grpc_url: String,
+    api_key: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let channel = Channel::from_shared(grpc_url)?.connect_lazy();
+    let auth = Auth(api_key);
+    let state = AppState {
+        rooms: RoomServiceClient::with_interceptor(channel.clone(), auth.clone()),
+        sessions: SessionServiceClient::with_interceptor(channel.clone(), auth.clone()),
+        events: EventServiceClient::with_interceptor(channel, auth),
+    };
+    let app = Router::new()
+        .route(
+            "/",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                    INDEX_HTML,
+                )
+            }),
+        )
+        .route(
+            "/demo.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], DEMO_JS) }),
+        )
+        .route(
+            "/switchboard.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], CLIENT_JS) }),
+        )
+        .route("/ws", get(ws))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Binds `addr` and returns the listener and its address (for printing the URL).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let l = tokio::net::TcpListener::bind(addr).await?;
+    let a = l.local_addr()?;
+    Ok((l, a))
+}
+
+#[derive(Deserialize)]
+struct JoinParams {
+    room: String,
+    name: String,
+}
+
+async fn ws(
+    upgrade: WebSocketUpgrade,
+    Query(p): Query<JoinParams>,
+    State(state): State<AppState>,
+) -> impl IntoResponse {
+    upgrade.on_upgrade(move |socket| async move {
+        if let Err(e) = relay(socket, state, p.room, p.name).await {
+            tracing::debug!(error = %e, "demo session ended with an error");
+        }
+    })
+}
+
+fn json(m: &ServerMsg) -> Message {
+    // Serializing these plain structs cannot fail.
+    Message::Text(serde_json::to_string(m).unwrap_or_default().into())
+}
+
+async fn relay(
+    socket: WebSocket,
+    mut st: AppState,
+    room: String,
+    name: String,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (mut tx, mut rx) = socket.split();
+    // Watch the Room before joining it, so no event about us is missed.
+    let mut events = st
+        .events
+        .watch_events(pb::WatchEventsRequest {
+            room_id: room.clone(),
+            session_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    let joined = async {
+        st.rooms
+            .create_room(pb::CreateRoomRequest {
+                room_id: room.clone(),
+                options: None,
+            })
+            .await?;
+        let created = st
+            .sessions
+            .create_session(pb::CreateSessionRequest {
+                room_id: room.clone(),
+                participant_id: name.clone(),
+                metadata: String::new(),
+                permissions: None,
+            })
+            .await?
+            .into_inner();
+        let others = st
+            .sessions
+            .list_sessions(pb::ListSessionsRequest {
+                room_id: room.clone(),
+            })
+            .await?
+            .into_inner()
+            .sessions;
+        Ok::<_, tonic::Status>((created, others))
+    }
+    .await;
+    let (created, others) = match joined {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = tx
+                .send(json(&ServerMsg::Error {
+                    message: e.message().to_string(),
+                }))
+                .await;
+            return Ok(());
+        }
+    };
+    let me = created.session.map(|s| s.session_id).unwrap_or_default();
+    let peers = others
+        .into_iter()
+        .filter(|s| s.session_id != me)
+        .map(|s| Peer {
+            session_id: s.session_id,
+            participant: s.participant_id,
+        })
+        .collect();
+    let ice_servers = created
+        .ice_servers
+        .into_iter()
+        .map(|s| IceServer {
+            urls: s.urls,
+            username: s.username,
+            credential: s.credential,
+        })
+        .collect();
+    tx.send(json(&ServerMsg::Welcome {
+        session_id: me.clone(),
+        ice_servers,
+        peers,
+    }))
+    .await?;
+
+    let result = loop {
+        tokio::select! {
+            msg = rx.next() => {
+                let Some(Ok(msg)) = msg else { break Ok(()) };
+                let text = match msg {
+                    Message::Text(t) => t.to_string(),
+                    Message::Close(_) => break Ok(()),
+                    _ => continue,
+                };
+                let reply = match serde_json::from_str::<ClientMsg>(&text) {
+                    Ok(m) => handle(&mut st, &me, m).await,
+                    Err(e) => Some(ServerMsg::Error { message: format!("bad message: {e}") }),
+                };
+                if let Some(r) = reply {
+                    tx.send(json(&r)).await?;
+                }
+            }
+            ev = events.message() => {
+                let ev = match ev {
+                    Ok(Some(ev)) => ev,
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e.into()),
+                };
+                let out = match ev.kind {
+                    Some(pb::event::Kind::NegotiationNeeded(n)) if ev.session_id == me => {
+                        Some(ServerMsg::Offer { sdp: n.sdp, offer_id: n.offer_id })
+                    }
+                    Some(pb::event::Kind::ParticipantJoined(p)) if ev.session_id != me => {
+                        Some(ServerMsg::PeerJoined(Peer { session_id: ev.session_id, participant: p.participant_id }))
+                    }
+                    Some(pb::event::Kind::SessionClosed(_)) if ev.session_id == me => {
+                        let _ = tx.send(json(&ServerMsg::Error { message: "session closed".into() })).await;
+                        break Ok(());
+                    }
+                    Some(pb::event::Kind::SessionClosed(_)) => {
+                        Some(ServerMsg::PeerLeft { session_id: ev.session_id })
+                    }
+                    Some(pb::event::Kind::GatewayDraining(_)) => break Ok(()),
+                    _ => None,
+                };
+                if let Some(o) = out {
+                    tx.send(json(&o)).await?;
+                }
+            }
+        }
+    };
+    let _ = st
+        .sessions
+        .close_session(pb::CloseSessionRequest { session_id: me })
+        .await;
+    result
+}
+
+async fn handle(st: &mut AppState, me: &str, m: ClientMsg) -> Option<ServerMsg> {
+    let res = match m {
+        ClientMsg::Offer { sdp } => st
+            .sessions
+            .apply_offer(pb::ApplyOfferRequest {
+                session_id: me.into(),
+                sdp,
+            })
+            .await
+            .map(|r| {
+                Some(ServerMsg::Answer {
+                    sdp: r.into_inner().sdp,
+                })
+            }),
+        ClientMsg::Answer { sdp, offer_id } => st
+            .sessions
+            .apply_answer(pb::ApplyAnswerRequest {
+                session_id: me.into(),
+                sdp,
+                offer_id,
+            })
+            .await
+            .map(|_| None),
+        ClientMsg::Candidate { candidate, sdp_mid } => st
+            .sessions
+            .add_ice_candidate(pb::AddIceCandidateRequest {
+                session_id: me.into(),
+                end_of_candidates: candidate.is_empty(),
+                candidate,
+                sdp_mid,
+            })
+            .await
+            .map(|_| None),
+    };
+    match res {
+        Ok(r) => r,
+        Err(e) => Some(ServerMsg::Error {
+            message: format!("{:?}: {}", e.code(), e.message()),
+        }),
+    }
+}

@@ -1,0 +1,129 @@
+// The group-call demo page: a video grid with names, mute buttons, a chat over a data channel,
+// leave. `window.demo` exposes state for the end-to-end tests.
+import { SwitchboardClient } from "/switchboard.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const tiles = new Map(); // session id -> { tile, video, stream }
+const chatLog = [];
+let client = null;
+
+function tile(sessionId, label) {
+  let t = tiles.get(sessionId);
+  if (!t) {
+    const el = document.createElement("div");
+    el.className = "tile";
+    el.dataset.session = sessionId;
+    const video = document.createElement("video");
+    video.autoplay = true;
+    video.playsInline = true;
+    const name = document.createElement("div");
+    name.className = "name";
+    el.append(video, name);
+    $("grid").append(el);
+    t = { el, video, name, stream: new MediaStream() };
+    video.srcObject = t.stream;
+    tiles.set(sessionId, t);
+  }
+  if (label) t.name.textContent = label;
+  return t;
+}
+
+function log(text) {
+  const p = document.createElement("div");
+  p.textContent = text;
+  $("log").append(p);
+  $("log").scrollTop = 1e9;
+}
+
+async function join(room, name) {
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+  client = new SwitchboardClient({ url, room, name });
+  client.addEventListener("track", ({ detail }) => {
+    const t = tile(detail.sessionId, detail.participant || client.peers.get(detail.sessionId)?.participant);
+    t.stream.addTrack(detail.track);
+    if (detail.track.kind === "video") t.video.srcObject = t.stream;
+    detail.track.onended = () => t.stream.removeTrack(detail.track);
+  });
+  client.addEventListener("peer-joined", ({ detail }) => {
+    log(`${detail.participant} joined`);
+    if (tiles.has(detail.sessionId)) tile(detail.sessionId, detail.participant);
+  });
+  client.addEventListener("peer-left", ({ detail }) => {
+    const t = tiles.get(detail.sessionId);
+    if (t) {
+      log(`${t.name.textContent} left`);
+      t.el.remove();
+      tiles.delete(detail.sessionId);
+    }
+  });
+  client.addEventListener("chat", ({ detail }) => {
+    chatLog.push(detail);
+    log(`${detail.from}: ${detail.text}`);
+  });
+  client.addEventListener("connection", ({ detail }) => ($("status").textContent = detail.state));
+  client.addEventListener("error", ({ detail }) => console.warn("switchboard:", detail.message));
+  await client.join({ audio: true, video: { width: 640, height: 480 } });
+  const me = tile("local", `${name} (you)`);
+  me.video.muted = true;
+  me.video.srcObject = client.localStream;
+  for (const b of ["mic", "cam", "leave"]) $(b).disabled = false;
+  $("join").hidden = true;
+}
+
+$("join").onsubmit = (e) => {
+  e.preventDefault();
+  join($("room").value || "lobby", $("name").value || `guest-${Math.floor(Math.random() * 1000)}`);
+};
+let micOn = true;
+let camOn = true;
+$("mic").onclick = () => {
+  micOn = !micOn;
+  client.setMicEnabled(micOn);
+  $("mic").textContent = micOn ? "Mute mic" : "Unmute mic";
+};
+$("cam").onclick = () => {
+  camOn = !camOn;
+  client.setCameraEnabled(camOn);
+  $("cam").textContent = camOn ? "Camera off" : "Camera on";
+};
+$("leave").onclick = () => {
+  client.leave();
+  for (const [id, t] of tiles) {
+    t.el.remove();
+    tiles.delete(id);
+  }
+  $("leave").disabled = true;
+  $("status").textContent = "left";
+};
+$("chat").onsubmit = (e) => {
+  e.preventDefault();
+  const text = $("text").value;
+  if (text && client && client.sendChat(text)) {
+    log(`me: ${text}`);
+    $("text").value = "";
+  }
+};
+
+// For tests and the curious: what this page receives.
+window.demo = {
+  join,
+  chatLog,
+  sendChat: (t) => client.sendChat(t),
+  leave: () => $("leave").onclick(),
+  remoteSessions: () => [...tiles.keys()].filter((k) => k !== "local"),
+  names: () => [...tiles.values()].map((t) => t.name.textContent),
+  async inbound() {
+    const out = [];
+    if (!client?.pc) return out;
+    const stats = await client.pc.getStats();
+    stats.forEach((s) => {
+      if (s.type === "inbound-rtp") {
+        out.push({ kind: s.kind, mid: s.mid, framesDecoded: s.framesDecoded || 0, packetsReceived: s.packetsReceived || 0, bytesReceived: s.bytesReceived || 0 });
+      }
+    });
+    return out;
+  },
+};
+
+if (params.get("room") && params.get("name")) join(params.get("room"), params.get("name"));

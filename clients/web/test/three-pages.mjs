@@ -1,0 +1,124 @@
+// Three headless Chromium pages join one room through the demo: each decodes both remote videos
+// and receives both remote audio tracks, a chat message reaches the other two, one leaves and the
+// others keep their call. Writes a screenshot of a page with live tiles.
+//
+// usage: node three-pages.mjs <demo base URL> <screenshot.png>
+// Exit 0 on success; on failure prints the reason and exits 1. Every wait is bounded.
+import { chromium } from "playwright-core";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+const [base, shot] = process.argv.slice(2);
+if (!base || !shot) {
+  console.error("usage: node three-pages.mjs <base url> <screenshot.png>");
+  process.exit(2);
+}
+
+const ARGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--allow-loopback-in-peer-connection",
+  "--use-fake-device-for-media-stream",
+  "--use-fake-ui-for-media-stream",
+  "--autoplay-policy=no-user-gesture-required",
+];
+
+async function until(what, ms, f) {
+  const end = Date.now() + ms;
+  let last = "";
+  while (Date.now() < end) {
+    try {
+      const r = await f();
+      if (r === true) return;
+      last = String(r);
+    } catch (e) {
+      last = String(e);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out after ${ms} ms: ${what} (${last})`);
+}
+
+const inbound = (p) => p.evaluate(() => window.demo.inbound());
+const sum = (xs, k) => xs.reduce((a, x) => a + x[k], 0);
+
+async function media(p, peers) {
+  const s = await inbound(p);
+  const videos = s.filter((x) => x.kind === "video" && x.framesDecoded > 0);
+  const audios = s.filter((x) => x.kind === "audio" && x.packetsReceived > 0);
+  return { videos: videos.length, audios: audios.length, frames: sum(s.filter((x) => x.kind === "video"), "framesDecoded"), ok: videos.length >= peers && audios.length >= peers };
+}
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sb-chromium-"));
+const ctx = await chromium.launchPersistentContext(dir, {
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: ARGS,
+  viewport: { width: 1280, height: 720 },
+});
+let code = 0;
+try {
+  const pages = [];
+  for (let i = 0; i < 3; i++) {
+    const p = await ctx.newPage();
+    p.on("console", (m) => {
+      if (m.type() === "error" || m.type() === "warning") console.error(`[p${i}] ${m.text()}`);
+    });
+    await p.goto(`${base}/?room=e2e&name=p${i}`);
+    pages.push(p);
+  }
+  for (const [i, p] of pages.entries()) {
+    await until(`p${i} decodes two videos and receives two audios`, 30000, async () => {
+      const m = await media(p, 2);
+      return m.ok || JSON.stringify(m);
+    });
+  }
+  const before = await Promise.all(pages.map(async (p) => (await media(p, 2)).frames));
+  await new Promise((r) => setTimeout(r, 1500));
+  const after = await Promise.all(pages.map(async (p) => (await media(p, 2)).frames));
+  for (let i = 0; i < 3; i++) {
+    if (!(after[i] > before[i])) throw new Error(`p${i} frames not rising: ${before[i]} -> ${after[i]}`);
+  }
+  // Names on the tiles.
+  const names = await pages[0].evaluate(() => window.demo.names());
+  for (const n of ["p1", "p2"]) if (!names.includes(n)) throw new Error(`p0 tiles ${JSON.stringify(names)} lack ${n}`);
+
+  await until("p0's chat channel is open", 10000, () => pages[0].evaluate(() => window.demo.sendChat("hello from p0")));
+  for (const i of [1, 2]) {
+    await until(`p${i} gets the chat`, 10000, () =>
+      pages[i].evaluate(() => window.demo.chatLog.some((m) => m.from === "p0" && m.text === "hello from p0")),
+    );
+  }
+  const own = await pages[0].evaluate(() => window.demo.chatLog.length);
+  if (own !== 0) throw new Error("p0 received its own chat message");
+
+  await pages[0].screenshot({ path: shot });
+
+  // p2 leaves; the others see it and keep their call.
+  await pages[2].evaluate(() => window.demo.leave());
+  for (const i of [0, 1]) {
+    await until(`p${i} sees p2 leave`, 10000, () =>
+      pages[i].evaluate(() => window.demo.remoteSessions().length === 1),
+    );
+  }
+  const b2 = await Promise.all([0, 1].map(async (i) => (await media(pages[i], 1)).frames));
+  await new Promise((r) => setTimeout(r, 1500));
+  const a2 = await Promise.all([0, 1].map(async (i) => (await media(pages[i], 1)).frames));
+  for (const i of [0, 1]) {
+    if (!(a2[i] > b2[i])) throw new Error(`p${i} call stalled after p2 left: ${b2[i]} -> ${a2[i]}`);
+  }
+  console.log(JSON.stringify({ ok: true, frames: after, names }));
+} catch (e) {
+  console.error(`FAIL: ${e.message}`);
+  code = 1;
+} finally {
+  await ctx.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+process.exit(code);
