@@ -3,7 +3,7 @@
 #
 # 1. Installs what the tests need when it is missing (a C compiler for aws-lc-sys, iproute2 and
 #    util-linux for the loopback-only network namespace, Chromium, Node and npm for the browser
-#    tests, and the npm packages in clients/web/test). A Rust toolchain >= 1.89 must already be
+#    tests, Python with venv for the aiortc and stub tests, and the npm and PyPI packages). A Rust toolchain >= 1.89 must already be
 #    installed (https://rustup.rs): Debian's packaged rustc is too old, so this fails loudly.
 # 2. Builds everything while the network is available (crates are fetched here).
 # 3. Checks formatting and lints, then runs the whole test suite inside a network namespace that
@@ -20,8 +20,12 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v kill >/dev/null 2>&1 || need_apt+=(procps)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/firefox-esr ] || need_apt+=(firefox-esr)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
+command -v timeout >/dev/null 2>&1 || need_apt+=(coreutils)
 if ((${#need_apt[@]})); then
   say "installing ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then die "missing ${need_apt[*]}; run as root or install them"; fi
@@ -37,6 +41,10 @@ rust_minor=$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')
 say "building (fetches crates and npm packages)"
 cargo build --workspace --tests --bins --locked
 (cd clients/web/test && npm ci --no-audit --no-fund --loglevel=error)
+(cd clients/node && npm ci --no-audit --no-fund --loglevel=error)
+if [ ! -x clients/python/.venv/bin/python ]; then python3 -m venv clients/python/.venv; fi
+clients/python/.venv/bin/pip install --quiet --disable-pip-version-check -r clients/python/requirements.txt
+PYTHON=clients/python/.venv/bin/python bash clients/python/generate.sh
 
 say "formatting and lints"
 if cargo fmt --version >/dev/null 2>&1; then

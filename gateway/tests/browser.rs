@@ -10,6 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// Browser tests run one at a time: several browsers at once on a 2-core machine make timing
+/// noise, not coverage.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -115,6 +123,7 @@ fn run_node(script: &str, args: &[&str]) {
 
 #[test]
 fn three_chromium_pages_hold_a_call_through_the_demo() {
+    let _one_at_a_time = serial();
     assert_loopback_only_namespace();
     assert_tools();
     let gw = start_gateway();
@@ -127,4 +136,24 @@ fn three_chromium_pages_hold_a_call_through_the_demo() {
         "a screenshot of the call was written to {}",
         shot.display()
     );
+}
+
+#[test]
+fn firefox_and_chromium_share_a_call_through_the_demo() {
+    let _one_at_a_time = serial();
+    assert_loopback_only_namespace();
+    assert_tools();
+    let firefox = std::env::var("FIREFOX").unwrap_or_else(|_| "/usr/bin/firefox-esr".into());
+    assert!(
+        Path::new(&firefox).exists(),
+        "Firefox ESR not found at {firefox}: `bash scripts/test.sh` installs it (apt-get install firefox-esr)"
+    );
+    assert!(
+        repo()
+            .join("clients/web/test/node_modules/puppeteer-core")
+            .exists(),
+        "puppeteer-core missing: `bash scripts/test.sh` runs `npm ci` in clients/web/test"
+    );
+    let gw = start_gateway();
+    run_node("firefox-chromium.mjs", &[&gw.demo_url]);
 }

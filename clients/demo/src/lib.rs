@@ -171,6 +171,10 @@ pub async fn serve(
             "/switchboard.js",
             get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], CLIENT_JS) }),
         )
+        .route(
+            "/favicon.ico",
+            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
         .route("/ws", get(ws))
         .with_state(state);
     axum::serve(listener, app)

@@ -1,0 +1,66 @@
+// A short Switchboard backend in Node.js: create a Room, start a Session, watch the events.
+// usage: node example.mjs [GATEWAY_ADDR]   (default 127.0.0.1:50051)
+// Set SWITCHBOARD_API_KEY when the gateway requires a key.
+import grpc from "@grpc/grpc-js";
+import protoLoader from "@grpc/proto-loader";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const protoDir = path.join(here, "..", "..", "proto");
+const def = protoLoader.loadSync(
+  ["switchboard/v1/room.proto", "switchboard/v1/session.proto", "switchboard/v1/event.proto"],
+  { includeDirs: [protoDir], keepCase: true, longs: String, enums: String, defaults: true, oneofs: true },
+);
+const v1 = grpc.loadPackageDefinition(def).switchboard.v1;
+const addr = process.argv[2] || "127.0.0.1:50051";
+const creds = grpc.credentials.createInsecure();
+const rooms = new v1.RoomService(addr, creds);
+const sessions = new v1.SessionService(addr, creds);
+const events = new v1.EventService(addr, creds);
+const md = new grpc.Metadata();
+if (process.env.SWITCHBOARD_API_KEY) md.set("authorization", `Bearer ${process.env.SWITCHBOARD_API_KEY}`);
+const call = (client, method, req) =>
+  new Promise((resolve, reject) => client[method](req, md, (err, res) => (err ? reject(err) : resolve(res))));
+
+const seen = [];
+let ready;
+const subscribed = new Promise((r) => (ready = r));
+const closed = new Promise((resolve) => {
+  const stream = events.WatchEvents({ room_id: "node-example" }, md);
+  // The response headers arrive once the gateway has subscribed this stream.
+  stream.on("metadata", () => ready());
+  stream.on("data", (ev) => {
+    seen.push(ev.kind);
+    console.log(`event #${ev.sequence}: ${ev.kind} session=${ev.session_id || "-"}`);
+    if (ev.kind === "room_closed") {
+      stream.cancel();
+      resolve();
+    }
+  });
+  stream.on("error", (e) => {
+    if (e.code !== grpc.status.CANCELLED) console.error(e.message);
+    resolve();
+  });
+});
+
+// The gateway streams only events after the subscription: wait for it before acting.
+await Promise.race([subscribed, new Promise((r) => setTimeout(r, 5000))]);
+const { room } = await call(rooms, "CreateRoom", { room_id: "node-example", options: { max_sessions: 4 } });
+console.log(`room ${room.room_id}: max ${room.options.max_sessions} sessions`);
+const { session } = await call(sessions, "CreateSession", { room_id: room.room_id, participant_id: "node" });
+console.log(`session ${session.session_id} (${session.state})`);
+try {
+  await call(sessions, "GetSession", { session_id: "not-an-id" });
+} catch (e) {
+  console.log(`a malformed id is refused: ${grpc.status[e.code]}: ${e.details}`);
+}
+await call(rooms, "DeleteRoom", { room_id: room.room_id });
+await Promise.race([closed, new Promise((r) => setTimeout(r, 10000))]);
+const want = ["room_created", "participant_joined", "session_closed", "participant_left", "room_closed"];
+if (JSON.stringify(seen) !== JSON.stringify(want)) {
+  console.error(`unexpected events ${JSON.stringify(seen)}, wanted ${JSON.stringify(want)}`);
+  process.exit(1);
+}
+console.log("OK");
+process.exit(0);

@@ -1,0 +1,114 @@
+// Firefox ESR (its own ICE and DTLS) and Chromium in one room through the demo: video and audio
+// both ways, chat both ways.
+//
+// usage: node firefox-chromium.mjs <demo base URL>
+// Exit 0 on success; on failure prints the reason and exits 1. Every wait is bounded.
+import { chromium } from "playwright-core";
+import puppeteer from "puppeteer-core";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+const [base] = process.argv.slice(2);
+if (!base) {
+  console.error("usage: node firefox-chromium.mjs <base url>");
+  process.exit(2);
+}
+
+async function until(what, ms, f) {
+  const end = Date.now() + ms;
+  let last = "";
+  while (Date.now() < end) {
+    try {
+      const r = await f();
+      if (r === true) return;
+      last = String(r);
+    } catch (e) {
+      last = String(e);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`timed out after ${ms} ms: ${what} (${last})`);
+}
+
+async function media(page) {
+  const s = await page.evaluate(() => window.demo.inbound());
+  const v = s.filter((x) => x.kind === "video");
+  const a = s.filter((x) => x.kind === "audio");
+  return {
+    frames: v.reduce((n, x) => n + x.framesDecoded, 0),
+    audioPackets: a.reduce((n, x) => n + x.packetsReceived, 0),
+  };
+}
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sb-mix-"));
+const chrome = await chromium.launchPersistentContext(dir, {
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--allow-loopback-in-peer-connection",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+  ],
+});
+const firefox = await puppeteer.launch({
+  browser: "firefox",
+  executablePath: process.env.FIREFOX || "/usr/bin/firefox-esr",
+  headless: true,
+  extraPrefsFirefox: {
+    "media.navigator.streams.fake": true,
+    "media.navigator.permission.disabled": true,
+    "media.peerconnection.ice.loopback": true,
+    "media.peerconnection.ice.obfuscate_host_addresses": false,
+    "permissions.default.camera": 1,
+    "permissions.default.microphone": 1,
+    "media.autoplay.default": 0,
+  },
+});
+let code = 0;
+try {
+  const c = await chrome.newPage();
+  c.on("console", (m) => m.type() === "error" && !m.text().includes("404") && console.error(`[chromium] ${m.text()}`));
+  await c.goto(`${base}/?room=mix&name=chromium`);
+  const f = await firefox.newPage();
+  f.on("console", (m) => m.type() === "error" && console.error(`[firefox] ${m.text()}`));
+  await f.goto(`${base}/?room=mix&name=firefox`);
+  const pages = { chromium: c, firefox: f };
+  for (const [name, p] of Object.entries(pages)) {
+    await until(`${name} decodes video and receives audio`, 40000, async () => {
+      const m = await media(p);
+      return (m.frames > 10 && m.audioPackets > 10) || JSON.stringify(m);
+    });
+  }
+  for (const [name, p] of Object.entries(pages)) {
+    const a = (await media(p)).frames;
+    await new Promise((r) => setTimeout(r, 1500));
+    const b = (await media(p)).frames;
+    if (!(b > a)) throw new Error(`${name}: frames not rising (${a} -> ${b})`);
+  }
+  await until("chromium's chat channel is open", 10000, () => c.evaluate(() => window.demo.sendChat("hi firefox")));
+  await until("firefox's chat channel is open", 10000, () => f.evaluate(() => window.demo.sendChat("hi chromium")));
+  await until("firefox gets chromium's chat", 10000, () =>
+    f.evaluate(() => window.demo.chatLog.some((m) => m.from === "chromium" && m.text === "hi firefox")),
+  );
+  await until("chromium gets firefox's chat", 10000, () =>
+    c.evaluate(() => window.demo.chatLog.some((m) => m.from === "firefox" && m.text === "hi chromium")),
+  );
+  console.log(JSON.stringify({ ok: true, chromium: await media(c), firefox: await media(f) }));
+} catch (e) {
+  console.error(`FAIL: ${e.message}`);
+  code = 1;
+} finally {
+  await firefox.close().catch(() => {});
+  await chrome.close().catch(() => {});
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+process.exit(code);

@@ -1,0 +1,125 @@
+//! Backends and Peers in other languages against the real gateway: the Python and Node examples
+//! (generated stubs / @grpc/grpc-js), and two aiortc Peers (an independent WebRTC stack) driven by
+//! a Python backend. The README's test command installs Python, Node and their packages and
+//! generates the Python stubs; these tests fail loudly when something is missing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use switchboard_gateway::{Config, Gateway};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn config() -> Config {
+    let mut c = Config::default();
+    c.grpc.listen = "127.0.0.1:0".parse().unwrap();
+    c.media.port_base = 0;
+    c.media.workers = 2;
+    c
+}
+
+fn python() -> PathBuf {
+    let p = repo().join("clients/python/.venv/bin/python");
+    assert!(
+        p.exists(),
+        "the Python venv is missing: `bash scripts/test.sh` creates clients/python/.venv"
+    );
+    assert!(
+        repo()
+            .join("clients/python/gen/switchboard/v1/room_pb2.py")
+            .exists(),
+        "the Python stubs are missing: `bash scripts/test.sh` runs clients/python/generate.sh"
+    );
+    p
+}
+
+/// Runs a command to completion (bounded), returning its stdout; panics with its output if it
+/// fails.
+async fn run(mut cmd: Command, what: &str) -> String {
+    let start = Instant::now();
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{what} failed ({}) after {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status,
+        start.elapsed()
+    );
+    stdout
+}
+
+/// `timeout SECS program args…`: every external run is bounded.
+fn bounded(secs: u64, program: impl AsRef<std::ffi::OsStr>, args: &[&std::ffi::OsStr]) -> Command {
+    let mut c = Command::new("timeout");
+    c.arg(secs.to_string()).arg(program).args(args);
+    c
+}
+
+#[tokio::test]
+async fn the_python_example_runs() {
+    let gw = Gateway::start(config()).await.unwrap();
+    let (script, addr) = (
+        repo().join("clients/python/example.py"),
+        gw.grpc_addr().to_string(),
+    );
+    let cmd = bounded(60, python(), &[script.as_os_str(), addr.as_ref()]);
+    let out = run(cmd, "clients/python/example.py").await;
+    assert!(out.trim_end().ends_with("OK"), "{out}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_node_example_runs() {
+    assert!(
+        repo()
+            .join("clients/node/node_modules/@grpc/grpc-js")
+            .exists(),
+        "@grpc/grpc-js missing: `bash scripts/test.sh` runs `npm ci` in clients/node"
+    );
+    let gw = Gateway::start(config()).await.unwrap();
+    let (script, addr) = (
+        repo().join("clients/node/example.mjs"),
+        gw.grpc_addr().to_string(),
+    );
+    let cmd = bounded(60, "node", &[script.as_os_str(), addr.as_ref()]);
+    let out = run(cmd, "clients/node/example.mjs").await;
+    assert!(out.trim_end().ends_with("OK"), "{out}");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_peers_publish_subscribe_and_exchange_data() {
+    // WebRTC: only inside a namespace that has just `lo` (the test command makes one).
+    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap();
+    let ifaces: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next().map(str::trim))
+        .collect();
+    assert_eq!(
+        ifaces,
+        ["lo"],
+        "run through `bash scripts/test.sh` (loopback-only namespace)"
+    );
+    let gw = Gateway::start(config()).await.unwrap();
+    let (script, addr) = (
+        repo().join("clients/python/tests/aiortc_call.py"),
+        gw.grpc_addr().to_string(),
+    );
+    let cmd = bounded(90, python(), &[script.as_os_str(), addr.as_ref()]);
+    let out = run(cmd, "clients/python/tests/aiortc_call.py").await;
+    assert!(out.contains("OK frames"), "{out}");
+    gw.shutdown().await;
+}
