@@ -12,7 +12,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use switchboard_core::{
     CoreError, RemoteCandidate, RoomId, RoomInfo, RoomSpec, SendReport, SessionId, SessionInfo,
-    SessionSpec,
+    SessionSpec, TrackId, TrackPreference,
 };
 
 use crate::config::IceServerConfig;
@@ -293,6 +293,41 @@ impl GatewayHandle {
                     &msg.data,
                     msg.reliable,
                 )
+            })
+            .await??)
+    }
+
+    /// Subscribes a Session to Tracks of its Room.
+    pub async fn subscribe(&self, id: SessionId, tracks: Vec<TrackId>) -> Result<(), GatewayError> {
+        let w = self.session_worker(&id)?;
+        Ok(self
+            .call(w, move |sfu, now, _| sfu.subscribe(now, &id, &tracks))
+            .await??)
+    }
+
+    /// Unsubscribes a Session from Tracks.
+    pub async fn unsubscribe(
+        &self,
+        id: SessionId,
+        tracks: Vec<TrackId>,
+    ) -> Result<(), GatewayError> {
+        let w = self.session_worker(&id)?;
+        Ok(self
+            .call(w, move |sfu, now, _| sfu.unsubscribe(now, &id, &tracks))
+            .await??)
+    }
+
+    /// Sets a subscriber's layer and pause preference for one Track.
+    pub async fn set_track_preference(
+        &self,
+        id: SessionId,
+        track: TrackId,
+        pref: TrackPreference,
+    ) -> Result<(), GatewayError> {
+        let w = self.session_worker(&id)?;
+        Ok(self
+            .call(w, move |sfu, now, _| {
+                sfu.set_track_preference(now, &id, &track, pref)
             })
             .await??)
     }

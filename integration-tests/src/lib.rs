@@ -216,6 +216,25 @@ impl Backend {
         publish: Publish,
         channels: &[switchboard_testpeer::ChannelConfig],
     ) -> anyhow::Result<(String, Arc<UdpPeer>)> {
+        self.join_full(participant, publish, channels, false).await
+    }
+
+    /// Joins with manual subscription: the Session receives only what `Subscribe` asks for.
+    pub async fn join_manual(
+        &self,
+        participant: &str,
+        publish: Publish,
+    ) -> anyhow::Result<(String, Arc<UdpPeer>)> {
+        self.join_full(participant, publish, &[], true).await
+    }
+
+    async fn join_full(
+        &self,
+        participant: &str,
+        publish: Publish,
+        channels: &[switchboard_testpeer::ChannelConfig],
+        manual_subscribe: bool,
+    ) -> anyhow::Result<(String, Arc<UdpPeer>)> {
         let s = self
             .clients
             .sessions
@@ -225,6 +244,7 @@ impl Backend {
                 participant_id: participant.into(),
                 metadata: format!("{participant}'s laptop"),
                 permissions: None,
+                manual_subscribe,
             })
             .await?
             .into_inner()
@@ -306,5 +326,6 @@ pub fn av(label: &'static str) -> Publish {
         audio: true,
         video: true,
         data_label: Some(label),
+        simulcast: false,
     }
 }

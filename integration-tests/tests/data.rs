@@ -53,6 +53,7 @@ async fn data_between_peers_and_the_backend() -> anyhow::Result<()> {
         audio: false,
         video: false,
         data_label: Some("chat"),
+        simulcast: false,
     };
     let chans = [captions(), direct()];
     let (sa, a) = backend.join_with("alice", publish, &chans).await?;

@@ -67,6 +67,7 @@ async fn rooms_and_sessions_lifecycle_with_ordered_events() -> anyhow::Result<()
                 subscribe: true,
                 data: true,
             }),
+            manual_subscribe: false,
         })
         .await?
         .into_inner();

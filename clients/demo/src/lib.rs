@@ -243,6 +243,7 @@ async fn relay(
                 participant_id: name.clone(),
                 metadata: String::new(),
                 permissions: None,
+                manual_subscribe: false,
             })
             .await?
             .into_inner();

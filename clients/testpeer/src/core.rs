@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId};
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::media::{
+    Direction, Frequency, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcError};
 
@@ -20,7 +22,13 @@ pub struct Publish {
     pub video: bool,
     /// Open a data channel with this label.
     pub data_label: Option<&'static str>,
+    /// Send the video as three simulcast layers, rids `q`, `h`, `f`, with frames of
+    /// [`SIMULCAST_FRAME_BYTES`] bytes (so a receiver can tell the layers apart by size).
+    pub simulcast: bool,
 }
+
+/// Simulcast layers sent with [`Publish::simulcast`] and their frame sizes, lowest first.
+pub const SIMULCAST_FRAME_BYTES: [(&str, usize); 3] = [("q", 400), ("h", 1200), ("f", 3000)];
 
 /// What arrived on one received m-line.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +41,15 @@ pub struct TrackStats {
     pub keyframes: u64,
     /// Bytes of frame payload received.
     pub bytes: u64,
+    /// Size of the last frame received.
+    pub last_frame_bytes: usize,
+    /// Key frames received since the last change of frame size (a layer switch starts with one).
+    pub keyframes_at_size: u64,
+    /// Frames received since the last change of frame size.
+    pub frames_at_size: u64,
+    /// Whether the first frame after each change of frame size was a key frame (all true when
+    /// every switch was clean).
+    pub switches_at_keyframe: Vec<bool>,
 }
 
 /// One received data-channel message.
@@ -90,6 +107,7 @@ pub struct PeerCore {
     next_audio: Option<Instant>,
     next_video: Option<Instant>,
     want_keyframe: bool,
+    want_keyframe_rid: HashMap<Rid, bool>,
     video_started: Option<Instant>,
     mid_track: HashMap<Mid, String>,
     /// Payload size of video frames (several RTP packets each).
@@ -127,6 +145,7 @@ impl PeerCore {
             next_audio: None,
             next_video: None,
             want_keyframe: true,
+            want_keyframe_rid: HashMap::new(),
             video_started: None,
             mid_track: HashMap::new(),
             video_frame_bytes: 2500,
@@ -151,8 +170,15 @@ impl PeerCore {
                 Some(api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
         }
         if publish.video {
+            let sim = publish.simulcast.then(|| {
+                let mut sim = Simulcast::new();
+                for (rid, _) in SIMULCAST_FRAME_BYTES {
+                    sim.add_send_layer(SimulcastLayer::new(rid));
+                }
+                sim
+            });
             self.video_mid =
-                Some(api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+                Some(api.add_media(MediaKind::Video, Direction::SendOnly, None, None, sim));
         }
         if let Some(label) = publish.data_label {
             api.add_channel(label.to_string());
@@ -316,24 +342,50 @@ impl PeerCore {
             let due = *self.next_video.get_or_insert(now);
             if now >= due {
                 let started = *self.video_started.get_or_insert(now);
-                let key = std::mem::take(&mut self.want_keyframe);
-                let mut frame = Vec::with_capacity(self.video_frame_bytes);
-                if key {
-                    frame.extend_from_slice(&VP8_KEY_HEADER);
-                } else {
-                    frame.extend_from_slice(&VP8_DELTA_HEADER);
-                }
-                let n = self.stats.video_frames_sent;
-                frame.resize(self.video_frame_bytes, (n % 251) as u8);
-                let pt = self.pt(Codec::Vp8);
                 let elapsed = now.duration_since(started);
                 let t = MediaTime::from_90khz((elapsed.as_micros() * 9 / 100) as u64);
-                if let (Some(pt), Some(w)) = (pt, self.rtc.writer(mid)) {
-                    if w.write(pt, now, t, frame).is_ok() {
-                        self.stats.video_frames_sent += 1;
-                    } else if key {
-                        self.want_keyframe = true;
+                let pt = self.pt(Codec::Vp8);
+                let n = self.stats.video_frames_sent;
+                let layers: Vec<(Option<Rid>, usize)> = if self.publish.simulcast {
+                    SIMULCAST_FRAME_BYTES
+                        .iter()
+                        .map(|(r, b)| (Some(Rid::from(*r)), *b))
+                        .collect()
+                } else {
+                    vec![(None, self.video_frame_bytes)]
+                };
+                let mut sent = false;
+                for (rid, bytes) in layers {
+                    let key = match rid {
+                        Some(r) => *self.want_keyframe_rid.entry(r).or_insert(true),
+                        None => self.want_keyframe,
+                    };
+                    let mut frame = Vec::with_capacity(bytes);
+                    frame.extend_from_slice(if key {
+                        &VP8_KEY_HEADER[..]
+                    } else {
+                        &VP8_DELTA_HEADER[..]
+                    });
+                    frame.resize(bytes, (n % 251) as u8);
+                    let Some(pt) = pt else { continue };
+                    let Some(mut w) = self.rtc.writer(mid) else {
+                        continue;
+                    };
+                    if let Some(r) = rid {
+                        w = w.rid(r);
                     }
+                    if w.write(pt, now, t, frame).is_ok() {
+                        sent = true;
+                        match rid {
+                            Some(r) => {
+                                self.want_keyframe_rid.insert(r, false);
+                            }
+                            None => self.want_keyframe = false,
+                        }
+                    }
+                }
+                if sent {
+                    self.stats.video_frames_sent += 1;
                 }
                 self.next_video = Some(due + Duration::from_millis(33));
             }
@@ -395,9 +447,19 @@ impl PeerCore {
                 });
                 self.stats.messages.push(d.data);
             }
-            Event::KeyframeRequest(_) => {
+            Event::KeyframeRequest(r) => {
                 self.stats.keyframe_requests += 1;
-                self.want_keyframe = true;
+                match r.rid {
+                    Some(rid) => {
+                        self.want_keyframe_rid.insert(rid, true);
+                    }
+                    None => {
+                        self.want_keyframe = true;
+                        for v in self.want_keyframe_rid.values_mut() {
+                            *v = true;
+                        }
+                    }
+                }
             }
             Event::MediaAdded(m) => {
                 if let Some(media) = self.rtc.media(m.mid) {
@@ -415,12 +477,41 @@ impl PeerCore {
                 st.kind = kind;
                 st.frames += 1;
                 st.bytes += d.data.len() as u64;
-                if kind == Some(MediaKind::Video) && d.data.first().is_some_and(|b| b & 1 == 0) {
+                let key =
+                    kind == Some(MediaKind::Video) && d.data.first().is_some_and(|b| b & 1 == 0);
+                if key {
                     st.keyframes += 1;
+                }
+                if d.data.len() != st.last_frame_bytes {
+                    st.switches_at_keyframe.push(key);
+                    st.last_frame_bytes = d.data.len();
+                    st.frames_at_size = 0;
+                    st.keyframes_at_size = 0;
+                }
+                st.frames_at_size += 1;
+                if key {
+                    st.keyframes_at_size += 1;
                 }
             }
             _ => {}
         }
+    }
+
+    /// Asks the gateway for a key frame on every received video m-line (as a decoder that lost
+    /// a frame would).
+    pub fn request_keyframes(&mut self) {
+        let mids: Vec<Mid> = self.mid_track.keys().copied().collect();
+        for mid in mids {
+            if self
+                .rtc
+                .media(mid)
+                .is_some_and(|m| m.kind() == MediaKind::Video)
+                && let Some(mut w) = self.rtc.writer(mid)
+            {
+                let _ = w.request_keyframe(None, str0m::media::KeyframeRequestKind::Pli);
+            }
+        }
+        self.drain();
     }
 
     /// Closes the peer connection (DTLS close_notify).

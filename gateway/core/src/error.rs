@@ -3,7 +3,7 @@
 //! Only backend mistakes become errors. Peer garbage is dropped and counted, never an error, and
 //! broken invariants panic (caught per Session by the core).
 
-use crate::ids::{RoomId, SessionId};
+use crate::ids::{RoomId, SessionId, TrackId};
 
 /// A backend's request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +22,12 @@ pub enum CoreError {
     /// No Session with that id exists.
     #[error("session {0} not found")]
     SessionNotFound(SessionId),
+    /// No Track with that id is published in the Session's Room.
+    #[error("track {0} not found")]
+    TrackNotFound(TrackId),
+    /// The Session lacks the permission the request needs.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// A Room with that id exists with other options.
     #[error("room {0} already exists with different options")]
     RoomExists(RoomId),

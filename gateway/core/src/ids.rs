@@ -118,6 +118,20 @@ impl TrackId {
         Self(format!("tr_{}", random_suffix(rng, 20)))
     }
 
+    /// Parses an id given by a backend; it must have the shape [`TrackId::generate`] produces.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        if s.is_empty() {
+            return Err(IdError::Empty);
+        }
+        let ok = s.len() == 23
+            && s.starts_with("tr_")
+            && s.as_bytes()[3..].iter().all(|b| ALPHABET.contains(b));
+        if !ok {
+            return Err(IdError::Malformed("track"));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -78,6 +78,18 @@ pub struct SessionSpec {
     pub permissions: Permissions,
     /// Wall-clock creation time, supplied by the caller.
     pub created_at: SystemTime,
+    /// Receive every other Participant's Tracks automatically (true), or only those the backend
+    /// subscribes it to (false).
+    pub auto_subscribe: bool,
+}
+
+/// A subscriber's preference for one Track.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrackPreference {
+    /// Highest simulcast layer to receive, 0 being the lowest; `None` for the highest available.
+    pub max_layer: Option<u8>,
+    /// Stop forwarding this Track to the Session (the m-line stays).
+    pub paused: bool,
 }
 
 /// Connection state of a Session.
@@ -264,6 +276,14 @@ pub enum EventKind {
         label: String,
         /// Why.
         reason: ChannelCloseReason,
+    },
+    /// The simulcast layers of a published Track that some subscriber needs changed; the
+    /// publisher may stop sending the others.
+    TrackLayersWanted {
+        /// The Track.
+        track: TrackId,
+        /// The wanted rids, sorted (empty: no subscriber needs any layer).
+        rids: Vec<String>,
     },
     /// A Track was unpublished.
     TrackUnpublished {

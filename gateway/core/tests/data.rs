@@ -24,6 +24,7 @@ fn data_only(label: &'static str) -> Publish {
         audio: false,
         video: false,
         data_label: Some(label),
+        simulcast: false,
     }
 }
 

@@ -13,6 +13,7 @@ fn video_only() -> Publish {
         audio: false,
         video: true,
         data_label: None,
+        simulcast: false,
     }
 }
 
@@ -309,6 +310,7 @@ fn an_empty_room_closes_after_its_timeout() {
         metadata: String::new(),
         permissions: Permissions::default(),
         created_at: std::time::SystemTime::now(),
+        auto_subscribe: true,
     };
     assert!(matches!(
         net.sfu.create_session(net.now, spec),
@@ -343,6 +345,7 @@ fn permissions_limit_publishing_and_data() {
                 data: false,
             },
             created_at: std::time::SystemTime::now(),
+            auto_subscribe: true,
         },
     );
     let v = net.join_session(viewer.unwrap().id, "viewer", av("chat"));

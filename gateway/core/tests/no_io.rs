@@ -40,6 +40,8 @@ fn the_core_source_reads_no_clock_and_opens_no_socket() {
             }
             files += 1;
             let text = std::fs::read_to_string(&path).unwrap();
+            // Unit tests may take a base instant from the clock; the code under test may not.
+            let text = text.split("#[cfg(test)]").next().unwrap();
             for banned in [
                 "Instant::now",
                 "SystemTime::now",

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime};
 use switchboard::v1 as pb;
 use switchboard_core::{
     ChannelCloseReason, EventKind, ParticipantId, Permissions, RoomCloseReason, RoomId, RoomInfo,
-    RoomSpec, SessionCloseReason, SessionId, SessionInfo, SessionSpec, SessionState, TrackInfo,
-    TrackKind,
+    RoomSpec, SessionCloseReason, SessionId, SessionInfo, SessionSpec, SessionState, TrackId,
+    TrackInfo, TrackKind,
 };
 use tonic::Status;
 
@@ -34,6 +34,15 @@ pub(crate) fn room_id(field: &str, s: &str) -> Result<RoomId, Status> {
 
 pub(crate) fn session_id(field: &str, s: &str) -> Result<SessionId, Status> {
     SessionId::parse(s).map_err(|e| invalid(field, e.to_string()))
+}
+
+pub(crate) fn track_ids(field: &str, ids: &[String]) -> Result<Vec<TrackId>, Status> {
+    if ids.is_empty() {
+        return Err(invalid(field, "at least one track id is needed"));
+    }
+    ids.iter()
+        .map(|s| TrackId::parse(s).map_err(|e| invalid(field, e.to_string())))
+        .collect()
 }
 
 impl FromProto<pb::CreateRoomRequest> for RoomSpec {
@@ -89,6 +98,7 @@ impl FromProto<pb::CreateSessionRequest> for SessionSpec {
             metadata: r.metadata,
             permissions,
             created_at: SystemTime::UNIX_EPOCH,
+            auto_subscribe: !r.manual_subscribe,
         })
     }
 }
@@ -255,6 +265,12 @@ impl ToProto<pb::Event> for &GatewayEvent {
                                     pb::ChannelCloseReason::ConfigMismatch
                                 }
                             } as i32,
+                        })
+                    }
+                    EventKind::TrackLayersWanted { track, rids } => {
+                        Kind::TrackLayersWanted(pb::TrackLayersWanted {
+                            track_id: track.to_string(),
+                            rids,
                         })
                     }
                     EventKind::TrackUnpublished { track, publisher } => {

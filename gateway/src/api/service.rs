@@ -11,7 +11,7 @@ use switchboard::v1::session_service_server::SessionService;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{FromProto, ToProto, room_id, session_id};
+use super::convert::{FromProto, ToProto, room_id, session_id, track_ids};
 use super::status::invalid;
 use crate::events::{EventBody, EventFilter, EventStreamError};
 use crate::handle::{Candidate, DataMessage, GatewayHandle};
@@ -174,6 +174,49 @@ impl SessionService for ControlService {
         };
         self.handle.add_ice_candidate(id, c).await?;
         Ok(Response::new(pb::AddIceCandidateResponse {}))
+    }
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<pb::SubscribeResponse>, Status> {
+        let r = req.into_inner();
+        let id = session_id("session_id", &r.session_id)?;
+        let tracks = track_ids("track_ids", &r.track_ids)?;
+        self.handle.subscribe(id, tracks).await?;
+        Ok(Response::new(pb::SubscribeResponse {}))
+    }
+
+    async fn unsubscribe(
+        &self,
+        req: Request<pb::UnsubscribeRequest>,
+    ) -> Result<Response<pb::UnsubscribeResponse>, Status> {
+        let r = req.into_inner();
+        let id = session_id("session_id", &r.session_id)?;
+        let tracks = track_ids("track_ids", &r.track_ids)?;
+        self.handle.unsubscribe(id, tracks).await?;
+        Ok(Response::new(pb::UnsubscribeResponse {}))
+    }
+
+    async fn set_track_preference(
+        &self,
+        req: Request<pb::SetTrackPreferenceRequest>,
+    ) -> Result<Response<pb::SetTrackPreferenceResponse>, Status> {
+        let r = req.into_inner();
+        let id = session_id("session_id", &r.session_id)?;
+        let track = track_ids("track_id", std::slice::from_ref(&r.track_id))?.remove(0);
+        let max_layer = match r.max_layer {
+            None => None,
+            Some(n) => {
+                Some(u8::try_from(n).map_err(|_| invalid("max_layer", "must be at most 255"))?)
+            }
+        };
+        let pref = switchboard_core::TrackPreference {
+            max_layer,
+            paused: r.paused,
+        };
+        self.handle.set_track_preference(id, track, pref).await?;
+        Ok(Response::new(pb::SetTrackPreferenceResponse {}))
     }
 }
 

@@ -25,9 +25,10 @@ impl From<GatewayError> for Status {
             GatewayError::Unavailable(_) => Self::unavailable(e.to_string()),
             GatewayError::Core(c) => match c {
                 CoreError::InvalidArgument { field, reason } => invalid(field, reason),
-                CoreError::RoomNotFound(_) | CoreError::SessionNotFound(_) => {
-                    Self::not_found(c.to_string())
-                }
+                CoreError::PermissionDenied(_) => Self::permission_denied(c.to_string()),
+                CoreError::RoomNotFound(_)
+                | CoreError::SessionNotFound(_)
+                | CoreError::TrackNotFound(_) => Self::not_found(c.to_string()),
                 CoreError::RoomExists(_) => Self::already_exists(c.to_string()),
                 CoreError::LimitReached(_) => Self::resource_exhausted(c.to_string()),
                 CoreError::WrongState { .. } => Self::failed_precondition(c.to_string()),

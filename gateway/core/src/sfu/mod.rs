@@ -31,6 +31,7 @@ use crate::ids::{self, ParticipantId, RoomId, SessionId, TrackId};
 use crate::model::*;
 
 mod data;
+mod forward;
 
 pub use data::DIRECT_LABEL;
 
@@ -168,9 +169,8 @@ struct TrackOut {
     kind: MediaKind,
     /// Publisher payload type → subscriber payload type, learned on first use.
     pt_map: Vec<(Pt, Option<Pt>)>,
-    /// Subtracted from the publisher's extended sequence number so every subscriber stream starts
-    /// near 1 (ROC 0), whatever the publisher's history.
-    seq_base: Option<u64>,
+    /// Layer choice, key-frame gating and sequence/timestamp rewriting.
+    fwd: forward::Forwarder,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,11 +189,31 @@ struct TrackIn {
     room: RoomId,
     mid: Mid,
     kind: MediaKind,
-    /// The simulcast layer forwarded (the highest one); `None` without simulcast.
-    forward_rid: Option<Rid>,
+    /// Per-layer receive statistics (one entry, layer `None`, without simulcast).
+    layers: Vec<LayerStat>,
+    /// Active layers from lowest to highest bitrate.
+    ranked: Vec<forward::Layer>,
+    /// Bumped whenever `ranked` changes, so subscribers re-choose their layer.
+    version: u64,
+    window_start: Option<Instant>,
     subscribers: BTreeSet<SessionKey>,
-    last_keyframe_request: Option<Instant>,
+    /// Last key-frame request sent to the publisher, per layer (the throttle).
+    last_keyframe_request: HashMap<forward::Layer, Instant>,
+    /// The simulcast layers last reported as wanted (`TrackLayersWanted`).
+    wanted_reported: Option<Vec<String>>,
 }
+
+struct LayerStat {
+    layer: forward::Layer,
+    bytes: u64,
+    rate_bps: u64,
+    last_seen: Instant,
+}
+
+/// A layer is active while packets arrived within this time.
+const LAYER_ACTIVE: Duration = Duration::from_secs(1);
+/// Bitrates are measured over windows of this length.
+const RATE_WINDOW: Duration = Duration::from_millis(500);
 
 struct Session {
     id: SessionId,
@@ -218,6 +238,8 @@ struct Session {
     tracks_out: BTreeMap<TrackKey, TrackOut>,
     out_by_mid: HashMap<Mid, TrackKey>,
     channels: HashMap<ChannelId, data::OpenChannel>,
+    /// Receives new Tracks of the Room without a `subscribe` call.
+    auto_subscribe: bool,
     dirty: bool,
     fault: bool,
 }
@@ -232,6 +254,7 @@ pub struct Sfu {
     sessions: HashMap<SessionKey, Session>,
     session_keys: HashMap<SessionId, SessionKey>,
     tracks: HashMap<TrackKey, TrackIn>,
+    track_keys: HashMap<TrackId, TrackKey>,
     next_key: u64,
     next_offer_id: u64,
     demux: Demux,
@@ -270,6 +293,7 @@ impl Sfu {
             sessions: HashMap::new(),
             session_keys: HashMap::new(),
             tracks: HashMap::new(),
+            track_keys: HashMap::new(),
             next_key: 1,
             next_offer_id: 1,
             demux: Demux::default(),
@@ -534,6 +558,7 @@ impl Sfu {
             tracks_out: BTreeMap::new(),
             out_by_mid: HashMap::new(),
             channels: HashMap::new(),
+            auto_subscribe: spec.auto_subscribe,
             dirty: false,
             fault: false,
         };
@@ -563,9 +588,9 @@ impl Sfu {
                 EventKind::ParticipantJoined(spec.participant.clone()),
             );
         }
-        if spec.permissions.subscribe {
+        if spec.permissions.subscribe && spec.auto_subscribe {
             for tk in existing {
-                self.subscribe(key, tk);
+                self.subscribe_track(key, tk);
             }
         }
         self.touch(key);
@@ -782,6 +807,148 @@ impl Sfu {
         for id in ids {
             self.close_room(&id, RoomCloseReason::GatewayShutdown);
         }
+    }
+
+    fn track_in_room(&self, key: SessionKey, track: &TrackId) -> Result<TrackKey, CoreError> {
+        let room = &self.sessions[&key].room;
+        self.track_keys
+            .get(track)
+            .copied()
+            .filter(|tk| self.tracks.get(tk).is_some_and(|t| &t.room == room))
+            .ok_or_else(|| CoreError::TrackNotFound(track.clone()))
+    }
+
+    /// Subscribes a Session to Tracks of its Room (idempotent). The gateway then offers the new
+    /// m-lines (`NegotiationNeeded`).
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        id: &SessionId,
+        tracks: &[TrackId],
+    ) -> Result<(), CoreError> {
+        self.now = now;
+        let key = self.session_key(id)?;
+        if !self.sessions[&key].permissions.subscribe {
+            return Err(CoreError::PermissionDenied(format!(
+                "session {id} may not subscribe"
+            )));
+        }
+        let mut keys = Vec::with_capacity(tracks.len());
+        for t in tracks {
+            let tk = self.track_in_room(key, t)?;
+            let tr = &self.tracks[&tk];
+            if tr.info.participant == self.sessions[&key].participant {
+                return Err(CoreError::InvalidArgument {
+                    field: "track_ids",
+                    reason: format!("{t} is published by the same participant"),
+                });
+            }
+            keys.push(tk);
+        }
+        for tk in &keys {
+            let s = &self.sessions[&key];
+            if let Some(OutState::Stopping(_)) = s.tracks_out.get(tk).map(|o| o.state) {
+                return Err(CoreError::WrongState {
+                    session: id.clone(),
+                    reason: "an unsubscribe of this track is being negotiated; retry after it"
+                        .into(),
+                });
+            }
+        }
+        for tk in keys {
+            let s = self.sessions.get_mut(&key).expect("key from index");
+            match s.tracks_out.get_mut(&tk) {
+                None => self.subscribe_track(key, tk),
+                Some(o) => {
+                    // Undo an unsubscribe that was not offered yet.
+                    if let OutState::ToStop(mid) = o.state {
+                        o.state = OutState::Open(mid);
+                    }
+                    if !o.wanted {
+                        o.wanted = true;
+                        o.fwd.paused = false;
+                        o.fwd.current = None;
+                    }
+                    if let Some(t) = self.tracks.get_mut(&tk) {
+                        t.subscribers.insert(key);
+                    }
+                }
+            }
+        }
+        self.maybe_offer(key);
+        Ok(())
+    }
+
+    /// Unsubscribes a Session from Tracks (idempotent); their m-lines are removed by the next
+    /// gateway offer and no more packets are forwarded.
+    pub fn unsubscribe(
+        &mut self,
+        now: Instant,
+        id: &SessionId,
+        tracks: &[TrackId],
+    ) -> Result<(), CoreError> {
+        self.now = now;
+        let key = self.session_key(id)?;
+        let mut keys = Vec::with_capacity(tracks.len());
+        for t in tracks {
+            keys.push(self.track_in_room(key, t)?);
+        }
+        for tk in keys {
+            if let Some(t) = self.tracks.get_mut(&tk) {
+                t.subscribers.remove(&key);
+            }
+            let s = self.sessions.get_mut(&key).expect("key from index");
+            let Some(o) = s.tracks_out.get_mut(&tk) else {
+                continue;
+            };
+            o.wanted = false;
+            o.fwd.paused = true;
+            match o.state {
+                OutState::ToOpen => {
+                    s.tracks_out.remove(&tk);
+                }
+                OutState::Open(mid) => o.state = OutState::ToStop(mid),
+                OutState::Negotiating(_) | OutState::ToStop(_) | OutState::Stopping(_) => {}
+            }
+            self.report_wanted_layers(tk);
+        }
+        self.maybe_offer(key);
+        Ok(())
+    }
+
+    /// Sets a subscriber's preference for one Track: the highest simulcast layer it receives, and
+    /// whether forwarding is paused. A layer change happens at the next key frame of the new
+    /// layer, which is requested at once.
+    pub fn set_track_preference(
+        &mut self,
+        now: Instant,
+        id: &SessionId,
+        track: &TrackId,
+        pref: TrackPreference,
+    ) -> Result<(), CoreError> {
+        self.now = now;
+        let key = self.session_key(id)?;
+        let tk = self.track_in_room(key, track)?;
+        let s = self.sessions.get_mut(&key).expect("key from index");
+        let Some(o) = s.tracks_out.get_mut(&tk).filter(|o| o.wanted) else {
+            return Err(CoreError::WrongState {
+                session: id.clone(),
+                reason: format!("not subscribed to {track}"),
+            });
+        };
+        let resumed = o.fwd.paused && !pref.paused;
+        o.fwd.max_layer = pref.max_layer;
+        o.fwd.paused = pref.paused;
+        if resumed {
+            // Resume at a key frame, continuing the sequence numbers.
+            o.fwd.current = None;
+        }
+        if pref.paused {
+            self.report_wanted_layers(tk);
+        } else {
+            self.kick(key, tk);
+        }
+        Ok(())
     }
 
     /// Test hook: the next time this Session's `Rtc` is touched, the core panics inside the
@@ -1032,9 +1199,18 @@ impl Sfu {
             }
             Event::ChannelData(d) => self.on_channel_data(key, d.id, d.binary, &d.data),
             Event::KeyframeRequest(r) => {
-                let tk = self.sessions[&key].out_by_mid.get(&r.mid).copied();
+                // A subscriber lost video: ask the publisher for a key frame of the layer this
+                // subscriber receives (throttled per layer, so a storm of requests is one).
+                let s = &self.sessions[&key];
+                let tk = s.out_by_mid.get(&r.mid).copied();
                 if let Some(tk) = tk {
-                    self.request_keyframe(tk, r.kind, false);
+                    let layer = s
+                        .tracks_out
+                        .get(&tk)
+                        .and_then(|o| o.fwd.current.or(o.fwd.target));
+                    if let Some(layer) = layer {
+                        self.request_keyframe_layer(tk, layer, r.kind, false);
+                    }
                 }
             }
             Event::Closed => self.close(key, SessionCloseReason::PeerClosed, false),
@@ -1061,7 +1237,7 @@ impl Sfu {
             .map(|(k, _)| *k)
             .collect();
         for tk in outs {
-            self.request_keyframe(tk, KeyframeRequestKind::Pli, true);
+            self.kick(key, tk);
         }
     }
 
@@ -1092,12 +1268,6 @@ impl Sfu {
         }
         let tk = self.key();
         let s = &self.sessions[&key];
-        // Forward the highest layer until layer selection exists: browsers list rids low to
-        // high or name them q/h/f; prefer f, then h, then the last listed.
-        let forward_rid = ["f", "h"]
-            .iter()
-            .find_map(|want| rids.iter().find(|r| &***r == *want).copied())
-            .or_else(|| rids.last().copied());
         let info = TrackInfo {
             id: TrackId::generate(&mut self.rng),
             session: s.id.clone(),
@@ -1112,6 +1282,7 @@ impl Sfu {
         let room_id = s.room.clone();
         let publisher_id = s.id.clone();
         let publisher_participant = s.participant.clone();
+        self.track_keys.insert(info.id.clone(), tk);
         self.tracks.insert(
             tk,
             TrackIn {
@@ -1120,9 +1291,13 @@ impl Sfu {
                 room: room_id.clone(),
                 mid,
                 kind,
-                forward_rid,
+                layers: Vec::new(),
+                ranked: Vec::new(),
+                version: 0,
+                window_start: None,
                 subscribers: BTreeSet::new(),
-                last_keyframe_request: None,
+                last_keyframe_request: HashMap::new(),
+                wanted_reported: None,
             },
         );
         self.sessions
@@ -1148,14 +1323,15 @@ impl Sfu {
         );
         for other in others {
             let o = &self.sessions[&other];
-            if o.permissions.subscribe && o.participant != publisher_participant {
-                self.subscribe(other, tk);
+            if o.permissions.subscribe && o.auto_subscribe && o.participant != publisher_participant
+            {
+                self.subscribe_track(other, tk);
                 self.maybe_offer(other);
             }
         }
     }
 
-    fn subscribe(&mut self, key: SessionKey, tk: TrackKey) {
+    fn subscribe_track(&mut self, key: SessionKey, tk: TrackKey) {
         let Some(t) = self.tracks.get_mut(&tk) else {
             return;
         };
@@ -1171,7 +1347,7 @@ impl Sfu {
                 wanted: true,
                 kind: t.kind,
                 pt_map: Vec::new(),
-                seq_base: None,
+                fwd: forward::Forwarder::default(),
             },
         );
     }
@@ -1180,6 +1356,7 @@ impl Sfu {
         let Some(t) = self.tracks.remove(&tk) else {
             return;
         };
+        self.track_keys.remove(&t.info.id);
         if let Some(p) = self.sessions.get_mut(&t.publisher) {
             p.tracks_in.remove(&t.mid);
         }
@@ -1331,15 +1508,34 @@ impl Sfu {
         if connected {
             for (tk, _, kind) in opened {
                 if kind == MediaKind::Video {
-                    self.request_keyframe(tk, KeyframeRequestKind::Pli, true);
+                    self.kick(key, tk);
                 }
             }
         }
     }
 
-    /// Asks a track's publisher for a keyframe. Requests relayed from subscribers are throttled;
-    /// `force` (a new subscriber) is not.
-    fn request_keyframe(&mut self, tk: TrackKey, kind: KeyframeRequestKind, force: bool) {
+    /// A subscriber starts (or restarts) receiving a track: choose its layer now and ask the
+    /// publisher for a key frame of it, so the first frame it gets is a key frame soon.
+    fn kick(&mut self, sub: SessionKey, tk: TrackKey) {
+        self.choose_layer(sub, tk, true);
+        let target = self
+            .sessions
+            .get(&sub)
+            .and_then(|s| s.tracks_out.get(&tk))
+            .and_then(|o| o.fwd.target);
+        if let Some(layer) = target {
+            self.request_keyframe_layer(tk, layer, KeyframeRequestKind::Pli, true);
+        }
+        self.report_wanted_layers(tk);
+    }
+
+    fn request_keyframe_layer(
+        &mut self,
+        tk: TrackKey,
+        layer: forward::Layer,
+        kind: KeyframeRequestKind,
+        force: bool,
+    ) {
         let now = self.now;
         let min = self.config.keyframe_min_interval;
         let Some(t) = self.tracks.get_mut(&tk) else {
@@ -1348,17 +1544,20 @@ impl Sfu {
         if t.kind != MediaKind::Video {
             return;
         }
-        if !force && t.last_keyframe_request.is_some_and(|l| now < l + min) {
+        let last = t.last_keyframe_request.get(&layer).copied();
+        if last.is_some_and(|l| now < l + min)
+            && !(force && last.is_some_and(|l| now >= l + min / 4))
+        {
             return;
         }
-        t.last_keyframe_request = Some(now);
-        let (publisher, mid, rid) = (t.publisher, t.mid, t.forward_rid);
+        t.last_keyframe_request.insert(layer, now);
+        let (publisher, mid) = (t.publisher, t.mid);
         let Some(p) = self.sessions.get_mut(&publisher) else {
             return;
         };
         let res = catch_unwind(AssertUnwindSafe(|| {
             check_fault(p);
-            if let Some(rx) = p.rtc.direct_api().stream_rx_by_mid(mid, rid) {
+            if let Some(rx) = p.rtc.direct_api().stream_rx_by_mid(mid, layer) {
                 rx.request_keyframe(kind);
                 true
             } else {
@@ -1374,6 +1573,119 @@ impl Sfu {
                 self.touch(publisher);
             }
         }
+    }
+
+    /// Updates a TrackIn's per-layer statistics with one packet; re-ranks the layers when a new
+    /// layer appears or a measurement window closes.
+    fn account_layer(&mut self, tk: TrackKey, layer: forward::Layer, bytes: usize) {
+        let now = self.now;
+        let Some(t) = self.tracks.get_mut(&tk) else {
+            return;
+        };
+        let start = *t.window_start.get_or_insert(now);
+        let mut rerank = false;
+        match t.layers.iter_mut().find(|l| l.layer == layer) {
+            Some(l) => {
+                l.bytes += bytes as u64;
+                rerank |= now.saturating_duration_since(l.last_seen) > LAYER_ACTIVE;
+                l.last_seen = now;
+            }
+            None => {
+                t.layers.push(LayerStat {
+                    layer,
+                    bytes: bytes as u64,
+                    rate_bps: 0,
+                    last_seen: now,
+                });
+                rerank = true;
+            }
+        }
+        let window = now.saturating_duration_since(start);
+        if window >= RATE_WINDOW {
+            for l in &mut t.layers {
+                l.rate_bps = l.bytes * 8 * 1000 / window.as_millis().max(1) as u64;
+                l.bytes = 0;
+            }
+            t.window_start = Some(now);
+            rerank = true;
+        }
+        if rerank {
+            let mut active: Vec<&LayerStat> = t
+                .layers
+                .iter()
+                .filter(|l| now.saturating_duration_since(l.last_seen) <= LAYER_ACTIVE)
+                .collect();
+            // Stable: equal rates (no measurement yet) keep arrival order.
+            active.sort_by_key(|l| l.rate_bps);
+            let ranked: Vec<forward::Layer> = active.iter().map(|l| l.layer).collect();
+            if ranked != t.ranked {
+                t.ranked = ranked;
+                t.version += 1;
+            }
+        }
+    }
+
+    /// Re-chooses a TrackOut's target layer from its preference and the TrackIn's ranking.
+    /// Returns the new target when it changed.
+    fn choose_layer(
+        &mut self,
+        sub: SessionKey,
+        tk: TrackKey,
+        force: bool,
+    ) -> Option<forward::Layer> {
+        let t = self.tracks.get(&tk)?;
+        let s = self.sessions.get_mut(&sub)?;
+        let o = s.tracks_out.get_mut(&tk)?;
+        if !force && o.fwd.seen_version == t.version {
+            return None;
+        }
+        o.fwd.seen_version = t.version;
+        if t.ranked.is_empty() {
+            return None;
+        }
+        let top = t.ranked.len() - 1;
+        let idx = o.fwd.max_layer.map_or(top, |m| usize::from(m).min(top));
+        let target = t.ranked[idx];
+        if o.fwd.target == Some(target) {
+            return None;
+        }
+        o.fwd.target = Some(target);
+        Some(target)
+    }
+
+    /// Reports which simulcast layers of a track any subscriber needs, when that changes.
+    fn report_wanted_layers(&mut self, tk: TrackKey) {
+        let Some(t) = self.tracks.get(&tk) else {
+            return;
+        };
+        if t.layers.iter().all(|l| l.layer.is_none()) {
+            return;
+        }
+        let mut wanted: Vec<String> = t
+            .subscribers
+            .iter()
+            .filter_map(|k| self.sessions.get(k)?.tracks_out.get(&tk))
+            .filter(|o| !o.fwd.paused)
+            .flat_map(|o| [o.fwd.current.flatten(), o.fwd.target.flatten()])
+            .flatten()
+            .map(|r| r.to_string())
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        if t.wanted_reported.as_ref() == Some(&wanted) {
+            return;
+        }
+        let (room, publisher, track) = (t.room.clone(), t.info.session.clone(), t.info.id.clone());
+        let t = self.tracks.get_mut(&tk).expect("checked above");
+        t.wanted_reported = Some(wanted.clone());
+        self.emit(
+            &room,
+            Some(&publisher),
+            EventKind::TrackLayersWanted {
+                track,
+                rids: wanted,
+            },
+        );
     }
 
     fn forward_rtp(&mut self, key: SessionKey, p: RtpPacket) {
@@ -1395,26 +1707,55 @@ impl Sfu {
             self.counters.rtp_dropped += 1;
             return;
         };
-        let t = &self.tracks[&tk];
-        if t.forward_rid.is_some() && rid != t.forward_rid {
-            return;
-        }
         let in_pt = p.header.payload_type;
         let params = s.rtc.codec_config().find(|c| c.pt() == in_pt).copied();
         let Some(params) = params else {
             self.counters.rtp_dropped += 1;
             return;
         };
+        let spec = params.spec();
+        let t = &self.tracks[&tk];
+        let is_video = t.kind == MediaKind::Video;
+        // Audio frames are independent; padding-only packets never start anything.
+        let keyframe =
+            !is_video || (!p.payload.is_empty() && forward::is_keyframe(spec.codec, &p.payload));
+        let clock_rate = spec.clock_rate.get();
+        self.account_layer(tk, rid, p.payload.len());
         let ext = ExtensionValues {
             audio_level: p.header.ext_vals.audio_level,
             voice_activity: p.header.ext_vals.voice_activity,
             video_orientation: p.header.ext_vals.video_orientation,
             ..Default::default()
         };
-        let nackable = t.kind == MediaKind::Video;
-        let subs: Vec<SessionKey> = t.subscribers.iter().copied().collect();
+        let subs: Vec<SessionKey> = self.tracks[&tk].subscribers.iter().copied().collect();
         let in_seq = *p.seq_no;
+        let mut targets_changed = false;
         for sub in subs {
+            // Layer choice and key-frame requests only for TrackOuts that can receive: a key
+            // frame requested before the m-line is negotiated would be wasted.
+            let ready = self.sessions.get(&sub).is_some_and(|s| {
+                s.rtc.is_connected()
+                    && s.tracks_out
+                        .get(&tk)
+                        .is_some_and(|o| matches!(o.state, OutState::Open(_)) && !o.fwd.paused)
+            });
+            if !ready {
+                continue;
+            }
+            let changed = self.choose_layer(sub, tk, false).is_some();
+            targets_changed |= changed;
+            let (current, target) = {
+                let o = &self.sessions[&sub].tracks_out[&tk];
+                (o.fwd.current, o.fwd.target)
+            };
+            if let Some(target) = target
+                && current != Some(target)
+            {
+                // Waiting for a key frame of the target layer: ask now if the target just
+                // changed, else again once the throttle allows (a request can be lost).
+                self.request_keyframe_layer(tk, target, KeyframeRequestKind::Pli, changed);
+            }
+            let now = self.now;
             let Some(s) = self.sessions.get_mut(&sub) else {
                 continue;
             };
@@ -1427,6 +1768,14 @@ impl Sfu {
             let OutState::Open(out_mid) = o.state else {
                 continue;
             };
+            let was = o.fwd.current;
+            let Some(rw) =
+                o.fwd
+                    .on_packet(now, rid, in_seq, p.header.timestamp, keyframe, clock_rate)
+            else {
+                continue;
+            };
+            targets_changed |= was != o.fwd.current;
             let out_pt = match o.pt_map.iter().find(|(i, _)| *i == in_pt) {
                 Some((_, out)) => *out,
                 None => {
@@ -1439,23 +1788,10 @@ impl Sfu {
                 self.counters.rtp_dropped += 1;
                 continue;
             };
-            // Start every subscriber stream at sequence number 1 (ROC 0).
-            let base = *o.seq_base.get_or_insert(in_seq.saturating_sub(1));
-            if in_seq <= base {
-                // A reordered packet from before this subscriber's first one.
-                continue;
-            }
-            let out_seq = in_seq - base;
-            let w = RtpWrite::new(
-                out_pt,
-                out_seq.into(),
-                p.header.timestamp,
-                p.timestamp,
-                p.payload.clone(),
-            )
-            .marker(p.header.marker)
-            .ext_vals(ext.clone())
-            .nackable(nackable);
+            let w = RtpWrite::new(out_pt, rw.seq.into(), rw.ts, p.timestamp, p.payload.clone())
+                .marker(p.header.marker)
+                .ext_vals(ext.clone())
+                .nackable(is_video);
             let res = catch_unwind(AssertUnwindSafe(|| {
                 check_fault(s);
                 match s.rtc.direct_api().stream_tx_by_mid(out_mid, None) {
@@ -1474,6 +1810,9 @@ impl Sfu {
                 }
                 Ok(false) => self.counters.rtp_dropped += 1,
             }
+        }
+        if targets_changed {
+            self.report_wanted_layers(tk);
         }
     }
 }

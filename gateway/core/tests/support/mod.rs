@@ -83,6 +83,7 @@ impl Net {
             metadata: String::new(),
             permissions: Permissions::default(),
             created_at: SystemTime::now(),
+            auto_subscribe: true,
         };
         self.sfu.create_session(self.now, spec).unwrap().id
     }
@@ -295,5 +296,6 @@ pub fn av(label: &'static str) -> Publish {
         audio: true,
         video: true,
         data_label: Some(label),
+        simulcast: false,
     }
 }

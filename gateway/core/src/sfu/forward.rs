@@ -1,0 +1,260 @@
+//! Per-subscriber forwarding state ([`Forwarder`]) and key-frame detection in RTP payloads.
+//!
+//! A Forwarder decides, packet by packet, whether a TrackIn's packet goes to one TrackOut, and
+//! rewrites its sequence number and timestamp so that the subscriber sees one continuous stream
+//! across simulcast layer switches: it starts (and switches) only at a key frame, continues the
+//! sequence numbers where the previous layer stopped, and advances the timestamp by the elapsed
+//! wall-clock time. Pure logic: no `Rtc`, no clock.
+
+use std::time::Instant;
+
+use str0m::format::Codec;
+use str0m::media::Rid;
+
+/// A simulcast layer of a TrackIn; `None` for a track without simulcast.
+pub(crate) type Layer = Option<Rid>;
+
+/// The rewrite of one forwarded packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rewritten {
+    pub(crate) seq: u64,
+    pub(crate) ts: u32,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Forwarder {
+    /// The layer being forwarded; `None` until the first key frame.
+    pub(crate) current: Option<Layer>,
+    /// The layer wanted; a switch happens at its next key frame.
+    pub(crate) target: Option<Layer>,
+    /// The subscriber paused this track.
+    pub(crate) paused: bool,
+    /// Highest layer index the subscriber accepts (0 = lowest); `None` = any.
+    pub(crate) max_layer: Option<u8>,
+    /// out_seq = in_seq + seq_offset, for the current layer.
+    seq_offset: i64,
+    /// out_ts = in_ts + ts_offset (wrapping), for the current layer.
+    ts_offset: u32,
+    last: Option<(u64, u32, Instant)>,
+    /// The version of the TrackIn's layer ranking the target was chosen from.
+    pub(crate) seen_version: u64,
+}
+
+impl Forwarder {
+    /// Decides for one packet of `layer`. `keyframe` says whether the packet starts a key frame
+    /// (always true for audio). `clock_rate` converts elapsed time to timestamp ticks.
+    pub(crate) fn on_packet(
+        &mut self,
+        now: Instant,
+        layer: Layer,
+        in_seq: u64,
+        in_ts: u32,
+        keyframe: bool,
+        clock_rate: u32,
+    ) -> Option<Rewritten> {
+        if self.paused {
+            return None;
+        }
+        if self.current.as_ref() != Some(&layer) {
+            // Not the layer being sent: switch to it only if it is the target, at a key frame.
+            if self.target.as_ref() != Some(&layer) || !keyframe {
+                return None;
+            }
+            let (next_seq, next_ts) = match self.last {
+                Some((seq, ts, at)) => {
+                    let elapsed = now.saturating_duration_since(at);
+                    let ticks =
+                        (elapsed.as_micros() as u64 * u64::from(clock_rate) / 1_000_000).max(1);
+                    (seq + 1, ts.wrapping_add(ticks as u32))
+                }
+                // Start near 1 so that SRTP's rollover counter is 0 for the subscriber.
+                None => (1, in_ts),
+            };
+            self.seq_offset = next_seq as i64 - in_seq as i64;
+            self.ts_offset = next_ts.wrapping_sub(in_ts);
+            self.current = Some(layer);
+        }
+        let out = in_seq as i64 + self.seq_offset;
+        if out <= 0 {
+            return None;
+        }
+        let out = out as u64;
+        if let Some((last_seq, _, _)) = self.last {
+            // A retransmission or reordering from before the switch: the subscriber's stream has
+            // moved on (str0m answers the subscriber's NACKs from its own cache).
+            if out + 1000 < last_seq {
+                return None;
+            }
+        }
+        let ts = in_ts.wrapping_add(self.ts_offset);
+        if self.last.is_none_or(|(s, _, _)| out > s) {
+            self.last = Some((out, ts, now));
+        }
+        Some(Rewritten { seq: out, ts })
+    }
+}
+
+/// Whether an RTP payload of `codec` starts a key frame. Unknown codecs count as key frames
+/// (forwarding then starts and switches without waiting).
+pub(crate) fn is_keyframe(codec: Codec, payload: &[u8]) -> bool {
+    match codec {
+        Codec::Vp8 => vp8_keyframe(payload),
+        Codec::Vp9 => vp9_keyframe(payload),
+        Codec::H264 => h264_keyframe(payload),
+        Codec::Av1 => payload.first().is_some_and(|b| b & 0x08 != 0),
+        _ => true,
+    }
+}
+
+fn vp8_keyframe(p: &[u8]) -> bool {
+    let Some(&b0) = p.first() else { return false };
+    let (x, s, pid) = (b0 & 0x80 != 0, b0 & 0x10 != 0, b0 & 0x07);
+    if !s || pid != 0 {
+        return false;
+    }
+    let mut i = 1;
+    if x {
+        let Some(&ext) = p.get(i) else { return false };
+        i += 1;
+        if ext & 0x80 != 0 {
+            // PictureID: 7 or 15 bits.
+            let Some(&pic) = p.get(i) else { return false };
+            i += if pic & 0x80 != 0 { 2 } else { 1 };
+        }
+        if ext & 0x40 != 0 {
+            i += 1; // TL0PICIDX
+        }
+        if ext & 0x30 != 0 {
+            i += 1; // TID/Y/KEYIDX
+        }
+    }
+    // The VP8 frame tag: bit 0 clear means a key frame.
+    p.get(i).is_some_and(|b| b & 0x01 == 0)
+}
+
+fn vp9_keyframe(p: &[u8]) -> bool {
+    let Some(&b0) = p.first() else { return false };
+    // I|P|L|F|B|E|V|Z: not inter-predicted (P = 0) and the start of a frame (B = 1).
+    b0 & 0x40 == 0 && b0 & 0x08 != 0
+}
+
+fn h264_keyframe(p: &[u8]) -> bool {
+    let Some(&b0) = p.first() else { return false };
+    match b0 & 0x1f {
+        5 | 7 => true, // IDR slice or SPS
+        24 => {
+            // STAP-A: 16-bit sizes followed by NAL units.
+            let mut i = 1;
+            while i + 2 < p.len() {
+                let n = u16::from_be_bytes([p[i], p[i + 1]]) as usize;
+                if matches!(p[i + 2] & 0x1f, 5 | 7) {
+                    return true;
+                }
+                i += 2 + n;
+            }
+            false
+        }
+        28 => p.get(1).is_some_and(|h| h & 0x80 != 0 && h & 0x1f == 5), // FU-A start of IDR
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn l(r: &str) -> Layer {
+        Some(Rid::from(r))
+    }
+
+    #[test]
+    fn starts_at_a_keyframe_and_switches_layers_seamlessly() {
+        let t0 = Instant::now();
+        let mut f = Forwarder {
+            target: Some(l("h")),
+            ..Default::default()
+        };
+        assert_eq!(
+            f.on_packet(t0, l("h"), 5000, 90_000, false, 90_000),
+            None,
+            "waits for a key frame"
+        );
+        let a = f.on_packet(t0, l("h"), 5001, 90_000, true, 90_000).unwrap();
+        assert_eq!(a.seq, 1);
+        let b = f
+            .on_packet(t0, l("h"), 5002, 93_000, false, 90_000)
+            .unwrap();
+        assert_eq!((b.seq, b.ts.wrapping_sub(a.ts)), (2, 3000));
+        assert_eq!(
+            f.on_packet(t0, l("q"), 100, 7, true, 90_000),
+            None,
+            "not the target"
+        );
+        f.target = Some(l("q"));
+        assert!(
+            f.on_packet(t0, l("q"), 101, 7, false, 90_000).is_none(),
+            "switch waits for a key frame"
+        );
+        assert!(
+            f.on_packet(t0, l("h"), 5003, 93_000, false, 90_000)
+                .is_some(),
+            "keeps the old layer meanwhile"
+        );
+        let c = f
+            .on_packet(
+                t0 + Duration::from_millis(33),
+                l("q"),
+                102,
+                10,
+                true,
+                90_000,
+            )
+            .unwrap();
+        assert_eq!(c.seq, 4, "sequence continues");
+        assert_eq!(
+            c.ts.wrapping_sub(b.ts),
+            2970,
+            "timestamp advances by the elapsed time"
+        );
+        assert!(
+            f.on_packet(t0, l("h"), 5004, 96_000, true, 90_000)
+                .is_none(),
+            "old layer dropped"
+        );
+        let d = f.on_packet(t0, l("q"), 103, 3010, false, 90_000).unwrap();
+        assert_eq!((d.seq, d.ts.wrapping_sub(c.ts)), (5, 3000));
+        f.paused = true;
+        assert!(f.on_packet(t0, l("q"), 104, 6010, true, 90_000).is_none());
+    }
+
+    #[test]
+    fn detects_keyframes_per_codec() {
+        // VP8: S=1, PID=0, no extension; frame tag 0x10 (key) vs 0x11 (inter).
+        assert!(is_keyframe(Codec::Vp8, &[0x10, 0x10, 0x02, 0x00]));
+        assert!(!is_keyframe(Codec::Vp8, &[0x10, 0x11, 0x02, 0x00]));
+        // VP8 with X, I (15-bit picture id), L, T/K.
+        assert!(is_keyframe(
+            Codec::Vp8,
+            &[0x90, 0xf0, 0x80, 0x01, 0x05, 0x20, 0x10]
+        ));
+        assert!(
+            !is_keyframe(Codec::Vp8, &[0x80, 0xf0, 0x80, 0x01, 0x05, 0x20, 0x10]),
+            "S=0"
+        );
+        assert!(!is_keyframe(Codec::Vp8, &[0x90, 0xf0]), "truncated");
+        assert!(is_keyframe(Codec::Vp9, &[0x08]));
+        assert!(!is_keyframe(Codec::Vp9, &[0x48]));
+        assert!(is_keyframe(Codec::H264, &[0x65]));
+        assert!(is_keyframe(Codec::H264, &[0x7c, 0x85]));
+        assert!(!is_keyframe(Codec::H264, &[0x7c, 0x05]));
+        assert!(is_keyframe(Codec::H264, &[0x18, 0x00, 0x02, 0x67, 0x42]));
+        assert!(!is_keyframe(Codec::H264, &[0x41]));
+        for n in 0..8 {
+            let junk = vec![0xffu8; n];
+            for c in [Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1] {
+                let _ = is_keyframe(c, &junk);
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Selective subscription and simulcast layer preference over real gRPC and UDP, with a str0m
+//! Peer publishing three simulcast layers.
+
+use std::time::Duration;
+
+use switchboard::v1 as pb;
+use switchboard_integration_tests::*;
+use switchboard_testpeer::{Publish, SIMULCAST_FRAME_BYTES, UdpPeer};
+
+fn last_size(p: &UdpPeer, track: &str) -> (usize, u64) {
+    p.with(|c| {
+        c.stats
+            .tracks
+            .get(track)
+            .map_or((0, 0), |s| (s.last_frame_bytes, s.frames_at_size))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_and_choose_simulcast_layers_over_grpc() -> anyhow::Result<()> {
+    let gw = start(test_config()).await?;
+    let backend = Backend::new(Clients::connect(&gw, None).await?, "simulcast").await?;
+    let publish = Publish {
+        audio: false,
+        video: true,
+        data_label: None,
+        simulcast: true,
+    };
+    let (sa, _a) = backend.join("alice", publish).await?;
+    let (sb, b) = backend.join_manual("bob", Publish::default()).await?;
+    wait_until(Duration::from_secs(10), || {
+        let t = backend.tracks_of(&sa);
+        if t.len() == 1 && b.with(|p| p.stats.connected) {
+            Ok(())
+        } else {
+            Err(format!("tracks {t:?}"))
+        }
+    })
+    .await?;
+    let track = backend.tracks_of(&sa)[0].clone();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        last_size(&b, &track).1,
+        0,
+        "manual subscription: nothing yet"
+    );
+
+    let mut sessions = backend.clients.sessions.clone();
+    sessions
+        .subscribe(pb::SubscribeRequest {
+            session_id: sb.clone(),
+            track_ids: vec![track.clone()],
+        })
+        .await?;
+    let top = SIMULCAST_FRAME_BYTES[2].1;
+    wait_until(Duration::from_secs(10), || match last_size(&b, &track) {
+        (bytes, n) if bytes == top && n >= 10 => Ok(()),
+        other => Err(format!("bob at {other:?}")),
+    })
+    .await?;
+
+    sessions
+        .set_track_preference(pb::SetTrackPreferenceRequest {
+            session_id: sb.clone(),
+            track_id: track.clone(),
+            max_layer: Some(0),
+            paused: false,
+        })
+        .await?;
+    let low = SIMULCAST_FRAME_BYTES[0].1;
+    wait_until(Duration::from_secs(10), || match last_size(&b, &track) {
+        (bytes, n) if bytes == low && n >= 10 => Ok(()),
+        other => Err(format!("bob at {other:?}")),
+    })
+    .await?;
+    wait_until(Duration::from_secs(5), || {
+        let wanted: Vec<Vec<String>> = backend
+            .events_of(&sa)
+            .into_iter()
+            .filter_map(|k| match k {
+                pb::event::Kind::TrackLayersWanted(w) => Some(w.rids),
+                _ => None,
+            })
+            .collect();
+        if wanted.last() == Some(&vec!["q".to_string()]) {
+            Ok(())
+        } else {
+            Err(format!("wanted {wanted:?}"))
+        }
+    })
+    .await?;
+
+    // Errors: an unknown track, a malformed one, a preference without a subscription.
+    let e = sessions
+        .subscribe(pb::SubscribeRequest {
+            session_id: sb.clone(),
+            track_ids: vec!["tr_aaaaaaaaaaaaaaaaaaaa".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let e = sessions
+        .subscribe(pb::SubscribeRequest {
+            session_id: sb.clone(),
+            track_ids: vec!["bogus".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    sessions
+        .unsubscribe(pb::UnsubscribeRequest {
+            session_id: sb.clone(),
+            track_ids: vec![track.clone()],
+        })
+        .await?;
+    let e = sessions
+        .set_track_preference(pb::SetTrackPreferenceRequest {
+            session_id: sb.clone(),
+            track_id: track.clone(),
+            max_layer: None,
+            paused: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    gw.shutdown().await;
+    Ok(())
+}
