@@ -46,9 +46,11 @@ export class SwitchboardClient extends EventTarget {
 
   /**
    * Joins the Room: opens the WebSocket, captures media, connects to the gateway.
-   * @param {{ audio?: boolean, video?: boolean | MediaTrackConstraints, chat?: boolean }} [opts]
+   * @param {{ audio?: boolean, video?: boolean | MediaTrackConstraints, chat?: boolean, simulcast?: boolean }} [opts]
+   *   simulcast: send the camera as three layers (rids q, h, f at 1/4, 1/2 and full resolution);
+   *   the gateway forwards one per subscriber. Browsers send all three only from 960x540 up.
    */
-  async join({ audio = true, video = true, chat = true } = {}) {
+  async join({ audio = true, video = true, chat = true, simulcast = false } = {}) {
     const q = new URLSearchParams({ room: this.room, name: this.name });
     this.ws = new WebSocket(`${this.url}?${q}`);
     const welcome = await new Promise((resolve, reject) => {
@@ -96,7 +98,15 @@ export class SwitchboardClient extends EventTarget {
     if (audio || video) {
       this.localStream = await navigator.mediaDevices.getUserMedia({ audio, video });
       for (const track of this.localStream.getTracks()) {
-        pc.addTransceiver(track, { direction: "sendonly", streams: [this.localStream] });
+        const init = { direction: "sendonly", streams: [this.localStream] };
+        if (simulcast && track.kind === "video") {
+          init.sendEncodings = [
+            { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+            { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+            { rid: "f", maxBitrate: 1_500_000 },
+          ];
+        }
+        pc.addTransceiver(track, init);
       }
     }
     return welcome;
@@ -119,6 +129,15 @@ export class SwitchboardClient extends EventTarget {
   /** Turns the camera on or off (the track stays negotiated). */
   setCameraEnabled(on) {
     for (const t of this.localStream?.getVideoTracks() || []) t.enabled = on;
+  }
+
+  /**
+   * Chooses what this client receives of a remote track (its `MediaStreamTrack.id`, which is the
+   * gateway's track id): the highest simulcast layer (0 = lowest; null = best available) and
+   * whether it is paused.
+   */
+  setPreference(trackId, { maxLayer = null, paused = false } = {}) {
+    this._send({ type: "preference", track_id: trackId, max_layer: maxLayer, paused });
   }
 
   /** Restarts ICE (after a network change). */

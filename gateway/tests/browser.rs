@@ -157,3 +157,12 @@ fn firefox_and_chromium_share_a_call_through_the_demo() {
     let gw = start_gateway();
     run_node("firefox-chromium.mjs", &[&gw.demo_url]);
 }
+
+#[test]
+fn chromium_simulcast_follows_the_layer_preference_set_over_the_api() {
+    let _one_at_a_time = serial();
+    assert_loopback_only_namespace();
+    assert_tools();
+    let gw = start_gateway();
+    run_node("simulcast.mjs", &[&gw.demo_url]);
+}

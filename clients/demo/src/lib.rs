@@ -47,6 +47,18 @@ pub enum ClientMsg {
         /// The offer answered.
         offer_id: u64,
     },
+    /// What to receive of a remote track: highest simulcast layer (0 = lowest, absent = best)
+    /// and whether it is paused.
+    Preference {
+        /// The gateway's track id (the remote `MediaStreamTrack.id`).
+        track_id: String,
+        /// Highest layer; `null` for the best available.
+        #[serde(default)]
+        max_layer: Option<u32>,
+        /// Paused.
+        #[serde(default)]
+        paused: bool,
+    },
     /// A trickled candidate; an empty `candidate` is the end of candidates.
     Candidate {
         /// The candidate line.
@@ -367,6 +379,20 @@ async fn handle(st: &mut AppState, me: &str, m: ClientMsg) -> Option<ServerMsg> 
                 session_id: me.into(),
                 sdp,
                 offer_id,
+            })
+            .await
+            .map(|_| None),
+        ClientMsg::Preference {
+            track_id,
+            max_layer,
+            paused,
+        } => st
+            .sessions
+            .set_track_preference(pb::SetTrackPreferenceRequest {
+                session_id: me.into(),
+                track_id,
+                max_layer,
+                paused,
             })
             .await
             .map(|_| None),

@@ -36,12 +36,25 @@ function log(text) {
   $("log").scrollTop = 1e9;
 }
 
-async function join(room, name) {
+async function join(room, name, { simulcast = true, hd = true } = {}) {
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
   client = new SwitchboardClient({ url, room, name });
   client.addEventListener("track", ({ detail }) => {
     const t = tile(detail.sessionId, detail.participant || client.peers.get(detail.sessionId)?.participant);
     t.stream.addTrack(detail.track);
+    if (detail.track.kind === "video") {
+      t.videoTrackId = detail.track.id;
+      // A quality toggle per tile: best layer, or the lowest (saves bandwidth).
+      const q = document.createElement("button");
+      q.className = "quality";
+      q.textContent = "HD";
+      q.onclick = () => {
+        const low = q.textContent === "HD";
+        client.setPreference(detail.track.id, { maxLayer: low ? 0 : null });
+        q.textContent = low ? "SD" : "HD";
+      };
+      t.el.append(q);
+    }
     if (detail.track.kind === "video") t.video.srcObject = t.stream;
     detail.track.onended = () => t.stream.removeTrack(detail.track);
   });
@@ -63,7 +76,8 @@ async function join(room, name) {
   });
   client.addEventListener("connection", ({ detail }) => ($("status").textContent = detail.state));
   client.addEventListener("error", ({ detail }) => console.warn("switchboard:", detail.message));
-  await client.join({ audio: true, video: { width: 640, height: 480 } });
+  const video = hd ? { width: { min: 1280 }, height: { min: 720 } } : { width: 640, height: 480 };
+  await client.join({ audio: true, video, simulcast });
   const me = tile("local", `${name} (you)`);
   me.video.muted = true;
   me.video.srcObject = client.localStream;
@@ -111,7 +125,15 @@ window.demo = {
   chatLog,
   sendChat: (t) => client.sendChat(t),
   leave: () => $("leave").onclick(),
+  pc: () => client?.pc,
   remoteSessions: () => [...tiles.keys()].filter((k) => k !== "local"),
+  /** Sets the highest layer this page receives of a remote session's video (null = best). */
+  setQuality(sessionId, maxLayer) {
+    const t = tiles.get(sessionId);
+    if (!t || !t.videoTrackId) return false;
+    client.setPreference(t.videoTrackId, { maxLayer });
+    return true;
+  },
   names: () => [...tiles.values()].map((t) => t.name.textContent),
   async inbound() {
     const out = [];
@@ -119,11 +141,18 @@ window.demo = {
     const stats = await client.pc.getStats();
     stats.forEach((s) => {
       if (s.type === "inbound-rtp") {
-        out.push({ kind: s.kind, mid: s.mid, framesDecoded: s.framesDecoded || 0, packetsReceived: s.packetsReceived || 0, bytesReceived: s.bytesReceived || 0 });
+        out.push({ kind: s.kind, mid: s.mid, framesDecoded: s.framesDecoded || 0, packetsReceived: s.packetsReceived || 0, bytesReceived: s.bytesReceived || 0, frameWidth: s.frameWidth || 0, frameHeight: s.frameHeight || 0 });
       }
     });
     return out;
   },
 };
 
-if (params.get("room") && params.get("name")) join(params.get("room"), params.get("name"));
+// Auto-join from the URL (tests): ?room=…&name=…[&simulcast=1][&hd=1]. The join form uses
+// simulcast at 1280x720.
+if (params.get("room") && params.get("name")) {
+  join(params.get("room"), params.get("name"), {
+    simulcast: params.get("simulcast") === "1",
+    hd: params.get("hd") === "1",
+  });
+}

@@ -210,6 +210,31 @@ struct LayerStat {
     last_seen: Instant,
 }
 
+/// Where a layer stands in quality order, lowest first. Well-known rid names decide (`q` < `h` <
+/// `f`, `l` < `m` < `h`, numbers ascending); otherwise the order of the publisher's
+/// `a=simulcast` line, which browsers write as the application listed its encodings.
+fn layer_rank(declared: &[String], layer: forward::Layer) -> usize {
+    let Some(rid) = layer else { return 0 };
+    let name: &str = &rid;
+    const SCHEMES: [&[&str]; 2] = [&["q", "h", "f"], &["l", "m", "h"]];
+    for scheme in SCHEMES {
+        if declared.iter().all(|d| scheme.contains(&d.as_str()))
+            && let Some(i) = scheme.iter().position(|s| *s == name)
+        {
+            return i;
+        }
+    }
+    if declared.iter().all(|d| d.parse::<u32>().is_ok())
+        && let Ok(n) = name.parse::<u32>()
+    {
+        return n as usize;
+    }
+    declared
+        .iter()
+        .position(|d| d == name)
+        .unwrap_or(usize::MAX)
+}
+
 /// A layer is active while packets arrived within this time.
 const LAYER_ACTIVE: Duration = Duration::from_secs(1);
 /// Bitrates are measured over windows of this length.
@@ -1615,10 +1640,17 @@ impl Sfu {
                 .iter()
                 .filter(|l| now.saturating_duration_since(l.last_seen) <= LAYER_ACTIVE)
                 .collect();
-            // Stable: equal rates (no measurement yet) keep arrival order.
-            active.sort_by_key(|l| l.rate_bps);
+            // Quality order is the publisher's declared order (see `layer_rank`); measured
+            // rates are too noisy for it when the publisher is bandwidth- or CPU-limited.
+            let order = &t.info.rids;
+            active.sort_by_key(|l| layer_rank(order, l.layer));
             let ranked: Vec<forward::Layer> = active.iter().map(|l| l.layer).collect();
             if ranked != t.ranked {
+                tracing::debug!(
+                    track = %t.info.id,
+                    layers = ?t.layers.iter().map(|l| (l.layer.map(|r| r.to_string()), l.rate_bps)).collect::<Vec<_>>(),
+                    "layer ranking changed"
+                );
                 t.ranked = ranked;
                 t.version += 1;
             }
