@@ -13,6 +13,7 @@
 //   c.addEventListener("track", (e) => show(e.detail.sessionId, e.detail.track, e.detail.stream));
 //   c.addEventListener("peer-left", (e) => remove(e.detail.sessionId));
 //   c.addEventListener("chat", (e) => print(e.detail.from, e.detail.text));
+//   c.addEventListener("active-speaker", (e) => highlight(e.detail.sessionId)); // null: nobody
 //   await c.join({ audio: true, video: true });
 //   c.sendChat("hello"); c.setMicEnabled(false); c.leave();
 
@@ -165,6 +166,8 @@ export class SwitchboardClient extends EventTarget {
   }
 
   _addPeer(sessionId, participant) {
+    // The welcome list and the join event can both name a peer that joined at that moment.
+    if (this.peers.has(sessionId)) return;
     this.peers.set(sessionId, { sessionId, participant });
     this._emit("peer-joined", { sessionId, participant });
   }
@@ -201,6 +204,9 @@ export class SwitchboardClient extends EventTarget {
       case "peer-left":
         this.peers.delete(m.session_id);
         this._emit("peer-left", { sessionId: m.session_id });
+        break;
+      case "active-speaker":
+        this._emit("active-speaker", { sessionId: m.session_id || null });
         break;
       case "error":
         this._emit("error", { message: m.message });

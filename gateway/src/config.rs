@@ -96,6 +96,12 @@ pub struct RoomsConfig {
     pub empty_timeout_secs: u64,
     /// Most Rooms per Worker.
     pub max_rooms_per_worker: usize,
+    /// How often (ms) a Room re-decides its active speaker.
+    pub active_speaker_interval_ms: u64,
+    /// Weight (0 < w <= 1) of each new audio level in the smoothed loudness; lower is smoother.
+    pub active_speaker_smoothing: f32,
+    /// Audio level (dBov, -127 to 0) a participant must exceed, smoothed, to be the speaker.
+    pub active_speaker_threshold_dbov: i8,
 }
 
 impl Default for RoomsConfig {
@@ -105,6 +111,9 @@ impl Default for RoomsConfig {
             max_sessions_limit: 1000,
             empty_timeout_secs: 300,
             max_rooms_per_worker: 10_000,
+            active_speaker_interval_ms: 500,
+            active_speaker_smoothing: 0.3,
+            active_speaker_threshold_dbov: -70,
         }
     }
 }
@@ -363,6 +372,20 @@ impl Config {
         }
         if self.rooms.max_rooms_per_worker == 0 {
             return bad("rooms.max_rooms_per_worker", "must be at least 1");
+        }
+        if self.rooms.active_speaker_interval_ms < 50 {
+            return bad("rooms.active_speaker_interval_ms", "must be at least 50");
+        }
+        if !(self.rooms.active_speaker_smoothing > 0.0
+            && self.rooms.active_speaker_smoothing <= 1.0)
+        {
+            return bad("rooms.active_speaker_smoothing", "must be in (0, 1]");
+        }
+        if self.rooms.active_speaker_threshold_dbov > 0 {
+            return bad(
+                "rooms.active_speaker_threshold_dbov",
+                "must be between -127 and 0",
+            );
         }
         if self.sessions.connect_timeout_secs == 0 {
             return bad("sessions.connect_timeout_secs", "must be at least 1");

@@ -95,6 +95,11 @@ impl Gateway {
             data_max_message_bytes: config.data.max_message_bytes,
             data_send_buffer_bytes: config.data.send_buffer_bytes,
             data_backend_max_bytes: config.data.backend_max_bytes,
+            speaker_interval: Duration::from_millis(config.rooms.active_speaker_interval_ms),
+            speaker_smoothing: config.rooms.active_speaker_smoothing,
+            speaker_min_loudness: (127
+                + i16::from(config.rooms.active_speaker_threshold_dbov.max(-127)))
+                as u8,
         };
         let announce = config.announce_ips();
         let mut workers = Vec::with_capacity(n);

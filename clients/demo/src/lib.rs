@@ -110,6 +110,11 @@ pub enum ServerMsg {
         /// Its session id.
         session_id: String,
     },
+    /// The Room's active speaker changed (`session_id` empty when nobody speaks).
+    ActiveSpeaker {
+        /// The speaking Session.
+        session_id: String,
+    },
     /// Something went wrong.
     Error {
         /// What.
@@ -342,6 +347,9 @@ async fn relay(
                     }
                     Some(pb::event::Kind::SessionClosed(_)) => {
                         Some(ServerMsg::PeerLeft { session_id: ev.session_id })
+                    }
+                    Some(pb::event::Kind::ActiveSpeakerChanged(_)) => {
+                        Some(ServerMsg::ActiveSpeaker { session_id: ev.session_id })
                     }
                     Some(pb::event::Kind::GatewayDraining(_)) => break Ok(()),
                     _ => None,

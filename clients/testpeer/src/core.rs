@@ -114,6 +114,8 @@ pub struct PeerCore {
     pub video_frame_bytes: usize,
     /// Stop sending media (tracks stay negotiated).
     pub muted: bool,
+    /// Audio level sent in the audio-level header extension (dBov: 0 loudest, -127 silence).
+    pub audio_level: i8,
 }
 
 /// A VP8 key frame starts with a frame tag whose lowest bit is 0, then the start code 9d 01 2a.
@@ -150,6 +152,7 @@ impl PeerCore {
             mid_track: HashMap::new(),
             video_frame_bytes: 2500,
             muted: false,
+            audio_level: -30,
         }
     }
 
@@ -331,7 +334,10 @@ impl PeerCore {
                     let mut frame = vec![0xfc];
                     frame.extend((0..80).map(|i| (i as u64 + n) as u8));
                     let t = MediaTime::new(n * 960, Frequency::FORTY_EIGHT_KHZ);
-                    if w.audio_level(-30, true).write(pt, now, t, frame).is_ok() {
+                    if w.audio_level(self.audio_level, self.audio_level > -100)
+                        .write(pt, now, t, frame)
+                        .is_ok()
+                    {
                         self.stats.audio_frames_sent += 1;
                     }
                 }

@@ -6,6 +6,7 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const tiles = new Map(); // session id -> { tile, video, stream }
 const chatLog = [];
+const speakers = []; // active-speaker session ids as announced, for tests
 let client = null;
 
 function tile(sessionId, label) {
@@ -74,6 +75,10 @@ async function join(room, name, { simulcast = true, hd = true } = {}) {
     chatLog.push(detail);
     log(`${detail.from}: ${detail.text}`);
   });
+  client.addEventListener("active-speaker", ({ detail }) => {
+    for (const [id, t] of tiles) t.el.classList.toggle("speaking", id === detail.sessionId);
+    speakers.push(detail.sessionId);
+  });
   client.addEventListener("connection", ({ detail }) => ($("status").textContent = detail.state));
   client.addEventListener("error", ({ detail }) => console.warn("switchboard:", detail.message));
   const video = hd ? { width: { min: 1280 }, height: { min: 720 } } : { width: 640, height: 480 };
@@ -123,6 +128,8 @@ $("chat").onsubmit = (e) => {
 window.demo = {
   join,
   chatLog,
+  speakers,
+  highlighted: () => [...tiles.entries()].filter(([, t]) => t.el.classList.contains("speaking")).map(([id]) => id),
   sendChat: (t) => client.sendChat(t),
   leave: () => $("leave").onclick(),
   pc: () => client?.pc,

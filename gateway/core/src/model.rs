@@ -285,6 +285,15 @@ pub enum EventKind {
         /// The wanted rids, sorted (empty: no subscriber needs any layer).
         rids: Vec<String>,
     },
+    /// The loudest speaker of the Room changed (from the audio-level header extension).
+    ActiveSpeakerChanged {
+        /// The speaking Session, or `None` when nobody is above the threshold.
+        speaker: Option<SessionId>,
+        /// Its Participant.
+        participant: Option<ParticipantId>,
+        /// Smoothed loudness, 0 (silence) to 127 (loudest): 127 plus the level in dBov.
+        level: u8,
+    },
     /// A Track was unpublished.
     TrackUnpublished {
         /// The Track.

@@ -268,3 +268,56 @@ fn a_storm_of_key_frame_requests_reaches_the_publisher_throttled() {
     // One layer is forwarded; 500 ms throttle over 2 s: at most ~5 requests reach alice.
     assert!((2..=6).contains(&got), "alice got {got} key-frame requests");
 }
+
+#[test]
+fn the_loudest_participant_becomes_the_active_speaker() {
+    let mut net = Net::new();
+    let room = net.room("speakers");
+    let audio = Publish {
+        audio: true,
+        ..Default::default()
+    };
+    let p: Vec<usize> = ["ann", "bo", "cy"]
+        .iter()
+        .map(|n| net.join(&room, n, audio))
+        .collect();
+    let speaker = |net: &Net| {
+        net.events.iter().rev().find_map(|e| match &e.kind {
+            EventKind::ActiveSpeakerChanged { participant, .. } => {
+                Some(participant.as_ref().map(|p| p.to_string()))
+            }
+            _ => None,
+        })
+    };
+    let set = |net: &mut Net, levels: [i8; 3]| {
+        for (i, l) in levels.into_iter().enumerate() {
+            net.peers[p[i]].core.audio_level = l;
+        }
+    };
+    set(&mut net, [-20, -60, -127]);
+    net.run_until(Duration::from_secs(5), "ann speaks", |n| {
+        speaker(n) == Some(Some("ann".into()))
+    });
+    set(&mut net, [-127, -10, -127]);
+    net.run_until(Duration::from_secs(5), "bo speaks", |n| {
+        speaker(n) == Some(Some("bo".into()))
+    });
+    let changes = net
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::ActiveSpeakerChanged { .. }))
+        .count();
+    // Steady levels do not flap: one change per speaker so far.
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(
+        net.events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::ActiveSpeakerChanged { .. }))
+            .count(),
+        changes
+    );
+    set(&mut net, [-127, -127, -127]);
+    net.run_until(Duration::from_secs(5), "silence", |n| {
+        speaker(n) == Some(None)
+    });
+}

@@ -267,6 +267,12 @@ impl ToProto<pb::Event> for &GatewayEvent {
                             } as i32,
                         })
                     }
+                    EventKind::ActiveSpeakerChanged {
+                        participant, level, ..
+                    } => Kind::ActiveSpeakerChanged(pb::ActiveSpeakerChanged {
+                        participant_id: participant.map(|p| p.to_string()).unwrap_or_default(),
+                        level: u32::from(level),
+                    }),
                     EventKind::TrackLayersWanted { track, rids } => {
                         Kind::TrackLayersWanted(pb::TrackLayersWanted {
                             track_id: track.to_string(),

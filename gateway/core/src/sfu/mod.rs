@@ -73,6 +73,12 @@ pub struct SfuConfig {
     pub data_send_buffer_bytes: usize,
     /// Largest message copied into a `DataReceived` event for the backend.
     pub data_backend_max_bytes: usize,
+    /// How often a Room re-decides its active speaker.
+    pub speaker_interval: Duration,
+    /// Weight of the newest audio level in the smoothed loudness (0 < w <= 1).
+    pub speaker_smoothing: f32,
+    /// Smoothed loudness (0–127, 127 minus -dBov) a speaker must exceed.
+    pub speaker_min_loudness: u8,
 }
 
 impl Default for SfuConfig {
@@ -91,6 +97,9 @@ impl Default for SfuConfig {
             data_max_message_bytes: 64 * 1024,
             data_send_buffer_bytes: 1024 * 1024,
             data_backend_max_bytes: 16 * 1024,
+            speaker_interval: Duration::from_millis(500),
+            speaker_smoothing: 0.3,
+            speaker_min_loudness: 127 - 70,
         }
     }
 }
@@ -151,6 +160,9 @@ struct Room {
     labels: HashMap<String, ChannelSpec>,
     /// Labels whose messages also go to the backend (`*` means all).
     backend_labels: Vec<String>,
+    /// The active speaker last reported, and when the Room last decided.
+    speaker: Option<SessionKey>,
+    speaker_decided: Option<Instant>,
 }
 
 struct PendingOffer {
@@ -201,6 +213,9 @@ struct TrackIn {
     last_keyframe_request: HashMap<forward::Layer, Instant>,
     /// The simulcast layers last reported as wanted (`TrackLayersWanted`).
     wanted_reported: Option<Vec<String>>,
+    /// Smoothed loudness of an audio track (0–127) and when it was last updated.
+    loudness: f32,
+    loudness_at: Option<Instant>,
 }
 
 struct LayerStat {
@@ -492,6 +507,8 @@ impl Sfu {
             closing: false,
             labels: HashMap::new(),
             backend_labels: spec.backend_data_labels,
+            speaker: None,
+            speaker_decided: None,
         };
         let info = Self::room_info(&room);
         self.rooms.insert(id.clone(), room);
@@ -1323,6 +1340,8 @@ impl Sfu {
                 subscribers: BTreeSet::new(),
                 last_keyframe_request: HashMap::new(),
                 wanted_reported: None,
+                loudness: 0.0,
+                loudness_at: None,
             },
         );
         self.sessions
@@ -1657,6 +1676,71 @@ impl Sfu {
         }
     }
 
+    /// Folds one audio level (dBov, 0 loudest, -127 silence) into a track's smoothed loudness, and lets its
+    /// Room re-decide the active speaker when the interval has passed.
+    fn account_loudness(&mut self, tk: TrackKey, level: i8) {
+        let now = self.now;
+        let w = self.config.speaker_smoothing.clamp(0.01, 1.0);
+        let Some(t) = self.tracks.get_mut(&tk) else {
+            return;
+        };
+        // str0m gives the level as a negative dBov value: 0 is the loudest, -127 silence.
+        let loud = 127.0 + f32::from(level.clamp(-127, 0));
+        t.loudness = t.loudness * (1.0 - w) + loud * w;
+        t.loudness_at = Some(now);
+        let room_id = t.room.clone();
+        let due = self.rooms.get(&room_id).is_some_and(|r| {
+            r.speaker_decided
+                .is_none_or(|d| now.saturating_duration_since(d) >= self.config.speaker_interval)
+        });
+        if due {
+            self.decide_speaker(&room_id);
+        }
+    }
+
+    fn decide_speaker(&mut self, room_id: &RoomId) {
+        let now = self.now;
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let min = f32::from(self.config.speaker_min_loudness);
+        // A track that stopped sending levels (muted, gone) does not count.
+        let stale = self.config.speaker_interval * 3;
+        let best = room
+            .tracks
+            .iter()
+            .filter_map(|k| self.tracks.get(k))
+            .filter(|t| t.kind == MediaKind::Audio)
+            .filter(|t| {
+                t.loudness_at
+                    .is_some_and(|at| now.saturating_duration_since(at) <= stale)
+            })
+            .filter(|t| t.loudness > min)
+            .max_by(|a, b| a.loudness.total_cmp(&b.loudness))
+            .map(|t| (t.publisher, t.loudness));
+        let room = self.rooms.get_mut(room_id).expect("checked above");
+        room.speaker_decided = Some(now);
+        let speaker = best.map(|(k, _)| k);
+        if speaker == room.speaker {
+            return;
+        }
+        room.speaker = speaker;
+        let (sid, participant) = match speaker.and_then(|k| self.sessions.get(&k)) {
+            Some(s) => (Some(s.id.clone()), Some(s.participant.clone())),
+            None => (None, None),
+        };
+        let level = best.map_or(0, |(_, l)| l.round().clamp(0.0, 127.0) as u8);
+        self.emit(
+            room_id,
+            sid.as_ref(),
+            EventKind::ActiveSpeakerChanged {
+                speaker: sid.clone(),
+                participant,
+                level,
+            },
+        );
+    }
+
     /// Re-chooses a TrackOut's target layer from its preference and the TrackIn's ranking.
     /// Returns the new target when it changed.
     fn choose_layer(
@@ -1753,6 +1837,9 @@ impl Sfu {
             !is_video || (!p.payload.is_empty() && forward::is_keyframe(spec.codec, &p.payload));
         let clock_rate = spec.clock_rate.get();
         self.account_layer(tk, rid, p.payload.len());
+        if !is_video && let Some(level) = p.header.ext_vals.audio_level {
+            self.account_loudness(tk, level);
+        }
         let ext = ExtensionValues {
             audio_level: p.header.ext_vals.audio_level,
             voice_activity: p.header.ext_vals.voice_activity,
@@ -1924,6 +2011,11 @@ impl Sfu {
         let mut left = false;
         if let Some(room) = self.rooms.get_mut(&s.room) {
             room.sessions.remove(&key);
+            if room.speaker == Some(key) {
+                // Decided again with the next audio level; nobody speaks meanwhile.
+                room.speaker = None;
+                room.speaker_decided = None;
+            }
             if let Some(n) = room.participants.get_mut(&s.participant) {
                 *n -= 1;
                 if *n == 0 {
