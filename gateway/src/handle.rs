@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use switchboard_core::{
-    CoreError, RemoteCandidate, RoomId, RoomInfo, RoomSpec, SendReport, SessionId, SessionInfo,
-    SessionSpec, TrackId, TrackPreference,
+    CoreError, ParticipantId, RemoteCandidate, RoomId, RoomInfo, RoomSpec, SendReport, SessionId,
+    SessionInfo, SessionSpec, TrackId, TrackPreference,
 };
 
 use crate::config::IceServerConfig;
@@ -293,6 +293,35 @@ impl GatewayHandle {
                     &msg.data,
                     msg.reliable,
                 )
+            })
+            .await??)
+    }
+
+    /// Mutes or unmutes a published Track on the server.
+    pub async fn mute_track(
+        &self,
+        room: RoomId,
+        track: TrackId,
+        muted: bool,
+    ) -> Result<(), GatewayError> {
+        let w = self.room_worker(&room);
+        Ok(self
+            .call(w, move |sfu, now, _| {
+                sfu.set_track_muted(now, &room, &track, muted)
+            })
+            .await??)
+    }
+
+    /// Removes a Participant (all its Sessions) from a Room; returns how many Sessions closed.
+    pub async fn remove_participant(
+        &self,
+        room: RoomId,
+        participant: ParticipantId,
+    ) -> Result<u32, GatewayError> {
+        let w = self.room_worker(&room);
+        Ok(self
+            .call(w, move |sfu, now, _| {
+                sfu.remove_participant(now, &room, &participant)
             })
             .await??)
     }

@@ -3,7 +3,7 @@
 //! Only backend mistakes become errors. Peer garbage is dropped and counted, never an error, and
 //! broken invariants panic (caught per Session by the core).
 
-use crate::ids::{RoomId, SessionId, TrackId};
+use crate::ids::{ParticipantId, RoomId, SessionId, TrackId};
 
 /// A backend's request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,9 @@ pub enum CoreError {
     /// No Track with that id is published in the Session's Room.
     #[error("track {0} not found")]
     TrackNotFound(TrackId),
+    /// No Session of that Participant is in the Room.
+    #[error("participant {0} not found in the room")]
+    ParticipantNotFound(ParticipantId),
     /// The Session lacks the permission the request needs.
     #[error("permission denied: {0}")]
     PermissionDenied(String),

@@ -171,6 +171,8 @@ pub enum SessionCloseReason {
     InternalError,
     /// The Peer broke the protocol (for example a failed DTLS handshake).
     PeerError,
+    /// The backend removed the Participant from the Room.
+    Removed,
 }
 
 /// How a data channel delivers (what the Peer chose when it opened it).
@@ -293,6 +295,14 @@ pub enum EventKind {
         participant: Option<ParticipantId>,
         /// Smoothed loudness, 0 (silence) to 127 (loudest): 127 plus the level in dBov.
         level: u8,
+    },
+    /// The backend muted or unmuted a published Track (server side: nothing is forwarded while
+    /// muted).
+    TrackMuted {
+        /// The Track.
+        track: TrackId,
+        /// Muted now.
+        muted: bool,
     },
     /// A Track was unpublished.
     TrackUnpublished {

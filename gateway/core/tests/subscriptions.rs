@@ -321,3 +321,68 @@ fn the_loudest_participant_becomes_the_active_speaker() {
         speaker(n) == Some(None)
     });
 }
+
+#[test]
+fn moderation_mutes_tracks_and_removes_participants() {
+    let mut net = Net::new();
+    let room = net.room("moderated");
+    let a = net.join(&room, "alice", av("chat"));
+    let a2 = net.join(&room, "alice", av("chat"));
+    let b = net.join(&room, "bob", av("chat"));
+    net.run_until(Duration::from_secs(5), "bob receives alice", |n| {
+        n.min_frames(b, a) >= 10
+    });
+    let video = net
+        .published(a)
+        .into_iter()
+        .find(|t| net.peer(b).stats.tracks[t].kind == Some(str0m::media::MediaKind::Video))
+        .unwrap();
+    let tid = TrackId::parse(&video).unwrap();
+    net.sfu.set_track_muted(net.now, &room, &tid, true).unwrap();
+    net.run_for(Duration::from_millis(300));
+    let frames = net.peer(b).stats.tracks[&video].frames;
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(
+        net.peer(b).stats.tracks[&video].frames,
+        frames,
+        "muted: nothing forwarded"
+    );
+    net.sfu
+        .set_track_muted(net.now, &room, &tid, false)
+        .unwrap();
+    net.run_until(Duration::from_secs(3), "video again", |n| {
+        n.peer(b).stats.tracks[&video].frames > frames + 10
+    });
+    let muted: Vec<bool> = net
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::TrackMuted { muted, .. } => Some(*muted),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(muted, vec![true, false]);
+
+    let alice = ParticipantId::parse("alice").unwrap();
+    assert_eq!(
+        net.sfu.remove_participant(net.now, &room, &alice).unwrap(),
+        2
+    );
+    net.pump();
+    for p in [a, a2] {
+        let sid = net.peers[p].session.clone();
+        assert!(net.events_of(&sid).iter().any(|k| matches!(
+            k,
+            EventKind::SessionClosed {
+                reason: SessionCloseReason::Removed,
+                ..
+            }
+        )));
+    }
+    assert!(matches!(
+        net.sfu.remove_participant(net.now, &room, &alice),
+        Err(CoreError::ParticipantNotFound(_))
+    ));
+    assert_eq!(net.sfu.n_sessions(), 1);
+    assert_eq!(net.sfu.n_tracks(), 2, "only bob's tracks remain");
+}

@@ -191,6 +191,7 @@ fn session_reason(r: SessionCloseReason) -> pb::SessionCloseReason {
         SessionCloseReason::GatewayShutdown => P::GatewayShutdown,
         SessionCloseReason::InternalError => P::InternalError,
         SessionCloseReason::PeerError => P::PeerError,
+        SessionCloseReason::Removed => P::Removed,
     }
 }
 
@@ -272,6 +273,10 @@ impl ToProto<pb::Event> for &GatewayEvent {
                     } => Kind::ActiveSpeakerChanged(pb::ActiveSpeakerChanged {
                         participant_id: participant.map(|p| p.to_string()).unwrap_or_default(),
                         level: u32::from(level),
+                    }),
+                    EventKind::TrackMuted { track, muted } => Kind::TrackMuted(pb::TrackMuted {
+                        track_id: track.to_string(),
+                        muted,
                     }),
                     EventKind::TrackLayersWanted { track, rids } => {
                         Kind::TrackLayersWanted(pb::TrackLayersWanted {

@@ -76,6 +76,31 @@ impl RoomService for ControlService {
         let closed_sessions = self.handle.delete_room(id).await?;
         Ok(Response::new(pb::DeleteRoomResponse { closed_sessions }))
     }
+
+    async fn mute_track(
+        &self,
+        req: Request<pb::MuteTrackRequest>,
+    ) -> Result<Response<pb::MuteTrackResponse>, Status> {
+        let r = req.into_inner();
+        let room = room_id("room_id", &r.room_id)?;
+        let track = track_ids("track_id", std::slice::from_ref(&r.track_id))?.remove(0);
+        self.handle.mute_track(room, track, r.muted).await?;
+        Ok(Response::new(pb::MuteTrackResponse {}))
+    }
+
+    async fn remove_participant(
+        &self,
+        req: Request<pb::RemoveParticipantRequest>,
+    ) -> Result<Response<pb::RemoveParticipantResponse>, Status> {
+        let r = req.into_inner();
+        let room = room_id("room_id", &r.room_id)?;
+        let participant = switchboard_core::ParticipantId::parse(&r.participant_id)
+            .map_err(|e| invalid("participant_id", e.to_string()))?;
+        let closed_sessions = self.handle.remove_participant(room, participant).await?;
+        Ok(Response::new(pb::RemoveParticipantResponse {
+            closed_sessions,
+        }))
+    }
 }
 
 #[tonic::async_trait]

@@ -28,7 +28,8 @@ impl From<GatewayError> for Status {
                 CoreError::PermissionDenied(_) => Self::permission_denied(c.to_string()),
                 CoreError::RoomNotFound(_)
                 | CoreError::SessionNotFound(_)
-                | CoreError::TrackNotFound(_) => Self::not_found(c.to_string()),
+                | CoreError::TrackNotFound(_)
+                | CoreError::ParticipantNotFound(_) => Self::not_found(c.to_string()),
                 CoreError::RoomExists(_) => Self::already_exists(c.to_string()),
                 CoreError::LimitReached(_) => Self::resource_exhausted(c.to_string()),
                 CoreError::WrongState { .. } => Self::failed_precondition(c.to_string()),

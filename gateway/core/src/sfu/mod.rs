@@ -213,6 +213,8 @@ struct TrackIn {
     last_keyframe_request: HashMap<forward::Layer, Instant>,
     /// The simulcast layers last reported as wanted (`TrackLayersWanted`).
     wanted_reported: Option<Vec<String>>,
+    /// Muted by the backend: nothing is forwarded.
+    muted: bool,
     /// Smoothed loudness of an audio track (0–127) and when it was last updated.
     loudness: f32,
     loudness_at: Option<Instant>,
@@ -993,6 +995,89 @@ impl Sfu {
         Ok(())
     }
 
+    /// Mutes or unmutes a published Track for every subscriber (moderation). Unmuting resumes
+    /// video at the next key frame, which is requested at once. Idempotent.
+    pub fn set_track_muted(
+        &mut self,
+        now: Instant,
+        room: &RoomId,
+        track: &TrackId,
+        muted: bool,
+    ) -> Result<(), CoreError> {
+        self.now = now;
+        if !self.rooms.contains_key(room) {
+            return Err(CoreError::RoomNotFound(room.clone()));
+        }
+        let tk = self
+            .track_keys
+            .get(track)
+            .copied()
+            .filter(|tk| self.tracks.get(tk).is_some_and(|t| &t.room == room))
+            .ok_or_else(|| CoreError::TrackNotFound(track.clone()))?;
+        let t = self.tracks.get_mut(&tk).expect("checked above");
+        if t.muted == muted {
+            return Ok(());
+        }
+        t.muted = muted;
+        let (publisher, subs) = (t.info.session.clone(), t.subscribers.clone());
+        if !muted {
+            for sub in &subs {
+                if let Some(o) = self
+                    .sessions
+                    .get_mut(sub)
+                    .and_then(|s| s.tracks_out.get_mut(&tk))
+                {
+                    o.fwd.current = None;
+                }
+            }
+            for sub in subs {
+                self.kick(sub, tk);
+            }
+        }
+        self.emit(
+            room,
+            Some(&publisher),
+            EventKind::TrackMuted {
+                track: track.clone(),
+                muted,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes a Participant from a Room: closes all its Sessions (reason `Removed`). Returns
+    /// how many were closed.
+    pub fn remove_participant(
+        &mut self,
+        now: Instant,
+        room: &RoomId,
+        participant: &ParticipantId,
+    ) -> Result<u32, CoreError> {
+        self.now = now;
+        let r = self
+            .rooms
+            .get(room)
+            .ok_or_else(|| CoreError::RoomNotFound(room.clone()))?;
+        let keys: Vec<SessionKey> = r
+            .sessions
+            .iter()
+            .copied()
+            .filter(|k| {
+                self.sessions
+                    .get(k)
+                    .is_some_and(|s| &s.participant == participant)
+            })
+            .collect();
+        if keys.is_empty() {
+            return Err(CoreError::ParticipantNotFound(participant.clone()));
+        }
+        let n = keys.len() as u32;
+        for k in keys {
+            self.close(k, SessionCloseReason::Removed, true);
+        }
+        Ok(n)
+    }
+
     /// Test hook: the next time this Session's `Rtc` is touched, the core panics inside the
     /// Session's guarded section, exactly as a bug would.
     #[cfg(feature = "testing")]
@@ -1342,6 +1427,7 @@ impl Sfu {
                 wanted_reported: None,
                 loudness: 0.0,
                 loudness_at: None,
+                muted: false,
             },
         );
         self.sessions
@@ -1831,6 +1917,9 @@ impl Sfu {
         };
         let spec = params.spec();
         let t = &self.tracks[&tk];
+        if t.muted {
+            return;
+        }
         let is_video = t.kind == MediaKind::Video;
         // Audio frames are independent; padding-only packets never start anything.
         let keyframe =
