@@ -15,7 +15,8 @@
 //   c.addEventListener("chat", (e) => print(e.detail.from, e.detail.text));
 //   c.addEventListener("active-speaker", (e) => highlight(e.detail.sessionId)); // null: nobody
 //   await c.join({ audio: true, video: true });
-//   c.sendChat("hello"); c.setMicEnabled(false); c.leave();
+//   c.sendChat("hello"); c.sendDirect(otherSessionId, "psst"); await c.shareScreen();
+//   c.setMicEnabled(false); c.leave();
 
 /**
  * @typedef {{ sessionId: string, participant: string }} Peer
@@ -47,11 +48,12 @@ export class SwitchboardClient extends EventTarget {
 
   /**
    * Joins the Room: opens the WebSocket, captures media, connects to the gateway.
-   * @param {{ audio?: boolean, video?: boolean | MediaTrackConstraints, chat?: boolean, simulcast?: boolean }} [opts]
+   * @param {{ audio?: boolean, video?: boolean | MediaTrackConstraints, chat?: boolean, simulcast?: boolean, direct?: boolean }} [opts]
+   *   direct: open the `sb.direct` channel for `sendDirect` (messages to one Session).
    *   simulcast: send the camera as three layers (rids q, h, f at 1/4, 1/2 and full resolution);
    *   the gateway forwards one per subscriber. Browsers send all three only from 960x540 up.
    */
-  async join({ audio = true, video = true, chat = true, simulcast = false } = {}) {
+  async join({ audio = true, video = true, chat = true, simulcast = false, direct = true } = {}) {
     const q = new URLSearchParams({ room: this.room, name: this.name });
     this.ws = new WebSocket(`${this.url}?${q}`);
     const welcome = await new Promise((resolve, reject) => {
@@ -96,6 +98,14 @@ export class SwitchboardClient extends EventTarget {
         }
       };
     }
+    if (direct) {
+      this.direct = pc.createDataChannel("sb.direct");
+      this.direct.onmessage = (e) => {
+        const text = String(e.data);
+        const nl = text.indexOf("\n");
+        if (nl > 0) this._emit("direct", { from: text.slice(0, nl), text: text.slice(nl + 1) });
+      };
+    }
     if (audio || video) {
       this.localStream = await navigator.mediaDevices.getUserMedia({ audio, video });
       for (const track of this.localStream.getTracks()) {
@@ -120,6 +130,34 @@ export class SwitchboardClient extends EventTarget {
       return true;
     }
     return false;
+  }
+
+  /**
+   * Sends a message to one Session only, over the `sb.direct` channel (opened at join when
+   * `direct` is set). The receiver gets a `direct` event with the sender's session id.
+   */
+  sendDirect(sessionId, text) {
+    if (this.direct && this.direct.readyState === "open") {
+      this.direct.send(`${sessionId}\n${text}`);
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Starts sharing the screen as an extra video track (a separate Track for subscribers).
+   * Returns the MediaStream; stop its track to end the share.
+   */
+  async shareScreen() {
+    const stream = await navigator.mediaDevices.getDisplayMedia({ video: true });
+    for (const track of stream.getVideoTracks()) {
+      const t = this.pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+      track.onended = () => {
+        t.sender.replaceTrack(null);
+        t.direction = "inactive";
+      };
+    }
+    return stream;
   }
 
   /** Mutes or unmutes the microphone (the track stays negotiated). */

@@ -243,6 +243,20 @@ impl PeerCore {
         ok
     }
 
+    /// Moves the Peer to a new local address (a network change) and returns an ICE-restart offer:
+    /// new credentials, the new address as a host candidate.
+    pub fn move_and_restart_ice(&mut self, new_addr: SocketAddr) -> Option<String> {
+        let c = Candidate::host(new_addr, "udp").expect("a usable host address");
+        self.rtc.add_local_candidate(c);
+        self.addr = new_addr;
+        let mut api = self.rtc.sdp_api();
+        api.ice_restart(true);
+        let (offer, pending) = api.apply()?;
+        self.pending = Some(pending);
+        self.drain();
+        Some(offer.to_sdp_string())
+    }
+
     /// Opens another channel on a connection that already has one (no renegotiation needed).
     pub fn open_channel(&mut self, config: ChannelConfig) {
         let mut api = self.rtc.sdp_api();

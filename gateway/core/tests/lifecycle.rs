@@ -370,3 +370,29 @@ fn permissions_limit_publishing_and_data() {
         "viewer's message was dropped"
     );
 }
+
+#[test]
+fn an_ice_restart_after_a_network_change_keeps_the_call() {
+    let mut net = Net::new();
+    let room = net.room("restart");
+    let a = net.join(&room, "a", av("chat"));
+    let b = net.join(&room, "b", av("chat"));
+    net.run_until(Duration::from_secs(5), "media both ways", |n| {
+        n.min_frames(a, b) >= 10 && n.min_frames(b, a) >= 10
+    });
+    // Alice's network changes: new address, ICE restart offer through the backend.
+    let sa = net.peers[a].session.clone();
+    let offer = net.peers[a]
+        .core
+        .move_and_restart_ice("192.0.2.99:6000".parse().unwrap())
+        .expect("an ICE restart needs an offer");
+    let answer = net.sfu.apply_offer(net.now, &sa, &offer).unwrap();
+    net.peers[a].core.accept_answer(&answer).unwrap();
+    let (ab, ba) = (net.min_frames(b, a), net.min_frames(a, b));
+    net.run_until(
+        Duration::from_secs(10),
+        "media flows again from the new address",
+        |n| n.min_frames(b, a) > ab + 20 && n.min_frames(a, b) > ba + 20,
+    );
+    assert_eq!(net.sfu.n_sessions(), 2);
+}

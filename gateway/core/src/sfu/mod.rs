@@ -723,6 +723,14 @@ impl Sfu {
         if s.state == SessionState::New {
             s.state = SessionState::Connecting;
         }
+        // An ICE restart by the Peer gives this side new credentials too: keep the ufrag index
+        // right, or checks from the Peer's new address could not be routed.
+        let ufrag = s.rtc.direct_api().local_ice_credentials().ufrag;
+        if ufrag != s.ufrag {
+            let old = std::mem::replace(&mut s.ufrag, ufrag.clone());
+            self.demux.remove(&old, &[], key);
+            self.demux.insert_ufrag(ufrag, key);
+        }
         self.touch(key);
         self.drive(key);
         self.maybe_offer(key);
