@@ -6,7 +6,11 @@
 //! that), so they refuse to run anywhere else rather than let a browser touch a real network.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
+
+use common::{assert_loopback_only_namespace, repo};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -16,25 +20,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Fails loudly unless this process sees only the loopback interface.
-fn assert_loopback_only_namespace() {
-    let dev = std::fs::read_to_string("/proc/self/net/dev").expect("read /proc/self/net/dev");
-    let ifaces: Vec<&str> = dev
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next().map(str::trim))
-        .collect();
-    assert_eq!(
-        ifaces,
-        ["lo"],
-        "browser tests run only in a network namespace with just `lo`: use `bash scripts/test.sh`"
-    );
 }
 
 fn assert_tools() {

@@ -3,15 +3,15 @@
 //! a Python backend. The README's test command installs Python, Node and their packages and
 //! generates the Python stubs; these tests fail loudly when something is missing.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
+
+use common::repo;
 use std::process::Command;
 use std::time::Instant;
 
 use switchboard_gateway::{Config, Gateway};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn config() -> Config {
     let mut c = Config::default();

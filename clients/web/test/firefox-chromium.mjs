@@ -3,32 +3,13 @@
 //
 // usage: node firefox-chromium.mjs <demo base URL>
 // Exit 0 on success; on failure prints the reason and exits 1. Every wait is bounded.
-import { chromium } from "playwright-core";
 import puppeteer from "puppeteer-core";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
+import { launchChromium, until } from "./lib.mjs";
 
 const [base] = process.argv.slice(2);
 if (!base) {
   console.error("usage: node firefox-chromium.mjs <base url>");
   process.exit(2);
-}
-
-async function until(what, ms, f) {
-  const end = Date.now() + ms;
-  let last = "";
-  while (Date.now() < end) {
-    try {
-      const r = await f();
-      if (r === true) return;
-      last = String(r);
-    } catch (e) {
-      last = String(e);
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out after ${ms} ms: ${what} (${last})`);
 }
 
 async function media(page) {
@@ -41,24 +22,8 @@ async function media(page) {
   };
 }
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sb-mix-"));
-const chrome = await chromium.launchPersistentContext(dir, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--allow-loopback-in-peer-connection",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const chromeBrowser = await launchChromium();
+const chrome = chromeBrowser.ctx;
 const firefox = await puppeteer.launch({
   browser: "firefox",
   executablePath: process.env.FIREFOX || "/usr/bin/firefox-esr",
@@ -108,7 +73,6 @@ try {
   code = 1;
 } finally {
   await firefox.close().catch(() => {});
-  await chrome.close().catch(() => {});
-  fs.rmSync(dir, { recursive: true, force: true });
+  await chromeBrowser.close();
 }
 process.exit(code);

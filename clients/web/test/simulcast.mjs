@@ -3,31 +3,12 @@
 // demo backend's SetTrackPreference) and rises again when it asks for the best layer.
 //
 // usage: node simulcast.mjs <demo base URL>
-import { chromium } from "playwright-core";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
+import { launchChromium, until } from "./lib.mjs";
 
 const [base] = process.argv.slice(2);
 if (!base) {
   console.error("usage: node simulcast.mjs <base url>");
   process.exit(2);
-}
-
-async function until(what, ms, f) {
-  const end = Date.now() + ms;
-  let last = "";
-  while (Date.now() < end) {
-    try {
-      const r = await f();
-      if (r === true) return;
-      last = String(r);
-    } catch (e) {
-      last = String(e);
-    }
-    await new Promise((r) => setTimeout(r, 300));
-  }
-  throw new Error(`timed out after ${ms} ms: ${what} (${last})`);
 }
 
 const width = async (p) => {
@@ -36,24 +17,8 @@ const width = async (p) => {
   return v ? v.frameWidth : 0;
 };
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sb-sim-"));
-const ctx = await chromium.launchPersistentContext(dir, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--allow-loopback-in-peer-connection",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launchChromium();
+const ctx = browser.ctx;
 let code = 0;
 try {
   const pub = await ctx.newPage();
@@ -85,7 +50,6 @@ try {
   console.error(`FAIL: ${e.message}`);
   code = 1;
 } finally {
-  await ctx.close().catch(() => {});
-  fs.rmSync(dir, { recursive: true, force: true });
+  await browser.close();
 }
 process.exit(code);

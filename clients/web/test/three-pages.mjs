@@ -4,45 +4,12 @@
 //
 // usage: node three-pages.mjs <demo base URL> <screenshot.png>
 // Exit 0 on success; on failure prints the reason and exits 1. Every wait is bounded.
-import { chromium } from "playwright-core";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
+import { launchChromium, until } from "./lib.mjs";
 
 const [base, shot] = process.argv.slice(2);
 if (!base || !shot) {
   console.error("usage: node three-pages.mjs <base url> <screenshot.png>");
   process.exit(2);
-}
-
-const ARGS = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--allow-loopback-in-peer-connection",
-  "--use-fake-device-for-media-stream",
-  "--use-fake-ui-for-media-stream",
-  "--autoplay-policy=no-user-gesture-required",
-];
-
-async function until(what, ms, f) {
-  const end = Date.now() + ms;
-  let last = "";
-  while (Date.now() < end) {
-    try {
-      const r = await f();
-      if (r === true) return;
-      last = String(r);
-    } catch (e) {
-      last = String(e);
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`timed out after ${ms} ms: ${what} (${last})`);
 }
 
 const inbound = (p) => p.evaluate(() => window.demo.inbound());
@@ -55,13 +22,8 @@ async function media(p, peers) {
   return { videos: videos.length, audios: audios.length, frames: sum(s.filter((x) => x.kind === "video"), "framesDecoded"), ok: videos.length >= peers && audios.length >= peers };
 }
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sb-chromium-"));
-const ctx = await chromium.launchPersistentContext(dir, {
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ARGS,
-  viewport: { width: 1280, height: 720 },
-});
+const browser = await launchChromium({ width: 1280, height: 720 });
+const ctx = browser.ctx;
 let code = 0;
 try {
   const pages = [];
@@ -131,7 +93,6 @@ try {
   console.error(`FAIL: ${e.message}`);
   code = 1;
 } finally {
-  await ctx.close();
-  fs.rmSync(dir, { recursive: true, force: true });
+  await browser.close();
 }
 process.exit(code);

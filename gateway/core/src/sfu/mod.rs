@@ -950,18 +950,7 @@ impl Sfu {
                 t.subscribers.remove(&key);
             }
             let s = self.sessions.get_mut(&key).expect("key from index");
-            let Some(o) = s.tracks_out.get_mut(&tk) else {
-                continue;
-            };
-            o.wanted = false;
-            o.fwd.paused = true;
-            match o.state {
-                OutState::ToOpen => {
-                    s.tracks_out.remove(&tk);
-                }
-                OutState::Open(mid) => o.state = OutState::ToStop(mid),
-                OutState::Negotiating(_) | OutState::ToStop(_) | OutState::Stopping(_) => {}
-            }
+            release_track_out(s, tk);
             self.report_wanted_layers(tk);
         }
         self.maybe_offer(key);
@@ -1513,17 +1502,7 @@ impl Sfu {
             let Some(s) = self.sessions.get_mut(&sub) else {
                 continue;
             };
-            let Some(o) = s.tracks_out.get_mut(&tk) else {
-                continue;
-            };
-            o.wanted = false;
-            match o.state {
-                OutState::ToOpen => {
-                    s.tracks_out.remove(&tk);
-                }
-                OutState::Open(mid) => o.state = OutState::ToStop(mid),
-                OutState::Negotiating(_) | OutState::ToStop(_) | OutState::Stopping(_) => {}
-            }
+            release_track_out(s, tk);
             self.maybe_offer(sub);
         }
     }
@@ -2141,6 +2120,23 @@ impl Sfu {
                 EventKind::ParticipantLeft(s.participant),
             );
         }
+    }
+}
+
+/// A Session stops receiving a Track: forwarding stops at once; an m-line that was negotiated
+/// is stopped by the next gateway offer, one that was not is dropped.
+fn release_track_out(s: &mut Session, tk: TrackKey) {
+    let Some(o) = s.tracks_out.get_mut(&tk) else {
+        return;
+    };
+    o.wanted = false;
+    o.fwd.paused = true;
+    match o.state {
+        OutState::ToOpen => {
+            s.tracks_out.remove(&tk);
+        }
+        OutState::Open(mid) => o.state = OutState::ToStop(mid),
+        OutState::Negotiating(_) | OutState::ToStop(_) | OutState::Stopping(_) => {}
     }
 }
 
