@@ -102,17 +102,7 @@ async fn the_node_example_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aiortc_peers_publish_subscribe_and_exchange_data() {
     // WebRTC: only inside a namespace that has just `lo` (the test command makes one).
-    let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap();
-    let ifaces: Vec<&str> = dev
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next().map(str::trim))
-        .collect();
-    assert_eq!(
-        ifaces,
-        ["lo"],
-        "run through `bash scripts/test.sh` (loopback-only namespace)"
-    );
+    common::assert_loopback_only_namespace();
     let gw = Gateway::start(config()).await.unwrap();
     let (script, addr) = (
         repo().join("clients/python/tests/aiortc_call.py"),
