@@ -144,7 +144,7 @@ fn firefox_and_chromium_share_a_call_through_the_demo() {
 }
 
 #[test]
-fn chromium_simulcast_follows_the_layer_preference_set_over_the_api() {
+fn chromium_simulcast_follows_the_layer_preference_then_shares_a_screen_and_restarts_ice() {
     let _one_at_a_time = serial();
     assert_loopback_only_namespace();
     assert_tools();

@@ -133,6 +133,8 @@ window.demo = {
   sendChat: (t) => client.sendChat(t),
   leave: () => $("leave").onclick(),
   pc: () => client?.pc,
+  shareScreen: () => client.shareScreen().then(() => true),
+  restartIce: () => client.restartIce(),
   remoteSessions: () => [...tiles.keys()].filter((k) => k !== "local"),
   /** Sets the highest layer this page receives of a remote session's video (null = best). */
   setQuality(sessionId, maxLayer) {
