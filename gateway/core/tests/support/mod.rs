@@ -25,6 +25,8 @@ pub struct TestPeer {
     pub loss_every: Option<u32>,
     /// Deliver datagrams to the gateway in swapped pairs (a reordering link).
     pub reorder: bool,
+    /// Drop everything this Peer sends (its NACKs and reports never arrive).
+    pub uplink_cut: bool,
     sent: u32,
     recvd: u32,
 }
@@ -150,6 +152,7 @@ impl Net {
             offers: Vec::new(),
             loss_every: None,
             reorder: false,
+            uplink_cut: false,
             sent: 0,
             recvd: 0,
         });
@@ -169,7 +172,7 @@ impl Net {
             }
             for (src, dst, bytes) in batch {
                 p.sent += 1;
-                if p.cut || p.loss_every.is_some_and(|n| p.sent % n == 0) {
+                if p.cut || p.uplink_cut || p.loss_every.is_some_and(|n| p.sent % n == 0) {
                     continue;
                 }
                 let d = Datagram {
@@ -205,10 +208,12 @@ impl Net {
         loop {
             match self.sfu.poll_output() {
                 Output::Transmit(t) => {
-                    if let Some(p) = self.peers.iter_mut().find(|p| p.core.addr == t.destination)
-                        && !p.cut
-                    {
-                        p.core.handle_datagram(self.now, t.source, &t.contents);
+                    if let Some(p) = self.peers.iter_mut().find(|p| p.core.addr == t.destination) {
+                        p.recvd += 1;
+                        let lost = p.loss_every.is_some_and(|n| p.recvd % n == 0);
+                        if !p.cut && !lost {
+                            p.core.handle_datagram(self.now, t.source, &t.contents);
+                        }
                     }
                 }
                 Output::Event(e) => {
