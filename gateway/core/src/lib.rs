@@ -29,3 +29,10 @@ pub use model::*;
 pub use sfu::{
     DIRECT_LABEL, Datagram, MAX_METADATA_BYTES, Output, RemoteCandidate, Sfu, SfuConfig,
 };
+
+/// Internals exposed for the crate's own tests (feature `testing`); not a stable API.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::sfu::forward::{Forwarder, Layer, Rewritten, is_keyframe};
+}

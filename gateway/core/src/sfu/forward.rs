@@ -12,25 +12,28 @@ use str0m::format::Codec;
 use str0m::media::Rid;
 
 /// A simulcast layer of a TrackIn; `None` for a track without simulcast.
-pub(crate) type Layer = Option<Rid>;
+pub type Layer = Option<Rid>;
 
 /// The rewrite of one forwarded packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Rewritten {
-    pub(crate) seq: u64,
-    pub(crate) ts: u32,
+pub struct Rewritten {
+    /// Sequence number for the subscriber.
+    pub seq: u64,
+    /// RTP timestamp for the subscriber.
+    pub ts: u32,
 }
 
+/// Forwarding state of one TrackOut (see the module docs).
 #[derive(Debug, Default)]
-pub(crate) struct Forwarder {
+pub struct Forwarder {
     /// The layer being forwarded; `None` until the first key frame.
-    pub(crate) current: Option<Layer>,
+    pub current: Option<Layer>,
     /// The layer wanted; a switch happens at its next key frame.
-    pub(crate) target: Option<Layer>,
+    pub target: Option<Layer>,
     /// The subscriber paused this track.
-    pub(crate) paused: bool,
+    pub paused: bool,
     /// Highest layer index the subscriber accepts (0 = lowest); `None` = any.
-    pub(crate) max_layer: Option<u8>,
+    pub max_layer: Option<u8>,
     /// out_seq = in_seq + seq_offset, for the current layer.
     seq_offset: i64,
     /// out_ts = in_ts + ts_offset (wrapping), for the current layer.
@@ -43,7 +46,7 @@ pub(crate) struct Forwarder {
 impl Forwarder {
     /// Decides for one packet of `layer`. `keyframe` says whether the packet starts a key frame
     /// (always true for audio). `clock_rate` converts elapsed time to timestamp ticks.
-    pub(crate) fn on_packet(
+    pub fn on_packet(
         &mut self,
         now: Instant,
         layer: Layer,
@@ -96,7 +99,7 @@ impl Forwarder {
 
 /// Whether an RTP payload of `codec` starts a key frame. Unknown codecs count as key frames
 /// (forwarding then starts and switches without waiting).
-pub(crate) fn is_keyframe(codec: Codec, payload: &[u8]) -> bool {
+pub fn is_keyframe(codec: Codec, payload: &[u8]) -> bool {
     match codec {
         Codec::Vp8 => vp8_keyframe(payload),
         Codec::Vp9 => vp9_keyframe(payload),
@@ -156,105 +159,5 @@ fn h264_keyframe(p: &[u8]) -> bool {
         }
         28 => p.get(1).is_some_and(|h| h & 0x80 != 0 && h & 0x1f == 5), // FU-A start of IDR
         _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn l(r: &str) -> Layer {
-        Some(Rid::from(r))
-    }
-
-    #[test]
-    fn starts_at_a_keyframe_and_switches_layers_seamlessly() {
-        let t0 = Instant::now();
-        let mut f = Forwarder {
-            target: Some(l("h")),
-            ..Default::default()
-        };
-        assert_eq!(
-            f.on_packet(t0, l("h"), 5000, 90_000, false, 90_000),
-            None,
-            "waits for a key frame"
-        );
-        let a = f.on_packet(t0, l("h"), 5001, 90_000, true, 90_000).unwrap();
-        assert_eq!(a.seq, 1);
-        let b = f
-            .on_packet(t0, l("h"), 5002, 93_000, false, 90_000)
-            .unwrap();
-        assert_eq!((b.seq, b.ts.wrapping_sub(a.ts)), (2, 3000));
-        assert_eq!(
-            f.on_packet(t0, l("q"), 100, 7, true, 90_000),
-            None,
-            "not the target"
-        );
-        f.target = Some(l("q"));
-        assert!(
-            f.on_packet(t0, l("q"), 101, 7, false, 90_000).is_none(),
-            "switch waits for a key frame"
-        );
-        assert!(
-            f.on_packet(t0, l("h"), 5003, 93_000, false, 90_000)
-                .is_some(),
-            "keeps the old layer meanwhile"
-        );
-        let c = f
-            .on_packet(
-                t0 + Duration::from_millis(33),
-                l("q"),
-                102,
-                10,
-                true,
-                90_000,
-            )
-            .unwrap();
-        assert_eq!(c.seq, 4, "sequence continues");
-        assert_eq!(
-            c.ts.wrapping_sub(b.ts),
-            2970,
-            "timestamp advances by the elapsed time"
-        );
-        assert!(
-            f.on_packet(t0, l("h"), 5004, 96_000, true, 90_000)
-                .is_none(),
-            "old layer dropped"
-        );
-        let d = f.on_packet(t0, l("q"), 103, 3010, false, 90_000).unwrap();
-        assert_eq!((d.seq, d.ts.wrapping_sub(c.ts)), (5, 3000));
-        f.paused = true;
-        assert!(f.on_packet(t0, l("q"), 104, 6010, true, 90_000).is_none());
-    }
-
-    #[test]
-    fn detects_keyframes_per_codec() {
-        // VP8: S=1, PID=0, no extension; frame tag 0x10 (key) vs 0x11 (inter).
-        assert!(is_keyframe(Codec::Vp8, &[0x10, 0x10, 0x02, 0x00]));
-        assert!(!is_keyframe(Codec::Vp8, &[0x10, 0x11, 0x02, 0x00]));
-        // VP8 with X, I (15-bit picture id), L, T/K.
-        assert!(is_keyframe(
-            Codec::Vp8,
-            &[0x90, 0xf0, 0x80, 0x01, 0x05, 0x20, 0x10]
-        ));
-        assert!(
-            !is_keyframe(Codec::Vp8, &[0x80, 0xf0, 0x80, 0x01, 0x05, 0x20, 0x10]),
-            "S=0"
-        );
-        assert!(!is_keyframe(Codec::Vp8, &[0x90, 0xf0]), "truncated");
-        assert!(is_keyframe(Codec::Vp9, &[0x08]));
-        assert!(!is_keyframe(Codec::Vp9, &[0x48]));
-        assert!(is_keyframe(Codec::H264, &[0x65]));
-        assert!(is_keyframe(Codec::H264, &[0x7c, 0x85]));
-        assert!(!is_keyframe(Codec::H264, &[0x7c, 0x05]));
-        assert!(is_keyframe(Codec::H264, &[0x18, 0x00, 0x02, 0x67, 0x42]));
-        assert!(!is_keyframe(Codec::H264, &[0x41]));
-        for n in 0..8 {
-            let junk = vec![0xffu8; n];
-            for c in [Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1] {
-                let _ = is_keyframe(c, &junk);
-            }
-        }
     }
 }

@@ -31,7 +31,7 @@ use crate::ids::{self, ParticipantId, RoomId, SessionId, TrackId};
 use crate::model::*;
 
 mod data;
-mod forward;
+pub(crate) mod forward;
 
 pub use data::DIRECT_LABEL;
 
