@@ -302,6 +302,8 @@ pub struct Sfu {
     demux: Demux,
     timers: BTreeSet<(Instant, TimerKey)>,
     dirty: Vec<SessionKey>,
+    /// Scratch list of a TrackIn's subscribers, reused for every forwarded packet.
+    scratch_subs: Vec<SessionKey>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<SfuEvent>,
     counters: Counters,
@@ -341,6 +343,7 @@ impl Sfu {
             demux: Demux::default(),
             timers: BTreeSet::new(),
             dirty: Vec::new(),
+            scratch_subs: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
@@ -1922,10 +1925,13 @@ impl Sfu {
             video_orientation: p.header.ext_vals.video_orientation,
             ..Default::default()
         };
-        let subs: Vec<SessionKey> = self.tracks[&tk].subscribers.iter().copied().collect();
+        // A reused buffer: no allocation per forwarded packet.
+        let mut subs = std::mem::take(&mut self.scratch_subs);
+        subs.clear();
+        subs.extend(self.tracks[&tk].subscribers.iter().copied());
         let in_seq = *p.seq_no;
         let mut targets_changed = false;
-        for sub in subs {
+        for &sub in &subs {
             // Layer choice and key-frame requests only for TrackOuts that can receive: a key
             // frame requested before the m-line is negotiated would be wasted.
             let ready = self.sessions.get(&sub).is_some_and(|s| {
@@ -2006,6 +2012,7 @@ impl Sfu {
                 Ok(false) => self.counters.rtp_dropped += 1,
             }
         }
+        self.scratch_subs = subs;
         if targets_changed {
             self.report_wanted_layers(tk);
         }
