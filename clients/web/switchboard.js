@@ -52,8 +52,15 @@ export class SwitchboardClient extends EventTarget {
    *   direct: open the `sb.direct` channel for `sendDirect` (messages to one Session).
    *   simulcast: send the camera as three layers (rids q, h, f at 1/4, 1/2 and full resolution);
    *   the gateway forwards one per subscriber. Browsers send all three only from 960x540 up.
+   * @param {{ iceTransportPolicy?: RTCIceTransportPolicy, iceServers?: (servers: RTCIceServer[]) => RTCIceServer[] }} [ice]
+   *   iceTransportPolicy: "relay" forces the call through a TURN server (the gateway's ICE servers
+   *   carry short-lived TURN credentials). iceServers: filters or replaces the servers the backend
+   *   returned (e.g. keep only `?transport=tcp` URLs).
    */
-  async join({ audio = true, video = true, chat = true, simulcast = false, direct = true } = {}) {
+  async join(
+    { audio = true, video = true, chat = true, simulcast = false, direct = true } = {},
+    { iceTransportPolicy = "all", iceServers = (s) => s } = {},
+  ) {
     const q = new URLSearchParams({ room: this.room, name: this.name });
     this.ws = new WebSocket(`${this.url}?${q}`);
     const welcome = await new Promise((resolve, reject) => {
@@ -67,7 +74,8 @@ export class SwitchboardClient extends EventTarget {
     this.sessionId = welcome.session_id;
     for (const p of welcome.peers) this._addPeer(p.session_id, p.participant);
 
-    const pc = new RTCPeerConnection({ iceServers: welcome.ice_servers, bundlePolicy: "max-bundle" });
+    this.iceServers = iceServers(welcome.ice_servers || []);
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, iceTransportPolicy, bundlePolicy: "max-bundle" });
     this.pc = pc;
     pc.onicecandidate = ({ candidate }) =>
       this._send({

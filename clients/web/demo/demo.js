@@ -37,7 +37,25 @@ function log(text) {
   $("log").scrollTop = 1e9;
 }
 
-async function join(room, name, { simulcast = true, hd = true } = {}) {
+/**
+ * ICE options from `?relay=udp|tcp|tls|any`: only relayed candidates, through the TURN URLs of that
+ * transport (none given: every candidate, every server).
+ */
+function iceOptions(relay) {
+  if (!relay) return {};
+  const keep = (url) =>
+    relay === "any" ||
+    (relay === "tls" ? url.startsWith("turns:") : url.startsWith("turn:") && url.includes(`transport=${relay}`));
+  return {
+    iceTransportPolicy: "relay",
+    iceServers: (servers) =>
+      servers
+        .map((s) => ({ ...s, urls: [].concat(s.urls).filter(keep) }))
+        .filter((s) => s.urls.length > 0),
+  };
+}
+
+async function join(room, name, { simulcast = true, hd = true, relay = null } = {}) {
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
   client = new SwitchboardClient({ url, room, name });
   client.addEventListener("track", ({ detail }) => {
@@ -82,7 +100,7 @@ async function join(room, name, { simulcast = true, hd = true } = {}) {
   client.addEventListener("connection", ({ detail }) => ($("status").textContent = detail.state));
   client.addEventListener("error", ({ detail }) => console.warn("switchboard:", detail.message));
   const video = hd ? { width: { min: 1280 }, height: { min: 720 } } : { width: 640, height: 480 };
-  await client.join({ audio: true, video, simulcast });
+  await client.join({ audio: true, video, simulcast }, iceOptions(relay));
   const me = tile("local", `${name} (you)`);
   me.video.muted = true;
   me.video.srcObject = client.localStream;
@@ -135,6 +153,30 @@ window.demo = {
   pc: () => client?.pc,
   shareScreen: () => client.shareScreen().then(() => true),
   restartIce: () => client.restartIce(),
+  /** The ICE servers this page uses (as returned by the backend, after the `relay` filter). */
+  iceServers: () => client?.iceServers || [],
+  /** The nominated candidate pair: local and remote candidate types and protocols. */
+  async selectedPair() {
+    if (!client?.pc) return null;
+    const stats = await client.pc.getStats();
+    let pair = null;
+    stats.forEach((s) => {
+      if (s.type === "transport" && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    });
+    if (!pair) return null;
+    const local = stats.get(pair.localCandidateId);
+    const remote = stats.get(pair.remoteCandidateId);
+    return {
+      state: pair.state,
+      localType: local?.candidateType,
+      localProtocol: local?.protocol,
+      relayProtocol: local?.relayProtocol,
+      remoteType: remote?.candidateType,
+      remoteProtocol: remote?.protocol,
+      bytesSent: pair.bytesSent || 0,
+      bytesReceived: pair.bytesReceived || 0,
+    };
+  },
   remoteSessions: () => [...tiles.keys()].filter((k) => k !== "local"),
   /** Sets the highest layer this page receives of a remote session's video (null = best). */
   setQuality(sessionId, maxLayer) {
@@ -157,11 +199,12 @@ window.demo = {
   },
 };
 
-// Auto-join from the URL (tests): ?room=…&name=…[&simulcast=1][&hd=1]. The join form uses
-// simulcast at 1280x720.
+// Auto-join from the URL (tests): ?room=…&name=…[&simulcast=1][&hd=1][&relay=udp|tcp|tls|any]. The
+// join form uses simulcast at 1280x720.
 if (params.get("room") && params.get("name")) {
   join(params.get("room"), params.get("name"), {
     simulcast: params.get("simulcast") === "1",
     hd: params.get("hd") === "1",
+    relay: params.get("relay"),
   });
 }

@@ -2,7 +2,10 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -23,4 +26,113 @@ pub fn assert_loopback_only_namespace() {
         ["lo"],
         "real-client tests run only in a network namespace with just `lo`: use `bash scripts/test.sh`"
     );
+}
+
+/// Browser tests run one at a time: several browsers at once on a 2-core machine make timing
+/// noise, not coverage.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds the one-browser-test-at-a-time lock (a failed test does not poison it for the others).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Fails loudly unless Chromium and playwright-core are installed.
+pub fn assert_tools() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "Chromium not found at {chromium}: `bash scripts/test.sh` installs it (apt-get install chromium)"
+    );
+    assert!(
+        repo()
+            .join("clients/web/test/node_modules/playwright-core")
+            .exists(),
+        "playwright-core missing: `bash scripts/test.sh` runs `npm ci` in clients/web/test"
+    );
+}
+
+/// The `switchboard` binary, running with its demo; stopped with SIGTERM on drop.
+pub struct Gateway {
+    child: Child,
+    /// The demo's base URL, without a trailing slash.
+    pub demo_url: String,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary on free loopback ports (gRPC, media, demo; the embedded TURN server off).
+pub fn start_gateway() -> Gateway {
+    start_gateway_with(&[("SWITCHBOARD__TURN__ENABLED", "false")], &[])
+}
+
+/// Starts the binary on free loopback ports for gRPC, media and the demo, with more settings
+/// (`SWITCHBOARD__…` variables, later ones win) and arguments.
+pub fn start_gateway_with(env: &[(&str, &str)], args: &[&str]) -> Gateway {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    cmd.env("SWITCHBOARD__GRPC__LISTEN", "127.0.0.1:0")
+        .env("SWITCHBOARD__MEDIA__PORT_BASE", "0")
+        .env("SWITCHBOARD__DEMO__LISTEN", "127.0.0.1:0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the switchboard binary");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut demo_url = None;
+    while demo_url.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the binary prints the demo URL");
+        if line.starts_with("Demo:") {
+            demo_url = line
+                .split_whitespace()
+                .find(|w| w.starts_with("http://"))
+                .map(|u| u.trim_end_matches('/').to_string());
+        }
+    }
+    Gateway {
+        child,
+        demo_url: demo_url.unwrap(),
+    }
+}
+
+/// Runs one of `clients/web/test/*.mjs` with Node; panics unless it exits 0 within 180 s.
+pub fn run_node(script: &str, args: &[&str]) {
+    let dir = repo().join("clients/web/test");
+    let mut child = Command::new("node")
+        .arg(dir.join(script))
+        .args(args)
+        .current_dir(&dir)
+        .spawn()
+        .expect("node is installed (`bash scripts/test.sh` installs it)");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(180) {
+            let _ = child.kill();
+            panic!("{script} did not finish within 180 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{script} failed: {status}");
 }
