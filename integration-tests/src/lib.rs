@@ -115,6 +115,8 @@ pub struct Backend {
     pub events: Arc<Mutex<Vec<pb::Event>>>,
     /// Sessions whose offers are collected instead of answered.
     pub hold: HeldOffers,
+    /// The address new Peers bind (127.0.0.1 unless a test sets another, e.g. `::1`).
+    pub peer_ip: IpAddr,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -195,11 +197,12 @@ impl Backend {
             peers,
             events,
             hold,
+            peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             task,
         })
     }
 
-    /// Creates a Session, a Peer on 127.0.0.1, and negotiates the Peer's offer. Returns the
+    /// Creates a Session, a Peer on [`Backend::peer_ip`], and negotiates the Peer's offer. Returns the
     /// session id and the Peer.
     pub async fn join(
         &self,
@@ -250,7 +253,7 @@ impl Backend {
             .into_inner()
             .session
             .context("session")?;
-        let peer = Arc::new(UdpPeer::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?);
+        let peer = Arc::new(UdpPeer::bind(self.peer_ip).await?);
         self.peers
             .lock()
             .unwrap()
