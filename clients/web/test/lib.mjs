@@ -42,7 +42,8 @@ export async function launchChromium(viewport) {
   const ctx = await chromium.launchPersistentContext(dir, {
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     headless: true,
-    args: CHROMIUM_ARGS,
+    // CHROMIUM_EXTRA_ARGS: more flags, space-separated (e.g. trusting a test certificate).
+    args: [...CHROMIUM_ARGS, ...(process.env.CHROMIUM_EXTRA_ARGS || "").split(" ").filter(Boolean)],
     ...(viewport ? { viewport } : {}),
   });
   return {

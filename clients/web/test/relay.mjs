@@ -3,13 +3,13 @@
 // over the asked transport. Then the TURN server's door: credentials minted with the shared
 // secret work, a wrong password and an expired username are refused with 401.
 //
-// usage: node relay.mjs <demo base URL> <udp|tcp> <shared secret> [room]
+// usage: node relay.mjs <demo base URL> <udp|tcp|tls> <shared secret> [room]
 // Exit 0 on success; on failure prints the reason and exits 1. Every wait is bounded.
 import { launchChromium, until } from "./lib.mjs";
 
 const [base, transport, secret, room = `relay-${transport}`] = process.argv.slice(2);
-if (!base || !["udp", "tcp"].includes(transport) || !secret) {
-  console.error("usage: node relay.mjs <base url> <udp|tcp> <secret> [room]");
+if (!base || !["udp", "tcp", "tls"].includes(transport) || !secret) {
+  console.error("usage: node relay.mjs <base url> <udp|tcp|tls> <secret> [room]");
   process.exit(2);
 }
 
@@ -95,9 +95,10 @@ try {
 
   // The TURN server the pages used, as the backend handed it out.
   const servers = await pages[0].evaluate(() => window.demo.iceServers());
-  const given = servers.find((s) => [].concat(s.urls).some((u) => u.startsWith("turn:")));
+  const scheme = transport === "tls" ? "turns:" : "turn:";
+  const given = servers.find((s) => [].concat(s.urls).some((u) => u.startsWith(scheme)));
   if (!given || !given.username || !given.credential) throw new Error(`no TURN server with credentials: ${JSON.stringify(servers)}`);
-  const urls = [].concat(given.urls).filter((u) => u.startsWith("turn:"));
+  const urls = [].concat(given.urls).filter((u) => u.startsWith(scheme));
   const now = Math.floor(Date.now() / 1000);
   const cases = [
     ["the credentials the backend got", { urls, username: given.username, credential: given.credential }, true],
