@@ -45,8 +45,63 @@ pub enum GatewayError {
     Unavailable(&'static str),
 }
 
-/// An ICE server for Peers.
-pub type IceServer = IceServerConfig;
+/// An ICE server for a Peer's `RTCPeerConnection` (`iceServers` entry).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:`, `turn:` or `turns:` URLs.
+    pub urls: Vec<String>,
+    /// TURN username (minted ones are `<unix expiry>:<session id>`).
+    pub username: String,
+    /// TURN password.
+    pub credential: String,
+}
+
+/// The ICE servers of every new Session: the configured `[[ice_servers]]` (credentials minted
+/// per Session for those with a `shared_secret`) and the embedded TURN server.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IceServers {
+    pub(crate) configured: Vec<IceServerConfig>,
+    pub(crate) default_ttl: std::time::Duration,
+    pub(crate) embedded: Option<crate::turn::EmbeddedTurn>,
+}
+
+impl IceServers {
+    /// The list for the Session `identity`, credentials minted at `now`.
+    pub(crate) fn for_session(&self, identity: &str, now: std::time::SystemTime) -> Vec<IceServer> {
+        let mut out = Vec::with_capacity(self.configured.len() + 1);
+        if let Some(e) = &self.embedded {
+            let c = e.mint(identity, now);
+            out.push(IceServer {
+                urls: e.urls.clone(),
+                username: c.username,
+                credential: c.password,
+            });
+        }
+        for s in &self.configured {
+            if s.shared_secret.is_empty() {
+                out.push(IceServer {
+                    urls: s.urls.clone(),
+                    username: s.username.clone(),
+                    credential: s.credential.clone(),
+                });
+            } else {
+                let ttl = if s.credential_ttl_secs == 0 {
+                    self.default_ttl
+                } else {
+                    std::time::Duration::from_secs(s.credential_ttl_secs)
+                };
+                let c =
+                    crate::turn::mint_credential(s.shared_secret.as_bytes(), identity, ttl, now);
+                out.push(IceServer {
+                    urls: s.urls.clone(),
+                    username: c.username,
+                    credential: c.password,
+                });
+            }
+        }
+        out
+    }
+}
 
 /// A backend message for [`GatewayHandle::send_data`].
 #[derive(Debug, Clone, Default)]
@@ -75,7 +130,7 @@ pub enum Candidate {
 pub(crate) struct Inner {
     pub(crate) workers: Vec<WorkerHandle>,
     pub(crate) bus: Arc<EventBus>,
-    pub(crate) ice_servers: Vec<IceServer>,
+    pub(crate) ice_servers: IceServers,
     pub(crate) draining: AtomicBool,
     rng: Mutex<ChaCha20Rng>,
 }
@@ -90,7 +145,7 @@ impl GatewayHandle {
     pub(crate) fn new(
         workers: Vec<WorkerHandle>,
         bus: Arc<EventBus>,
-        ice_servers: Vec<IceServer>,
+        ice_servers: IceServers,
     ) -> Result<Self, getrandom::Error> {
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed)?;
@@ -187,7 +242,8 @@ impl GatewayHandle {
             .await??)
     }
 
-    /// Creates a Session in a Room. Returns it and the ICE servers for the Peer.
+    /// Creates a Session in a Room. Returns it and the ICE servers for the Peer, with TURN
+    /// credentials minted for this Session (identity = the Session id).
     pub async fn create_session(
         &self,
         mut spec: SessionSpec,
@@ -200,7 +256,11 @@ impl GatewayHandle {
                 sfu.create_session(now, spec)
             })
             .await??;
-        Ok((info, self.inner.ice_servers.clone()))
+        let ice = self
+            .inner
+            .ice_servers
+            .for_session(&info.id.to_string(), std::time::SystemTime::now());
+        Ok((info, ice))
     }
 
     /// Reads a Session.

@@ -10,6 +10,7 @@
 //! - [`handle`]: the typed control surface and dispatch to Workers.
 //! - [`api`]: the gRPC edge (the only module that knows protobuf).
 //! - [`events`]: sequence-stamped event fan-out.
+//! - [`turn`]: the embedded TURN/STUN server and TURN credential minting.
 //! - [`config`], [`telemetry`]: settings and logging.
 //!
 //! ```no_run
@@ -26,6 +27,7 @@ mod driver;
 pub mod events;
 pub mod handle;
 pub mod telemetry;
+pub mod turn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,6 +75,7 @@ pub struct Gateway {
     threads: Vec<std::thread::JoinHandle<()>>,
     health: tonic_health::server::HealthReporter,
     grace: Duration,
+    turn: Option<turn::TurnServer>,
 }
 
 impl Gateway {
@@ -127,13 +130,24 @@ impl Gateway {
             })?;
             workers.push(w);
         }
-        let udp_addrs = workers.iter().map(|w| w.local_addr).collect();
-        let handle = GatewayHandle::new(
-            workers.iter().map(|w| w.handle.clone()).collect(),
-            bus,
-            config.ice_servers.clone(),
-        )
-        .map_err(|e| StartError::Other(e.to_string()))?;
+        let udp_addrs: Vec<SocketAddr> = workers.iter().map(|w| w.local_addr).collect();
+        let turn = if config.turn.enabled {
+            Some(
+                turn::TurnServer::start(&config, &udp_addrs)
+                    .await
+                    .map_err(|e| StartError::Other(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let ice = handle::IceServers {
+            configured: config.ice_servers.clone(),
+            default_ttl: Duration::from_secs(config.turn.credential_ttl_secs),
+            embedded: turn.as_ref().map(turn::TurnServer::embedded),
+        };
+        let handle =
+            GatewayHandle::new(workers.iter().map(|w| w.handle.clone()).collect(), bus, ice)
+                .map_err(|e| StartError::Other(e.to_string()))?;
         let threads = workers.into_iter().map(|w| w.thread).collect();
 
         let listener = tokio::net::TcpListener::bind(config.grpc.listen)
@@ -183,7 +197,18 @@ impl Gateway {
             threads,
             health,
             grace: config.grace(),
+            turn,
         })
+    }
+
+    /// Where the embedded TURN server listens (real ports), when `turn.enabled`.
+    pub fn turn_addrs(&self) -> Option<turn::TurnAddrs> {
+        self.turn.as_ref().map(turn::TurnServer::addrs)
+    }
+
+    /// The embedded TURN server (URLs, counters, minting), when `turn.enabled`.
+    pub fn turn(&self) -> Option<&turn::TurnServer> {
+        self.turn.as_ref()
     }
 
     /// The typed control surface.
@@ -212,8 +237,12 @@ impl Gateway {
             threads,
             health,
             grace,
+            turn,
             ..
         } = self;
+        if let Some(t) = turn {
+            t.shutdown().await;
+        }
         handle.inner.draining.store(true, Ordering::Release);
         api::set_not_serving(&health).await;
         let workers = handle.inner.workers.clone();

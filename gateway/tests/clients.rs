@@ -18,6 +18,8 @@ fn config() -> Config {
     c.grpc.listen = "127.0.0.1:0".parse().unwrap();
     c.media.port_base = 0;
     c.media.workers = 2;
+    c.turn.listen_udp = "127.0.0.1:0".parse().unwrap();
+    c.turn.listen_tcp = "127.0.0.1:0".parse().unwrap();
     c
 }
 

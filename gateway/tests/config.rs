@@ -135,6 +135,32 @@ fn bad_values_are_rejected_naming_the_key() {
             "ice_servers.urls",
         ),
         ("[grpc]\nbogus = 1", &[], "bogus"),
+        (
+            "[turn]\ndeny_peers = [\"10.0.0.0/40\"]",
+            &[],
+            "turn.deny_peers",
+        ),
+        (
+            "",
+            &[("SWITCHBOARD__TURN__ALLOW_PEERS", "127.0.0.0/8,banana")],
+            "turn.allow_peers",
+        ),
+        (
+            "[turn]\nlisten_tls = \"0.0.0.0:5349\"",
+            &[],
+            "turn.listen_tls",
+        ),
+        (
+            "[turn]\nrelay_port_min = 50000\nrelay_port_max = 40000",
+            &[],
+            "turn.relay_port_min",
+        ),
+        ("[turn]\nrealm = \"\"", &[], "turn.realm"),
+        (
+            "[[ice_servers]]\nurls = [\"turn:x\"]\nusername = \"u\"\nshared_secret = \"s\"",
+            &[],
+            "ice_servers.shared_secret",
+        ),
         ("", &[("SWITCHBOARD__NOPE__X", "1")], "nope"),
     ];
     for (toml, vars, key) in cases {
@@ -144,6 +170,35 @@ fn bad_values_are_rejected_naming_the_key() {
             "{toml:?} {vars:?}: {msg:?} should name {key}"
         );
     }
+}
+
+#[test]
+fn turn_keys_come_from_the_environment() {
+    let c = Config::load_with_env(
+        None,
+        env(&[
+            ("SWITCHBOARD__TURN__ENABLED", "false"),
+            ("SWITCHBOARD__TURN__LISTEN_UDP", "127.0.0.1:0"),
+            ("SWITCHBOARD__TURN__LISTEN_TLS", "127.0.0.1:5349"),
+            ("SWITCHBOARD__TURN__TLS_CERT", "/tmp/c.pem"),
+            ("SWITCHBOARD__TURN__TLS_KEY", "/tmp/k.pem"),
+            ("SWITCHBOARD__TURN__ALLOW_PEERS", "127.0.0.0/8,::1"),
+            ("SWITCHBOARD__TURN__RELAY_IP", "127.0.0.1"),
+            ("SWITCHBOARD__TURN__MAX_ALLOCATIONS_PER_IDENTITY", "3"),
+        ]),
+    )
+    .unwrap();
+    assert!(!c.turn.enabled);
+    assert_eq!(c.turn.listen_udp, "127.0.0.1:0".parse().unwrap());
+    assert_eq!(c.turn.listen_tls, Some("127.0.0.1:5349".parse().unwrap()));
+    assert_eq!(
+        c.turn.tls_key.as_deref(),
+        Some(std::path::Path::new("/tmp/k.pem"))
+    );
+    assert_eq!(c.turn.allow_peers, ["127.0.0.0/8", "::1"]);
+    assert_eq!(c.turn.relay_ip, Some("127.0.0.1".parse().unwrap()));
+    assert_eq!(c.turn.max_allocations_per_identity, 3);
+    assert_eq!(c.turn.deny_peers, Config::default().turn.deny_peers);
 }
 
 #[test]

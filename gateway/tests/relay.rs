@@ -26,8 +26,6 @@ fn chromium_relays_through_the_embedded_turn_over_udp_then_tcp() {
     let gw = start_gateway_with(
         &[
             ("SWITCHBOARD__TURN__ENABLED", "true"),
-            ("SWITCHBOARD__TURN__LISTEN_UDP", "127.0.0.1:0"),
-            ("SWITCHBOARD__TURN__LISTEN_TCP", "127.0.0.1:0"),
             ("SWITCHBOARD__TURN__PUBLIC_HOST", "127.0.0.1"),
             ("SWITCHBOARD__TURN__SECRET", SECRET),
         ],

@@ -24,6 +24,9 @@ pub fn test_config() -> Config {
     c.grpc.listen = "127.0.0.1:0".parse().unwrap();
     c.media.port_base = 0;
     c.media.workers = 2;
+    // Free ports for the embedded TURN server, so parallel tests never collide on 3478.
+    c.turn.listen_udp = "127.0.0.1:0".parse().unwrap();
+    c.turn.listen_tcp = "127.0.0.1:0".parse().unwrap();
     c
 }
 

@@ -68,17 +68,19 @@ impl Drop for Gateway {
     }
 }
 
-/// Starts the binary on free loopback ports (gRPC, media, demo; the embedded TURN server off).
+/// Starts the binary as the demo runs it (embedded TURN on), on free loopback ports.
 pub fn start_gateway() -> Gateway {
-    start_gateway_with(&[("SWITCHBOARD__TURN__ENABLED", "false")], &[])
+    start_gateway_with(&[], &[])
 }
 
-/// Starts the binary on free loopback ports for gRPC, media and the demo, with more settings
-/// (`SWITCHBOARD__…` variables, later ones win) and arguments.
+/// Starts the binary on free loopback ports for gRPC, media, TURN and the demo, with more
+/// settings (`SWITCHBOARD__…` variables, later ones win) and arguments.
 pub fn start_gateway_with(env: &[(&str, &str)], args: &[&str]) -> Gateway {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
     cmd.env("SWITCHBOARD__GRPC__LISTEN", "127.0.0.1:0")
         .env("SWITCHBOARD__MEDIA__PORT_BASE", "0")
+        .env("SWITCHBOARD__TURN__LISTEN_UDP", "127.0.0.1:0")
+        .env("SWITCHBOARD__TURN__LISTEN_TCP", "127.0.0.1:0")
         .env("SWITCHBOARD__DEMO__LISTEN", "127.0.0.1:0");
     for (k, v) in env {
         cmd.env(k, v);

@@ -1,0 +1,228 @@
+//! Which peers the embedded TURN server may relay to: CIDR deny and allow lists plus the
+//! gateway's own media addresses. Pure functions over addresses; no IO.
+//!
+//! Decision for a peer IP: allowed if an `allow_peers` range contains it, else denied if a
+//! `deny_peers` range contains it, else allowed. The gateway's media addresses (announce and
+//! bind IPs at the Worker ports) are always reachable, but only at those ports, so a default
+//! configuration relays to the SFU and to public addresses, never into private networks.
+//! IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+/// An address range, `ADDR/PREFIX` (a bare address is a single host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| "not an IP address".to_string())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("prefix must be 0 to {max}"))?,
+            None => max,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl Cidr {
+    /// Whether `ip` is inside this range (families never mix).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What may be a peer: see the module docs.
+#[derive(Debug, Clone, Default)]
+pub struct PeerPolicy {
+    deny: Vec<Cidr>,
+    allow: Vec<Cidr>,
+    own: HashSet<SocketAddr>,
+    own_ips: HashSet<IpAddr>,
+}
+
+/// The verdict for a peer IP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerVerdict {
+    /// Any port of this IP.
+    Allowed,
+    /// Only the gateway's own media ports on this IP.
+    OwnMediaOnly,
+    /// Nothing.
+    Denied,
+}
+
+impl PeerPolicy {
+    /// Parses the lists (already validated by the config) and records the gateway's media
+    /// addresses.
+    pub fn new(
+        deny: &[String],
+        allow: &[String],
+        own_media: impl IntoIterator<Item = SocketAddr>,
+    ) -> Result<Self, String> {
+        let parse = |l: &[String]| {
+            l.iter()
+                .map(|c| c.parse::<Cidr>().map_err(|e| format!("{c:?}: {e}")))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let own: HashSet<SocketAddr> = own_media
+            .into_iter()
+            .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
+            .collect();
+        Ok(Self {
+            deny: parse(deny)?,
+            allow: parse(allow)?,
+            own_ips: own.iter().map(|a| a.ip()).collect(),
+            own,
+        })
+    }
+
+    /// The verdict for a peer IP (CreatePermission, ChannelBind).
+    pub fn verdict(&self, ip: IpAddr) -> PeerVerdict {
+        let ip = ip.to_canonical();
+        if self.allow.iter().any(|c| c.contains(ip)) || !self.deny.iter().any(|c| c.contains(ip)) {
+            PeerVerdict::Allowed
+        } else if self.own_ips.contains(&ip) {
+            PeerVerdict::OwnMediaOnly
+        } else {
+            PeerVerdict::Denied
+        }
+    }
+
+    /// Whether a packet may go to exactly `addr` (checked per packet for `OwnMediaOnly` IPs).
+    pub fn permits_addr(&self, addr: SocketAddr) -> bool {
+        match self.verdict(addr.ip()) {
+            PeerVerdict::Allowed => true,
+            PeerVerdict::OwnMediaOnly => self
+                .own
+                .contains(&SocketAddr::new(addr.ip().to_canonical(), addr.port())),
+            PeerVerdict::Denied => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TurnConfig;
+
+    fn default_policy(own: &[&str]) -> PeerPolicy {
+        let c = TurnConfig::default();
+        PeerPolicy::new(
+            &c.deny_peers,
+            &c.allow_peers,
+            own.iter().map(|a| a.parse().unwrap()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn defaults_deny_private_and_allow_public() {
+        let p = default_policy(&["127.0.0.1:40000"]);
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.0.1",
+            "100.64.0.1",
+            "100.127.255.255",
+            "0.1.2.3",
+            "224.0.0.251",
+            "::1",
+            "fd00::2",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:10.0.0.1",
+            "::ffff:127.0.0.2",
+        ] {
+            assert_ne!(
+                p.verdict(ip.parse().unwrap()),
+                PeerVerdict::Allowed,
+                "{ip} must be denied"
+            );
+        }
+        for ip in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "2001:db8::1"] {
+            assert_eq!(p.verdict(ip.parse().unwrap()), PeerVerdict::Allowed, "{ip}");
+        }
+        assert_eq!(
+            p.verdict("127.0.0.1".parse().unwrap()),
+            PeerVerdict::OwnMediaOnly
+        );
+        assert!(p.permits_addr("127.0.0.1:40000".parse().unwrap()));
+        assert!(p.permits_addr("[::ffff:127.0.0.1]:40000".parse().unwrap()));
+        assert!(!p.permits_addr("127.0.0.1:40001".parse().unwrap()));
+        assert!(!p.permits_addr("127.0.0.2:40000".parse().unwrap()));
+    }
+
+    #[test]
+    fn allow_overrides_deny() {
+        let c = TurnConfig::default();
+        let p = PeerPolicy::new(&c.deny_peers, &["127.0.0.0/8".into()], []).unwrap();
+        assert!(p.permits_addr("127.0.0.1:9".parse().unwrap()));
+        assert!(!p.permits_addr("10.0.0.1:9".parse().unwrap()));
+    }
+
+    #[test]
+    fn cidr_parsing() {
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("nope/8".parse::<Cidr>().is_err());
+        assert!(
+            "::/0"
+                .parse::<Cidr>()
+                .unwrap()
+                .contains("2001::1".parse().unwrap())
+        );
+        assert!(
+            "0.0.0.0/0"
+                .parse::<Cidr>()
+                .unwrap()
+                .contains("1.2.3.4".parse().unwrap())
+        );
+        assert!(
+            !"0.0.0.0/0"
+                .parse::<Cidr>()
+                .unwrap()
+                .contains("::1".parse().unwrap())
+        );
+        assert!(
+            "1.2.3.4"
+                .parse::<Cidr>()
+                .unwrap()
+                .contains("1.2.3.4".parse().unwrap())
+        );
+    }
+}
