@@ -1,5 +1,5 @@
 //! Chromium forced through TURN relays into the real binary (`clients/web/test/relay.mjs`):
-//! the embedded TURN server over UDP and over TCP, and a Debian coturn that shares the gateway's
+//! the embedded TURN server over UDP, TCP and TLS, and a Debian coturn that shares the gateway's
 //! secret (coturn's `use-auth-secret` scheme). Each run also checks that good credentials get a
 //! relayed candidate and that wrong or expired ones are refused with 401.
 //!
@@ -14,25 +14,50 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_loopback_only_namespace, assert_tools, run_node, serial, start_gateway_with};
+use common::{
+    assert_loopback_only_namespace, assert_tools, run_node, run_node_with, serial,
+    start_gateway_with,
+};
 
 const SECRET: &str = "relay-test-secret";
 
 #[test]
-fn chromium_relays_through_the_embedded_turn_over_udp_then_tcp() {
+fn chromium_relays_through_the_embedded_turn_over_udp_tcp_and_tls() {
     let _one_at_a_time = serial();
     assert_loopback_only_namespace();
     assert_tools();
+    // A certificate for TURN over TLS (turns:). Chromium is told to accept it: a test cannot get
+    // a publicly trusted one.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("sb-relay-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+
     let gw = start_gateway_with(
         &[
             ("SWITCHBOARD__TURN__ENABLED", "true"),
             ("SWITCHBOARD__TURN__PUBLIC_HOST", "127.0.0.1"),
             ("SWITCHBOARD__TURN__SECRET", SECRET),
+            ("SWITCHBOARD__TURN__LISTEN_TLS", "127.0.0.1:0"),
+            ("SWITCHBOARD__TURN__TLS_CERT", cert_path.to_str().unwrap()),
+            ("SWITCHBOARD__TURN__TLS_KEY", key_path.to_str().unwrap()),
         ],
         &[],
     );
     run_node("relay.mjs", &[&gw.demo_url, "udp", SECRET, "relay-udp"]);
     run_node("relay.mjs", &[&gw.demo_url, "tcp", SECRET, "relay-tcp"]);
+    run_node_with(
+        "relay.mjs",
+        &[&gw.demo_url, "tls", SECRET, "relay-tls"],
+        &[("CHROMIUM_EXTRA_ARGS", "--ignore-certificate-errors")],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// coturn, stopped on drop.

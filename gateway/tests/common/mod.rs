@@ -118,10 +118,16 @@ pub fn start_gateway_with(env: &[(&str, &str)], args: &[&str]) -> Gateway {
 
 /// Runs one of `clients/web/test/*.mjs` with Node; panics unless it exits 0 within 180 s.
 pub fn run_node(script: &str, args: &[&str]) {
+    run_node_with(script, args, &[]);
+}
+
+/// [`run_node`] with more environment variables for the script.
+pub fn run_node_with(script: &str, args: &[&str], env: &[(&str, &str)]) {
     let dir = repo().join("clients/web/test");
     let mut child = Command::new("node")
         .arg(dir.join(script))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(&dir)
         .spawn()
         .expect("node is installed (`bash scripts/test.sh` installs it)");
