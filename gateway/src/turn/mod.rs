@@ -60,7 +60,8 @@ use server::{ClientSink, FiveTuple, Settings, Shared};
 const STREAM_IDLE: Duration = Duration::from_secs(30);
 /// Time a TLS client has to finish its handshake.
 const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
-/// Frames queued toward one stream client before further ones are dropped.
+/// Frames queued toward one stream client before further ones are dropped (the bytes are
+/// bounded too, by `server::STREAM_QUEUE_BYTES`).
 const STREAM_QUEUE: usize = 256;
 
 /// Why the TURN server could not start.
@@ -428,10 +429,13 @@ where
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
-    let sink = ClientSink::Stream(tx);
+    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sink = ClientSink::Stream(tx, queued.clone());
     let writer = async move {
         while let Some(b) = rx.recv().await {
-            if wr.write_all(&b).await.is_err() {
+            let ok = wr.write_all(&b).await.is_ok();
+            queued.fetch_sub(b.len(), std::sync::atomic::Ordering::AcqRel);
+            if !ok {
                 break;
             }
         }

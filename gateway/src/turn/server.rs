@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -84,18 +84,33 @@ pub(crate) struct FiveTuple {
 #[derive(Debug, Clone)]
 pub(crate) enum ClientSink {
     Udp(Arc<UdpSocket>, SocketAddr),
-    Stream(mpsc::Sender<Vec<u8>>),
+    /// A stream's writer queue and the bytes queued in it (bounded by [`STREAM_QUEUE_BYTES`]).
+    Stream(mpsc::Sender<Vec<u8>>, Arc<AtomicUsize>),
 }
+
+/// Bytes queued toward one TCP/TLS client before further frames are dropped.
+pub(crate) const STREAM_QUEUE_BYTES: usize = 1 << 20;
 
 impl ClientSink {
     fn send(&self, bytes: Vec<u8>) -> bool {
         match self {
             Self::Udp(s, to) => s.try_send_to(&bytes, *to).is_ok(),
-            Self::Stream(tx) => tx.try_send(bytes).is_ok(),
+            Self::Stream(tx, queued) => {
+                let n = bytes.len();
+                if queued.fetch_add(n, Ordering::AcqRel) + n > STREAM_QUEUE_BYTES {
+                    queued.fetch_sub(n, Ordering::AcqRel);
+                    return false;
+                }
+                if tx.try_send(bytes).is_err() {
+                    queued.fetch_sub(n, Ordering::AcqRel);
+                    return false;
+                }
+                true
+            }
         }
     }
     fn is_stream(&self) -> bool {
-        matches!(self, Self::Stream(_))
+        matches!(self, Self::Stream(..))
     }
 }
 
