@@ -84,6 +84,7 @@ impl Gateway {
         let sfu_config = SfuConfig {
             worker: 0,
             candidate_addrs: Vec::new(),
+            tcp_candidate_addrs: Vec::new(),
             default_max_sessions: config.rooms.default_max_sessions,
             max_sessions_limit: config.rooms.max_sessions_limit,
             default_empty_timeout: Duration::from_secs(config.rooms.empty_timeout_secs),

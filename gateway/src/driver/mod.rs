@@ -17,7 +17,7 @@ use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use switchboard_core::{Datagram, Output, Sfu, SfuConfig};
+use switchboard_core::{Datagram, Output, Sfu, SfuConfig, Transport};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -188,7 +188,7 @@ async fn run(
                     match socket.try_recv_from(&mut buf) {
                         Ok((n, source)) => {
                             let destination = destination_for(source, local, &candidates);
-                            let d = Datagram { source, destination, contents: &buf[..n] };
+                            let d = Datagram { transport: Transport::Udp, source, destination, contents: &buf[..n] };
                             sfu.handle_datagram(Instant::now(), d);
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
