@@ -1,6 +1,6 @@
 //! Shared support for the black-box tests: start a real gateway on loopback, connect gRPC clients,
 //! and act as a minimal backend that relays signaling between the gateway and str0m test Peers
-//! over real UDP.
+//! over real UDP (or ICE-TCP).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -216,7 +216,18 @@ impl Backend {
         publish: Publish,
         channels: &[switchboard_testpeer::ChannelConfig],
     ) -> anyhow::Result<(String, Arc<UdpPeer>)> {
-        self.join_full(participant, publish, channels, false).await
+        self.join_full(participant, publish, channels, false, false)
+            .await
+    }
+
+    /// Like [`Backend::join`] with a TCP-only Peer ([`UdpPeer::tcp_only`]): its only candidate is
+    /// an active TCP one, so it connects over ICE-TCP or not at all.
+    pub async fn join_tcp(
+        &self,
+        participant: &str,
+        publish: Publish,
+    ) -> anyhow::Result<(String, Arc<UdpPeer>)> {
+        self.join_full(participant, publish, &[], false, true).await
     }
 
     /// Joins with manual subscription: the Session receives only what `Subscribe` asks for.
@@ -225,7 +236,7 @@ impl Backend {
         participant: &str,
         publish: Publish,
     ) -> anyhow::Result<(String, Arc<UdpPeer>)> {
-        self.join_full(participant, publish, &[], true).await
+        self.join_full(participant, publish, &[], true, false).await
     }
 
     async fn join_full(
@@ -234,6 +245,7 @@ impl Backend {
         publish: Publish,
         channels: &[switchboard_testpeer::ChannelConfig],
         manual_subscribe: bool,
+        tcp_only: bool,
     ) -> anyhow::Result<(String, Arc<UdpPeer>)> {
         let s = self
             .clients
@@ -250,7 +262,12 @@ impl Backend {
             .into_inner()
             .session
             .context("session")?;
-        let peer = Arc::new(UdpPeer::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?);
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let peer = Arc::new(if tcp_only {
+            UdpPeer::tcp_only(ip)
+        } else {
+            UdpPeer::bind(ip).await?
+        });
         self.peers
             .lock()
             .unwrap()

@@ -14,3 +14,4 @@ mod udp;
 pub use crate::core::{PeerCore, PeerStats, Publish, Received, SIMULCAST_FRAME_BYTES, TrackStats};
 pub use crate::udp::{TcpStats, UdpPeer};
 pub use str0m::channel::{ChannelConfig, Reliability};
+pub use str0m::net::Protocol;

@@ -74,6 +74,12 @@ impl UdpPeer {
         }
     }
 
+    /// Stops the driver at once, as if the Peer's machine vanished: its UDP socket or TCP
+    /// connections close (a TCP Peer's connections end with a FIN), nothing more is sent.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+
     /// Frames moved over TCP; `None` for a UDP Peer.
     pub fn tcp_stats(&self) -> Option<TcpStats> {
         self.tcp.as_ref().map(|c| TcpStats {
