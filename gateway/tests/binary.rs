@@ -13,6 +13,7 @@ async fn runs_serves_and_stops_on_sigterm() -> anyhow::Result<()> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .env("SWITCHBOARD__GRPC__LISTEN", "127.0.0.1:0")
         .env("SWITCHBOARD__MEDIA__PORT_BASE", "0")
+        .env("SWITCHBOARD__MEDIA__TCP_PORT_BASE", "0")
         .env("SWITCHBOARD__MEDIA__WORKERS", "2")
         .env("SWITCHBOARD__DEMO__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())

@@ -16,7 +16,6 @@ use tokio::net::TcpStream;
 fn tcp_config(max_connections: usize, idle_secs: u64) -> Config {
     let mut c = test_config();
     c.media.workers = 1;
-    c.media.tcp_port_base = 0;
     c.media.tcp_max_connections = max_connections;
     c.media.tcp_idle_timeout_secs = idle_secs;
     c

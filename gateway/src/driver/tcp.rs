@@ -249,7 +249,7 @@ async fn read_loop(
     max_frame_bytes: usize,
     tx: &mpsc::Sender<ConnEvent>,
 ) -> Ended {
-    let mut r = BufReader::with_capacity(16 * 1024, r);
+    let mut r = BufReader::with_capacity(8 * 1024, r);
     let mut first = true;
     loop {
         let Ok(len) = r.read_u16().await else {
@@ -285,7 +285,7 @@ async fn write_frames(
     mut rx: mpsc::Receiver<Vec<u8>>,
     events: mpsc::Sender<ConnEvent>,
 ) {
-    let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES);
+    let mut batch = Vec::new();
     while let Some(frame) = rx.recv().await {
         batch.clear();
         push_frame(&mut batch, &frame);
