@@ -72,6 +72,21 @@ pub struct MediaConfig {
     pub announce_ips: Vec<IpAddr>,
     /// SO_RCVBUF and SO_SNDBUF of each Worker socket, in bytes (the kernel may cap it).
     pub socket_buffer_bytes: usize,
+    /// ICE over TCP: each Worker also listens on TCP and announces passive TCP host candidates
+    /// (RFC 6544, RFC 4571 framing), for Peers whose UDP is blocked.
+    pub tcp_enabled: bool,
+    /// Worker `i` listens on TCP port `tcp_port_base + i`; 0 lets the OS pick free ports (tests).
+    pub tcp_port_base: u16,
+    /// Most open TCP connections per Worker; more are closed as soon as they are accepted.
+    pub tcp_max_connections: usize,
+    /// Seconds a TCP connection may go without a frame a Session accepted (STUN, DTLS, media)
+    /// before it is closed. ICE consent checks every few seconds keep a live one open.
+    pub tcp_idle_timeout_secs: u64,
+    /// Largest RFC 4571 frame accepted, in bytes; a larger length closes the connection.
+    pub tcp_max_frame_bytes: usize,
+    /// Frames queued toward one TCP connection; when it is full further frames are dropped, as a
+    /// congested UDP path would drop them.
+    pub tcp_send_queue_frames: usize,
 }
 
 impl Default for MediaConfig {
@@ -82,6 +97,12 @@ impl Default for MediaConfig {
             port_base: 40000,
             announce_ips: Vec::new(),
             socket_buffer_bytes: 4 << 20,
+            tcp_enabled: true,
+            tcp_port_base: 40000,
+            tcp_max_connections: 1000,
+            tcp_idle_timeout_secs: 30,
+            tcp_max_frame_bytes: 4096,
+            tcp_send_queue_frames: 256,
         }
     }
 }
@@ -461,6 +482,29 @@ impl Config {
         }
         if self.media.socket_buffer_bytes < 65536 {
             return bad("media.socket_buffer_bytes", "at least 65536");
+        }
+        if self.media.tcp_port_base != 0
+            && usize::from(self.media.tcp_port_base) + self.workers() > usize::from(u16::MAX) + 1
+        {
+            return bad(
+                "media.tcp_port_base",
+                "tcp_port_base + workers exceeds 65535",
+            );
+        }
+        if self.media.tcp_max_connections == 0 {
+            return bad("media.tcp_max_connections", "must be at least 1");
+        }
+        if self.media.tcp_idle_timeout_secs == 0 {
+            return bad("media.tcp_idle_timeout_secs", "must be at least 1");
+        }
+        if !(1200..=65535).contains(&self.media.tcp_max_frame_bytes) {
+            return bad(
+                "media.tcp_max_frame_bytes",
+                "must be between 1200 and 65535 (RFC 4571 lengths are 16 bits)",
+            );
+        }
+        if self.media.tcp_send_queue_frames == 0 {
+            return bad("media.tcp_send_queue_frames", "must be at least 1");
         }
         if self.rooms.default_max_sessions == 0 {
             return bad("rooms.default_max_sessions", "must be at least 1");

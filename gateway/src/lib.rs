@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //! - `switchboard_core` (crate): the sans-IO SFU; every decision.
-//! - [`driver`]: Worker threads, each with a UDP socket and one core.
+//! - [`driver`]: Worker threads, each with a UDP socket, an ICE-TCP listener and one core.
 //! - [`handle`]: the typed control surface and dispatch to Workers.
 //! - [`api`]: the gRPC edge (the only module that knows protobuf).
 //! - [`events`]: sequence-stamped event fan-out.
@@ -70,6 +70,7 @@ pub struct Gateway {
     handle: GatewayHandle,
     grpc_addr: SocketAddr,
     udp_addrs: Vec<SocketAddr>,
+    tcp_addrs: Vec<SocketAddr>,
     cancel: CancellationToken,
     server: tokio::task::JoinHandle<()>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -87,6 +88,7 @@ impl Gateway {
         let sfu_config = SfuConfig {
             worker: 0,
             candidate_addrs: Vec::new(),
+            tcp_candidate_addrs: Vec::new(),
             default_max_sessions: config.rooms.default_max_sessions,
             max_sessions_limit: config.rooms.max_sessions_limit,
             default_empty_timeout: Duration::from_secs(config.rooms.empty_timeout_secs),
@@ -105,6 +107,12 @@ impl Gateway {
                 as u8,
         };
         let announce = config.announce_ips();
+        let tcp_limits = driver::TcpLimits {
+            max_connections: config.media.tcp_max_connections,
+            idle_timeout: Duration::from_secs(config.media.tcp_idle_timeout_secs),
+            max_frame_bytes: config.media.tcp_max_frame_bytes,
+            send_queue_frames: config.media.tcp_send_queue_frames,
+        };
         let mut workers = Vec::with_capacity(n);
         for i in 0..n {
             let port = if config.media.port_base == 0 {
@@ -114,23 +122,46 @@ impl Gateway {
                 config.media.port_base + i as u16
             };
             let addr = SocketAddr::new(config.media.bind_ip, port);
+            let tcp = config.media.tcp_enabled.then(|| {
+                let port = if config.media.tcp_port_base == 0 {
+                    0
+                } else {
+                    // Validated: tcp_port_base + workers fits in u16.
+                    config.media.tcp_port_base + i as u16
+                };
+                driver::TcpSetup {
+                    bind: SocketAddr::new(config.media.bind_ip, port),
+                    limits: tcp_limits,
+                }
+            });
             let w = driver::spawn(
                 i as u8,
                 addr,
                 config.media.socket_buffer_bytes,
+                tcp,
                 sfu_config.clone(),
                 &announce,
                 config.limits.command_queue,
                 bus.clone(),
             )
-            .map_err(|source| StartError::Bind {
-                what: "worker UDP socket",
-                addr,
-                source,
+            .map_err(|e| match e {
+                driver::SpawnError::Udp(source) | driver::SpawnError::Other(source) => {
+                    StartError::Bind {
+                        what: "worker UDP socket",
+                        addr,
+                        source,
+                    }
+                }
+                driver::SpawnError::Tcp(source) => StartError::Bind {
+                    what: "worker TCP listener",
+                    addr: tcp.map_or(addr, |t| t.bind),
+                    source,
+                },
             })?;
             workers.push(w);
         }
         let udp_addrs: Vec<SocketAddr> = workers.iter().map(|w| w.local_addr).collect();
+        let tcp_addrs = workers.iter().filter_map(|w| w.tcp_addr).collect();
         let turn = if config.turn.enabled {
             Some(
                 turn::TurnServer::start(&config, &udp_addrs)
@@ -192,6 +223,7 @@ impl Gateway {
             handle,
             grpc_addr,
             udp_addrs,
+            tcp_addrs,
             cancel,
             server,
             threads,
@@ -224,6 +256,12 @@ impl Gateway {
     /// Where each Worker's UDP socket is bound.
     pub fn udp_addrs(&self) -> &[SocketAddr] {
         &self.udp_addrs
+    }
+
+    /// The Workers' ICE-TCP listener addresses, in Worker order (empty when `media.tcp_enabled`
+    /// is off).
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp_addrs
     }
 
     /// Graceful shutdown: refuse new Rooms and Sessions, close every Session (Peers get a DTLS

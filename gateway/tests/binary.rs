@@ -15,6 +15,7 @@ async fn runs_serves_and_stops_on_sigterm() -> anyhow::Result<()> {
         .env("SWITCHBOARD__MEDIA__PORT_BASE", "0")
         .env("SWITCHBOARD__TURN__LISTEN_UDP", "127.0.0.1:0")
         .env("SWITCHBOARD__TURN__LISTEN_TCP", "127.0.0.1:0")
+        .env("SWITCHBOARD__MEDIA__TCP_PORT_BASE", "0")
         .env("SWITCHBOARD__MEDIA__WORKERS", "2")
         .env("SWITCHBOARD__DEMO__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())

@@ -49,6 +49,15 @@ fn firefox_and_chromium_share_a_call_through_the_demo() {
 }
 
 #[test]
+fn a_chromium_page_without_udp_candidates_connects_over_ice_tcp() {
+    let _one_at_a_time = serial();
+    assert_loopback_only_namespace();
+    assert_tools();
+    let gw = start_gateway();
+    run_node("tcp-only.mjs", &[&gw.demo_url]);
+}
+
+#[test]
 fn chromium_simulcast_follows_the_layer_preference_then_shares_a_screen_and_restarts_ice() {
     let _one_at_a_time = serial();
     assert_loopback_only_namespace();

@@ -119,6 +119,31 @@ fn bad_values_are_rejected_naming_the_key() {
             "media.port_base",
         ),
         (
+            "[media]\ntcp_port_base = 65535\nworkers = 2",
+            &[],
+            "media.tcp_port_base",
+        ),
+        (
+            "[media]\ntcp_max_connections = 0",
+            &[],
+            "media.tcp_max_connections",
+        ),
+        (
+            "",
+            &[("SWITCHBOARD__MEDIA__TCP_IDLE_TIMEOUT_SECS", "0")],
+            "media.tcp_idle_timeout_secs",
+        ),
+        (
+            "[media]\ntcp_max_frame_bytes = 70000",
+            &[],
+            "media.tcp_max_frame_bytes",
+        ),
+        (
+            "[media]\ntcp_send_queue_frames = 0",
+            &[],
+            "media.tcp_send_queue_frames",
+        ),
+        (
             "[rooms]\nempty_timeout_secs = 0",
             &[],
             "rooms.empty_timeout_secs",

@@ -1,6 +1,6 @@
 //! Shared support for the black-box tests: start a real gateway on loopback, connect gRPC clients,
 //! and act as a minimal backend that relays signaling between the gateway and str0m test Peers
-//! over real UDP.
+//! over real UDP (or ICE-TCP).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -23,6 +23,7 @@ pub fn test_config() -> Config {
     let mut c = Config::default();
     c.grpc.listen = "127.0.0.1:0".parse().unwrap();
     c.media.port_base = 0;
+    c.media.tcp_port_base = 0;
     c.media.workers = 2;
     // Free ports for the embedded TURN server, so parallel tests never collide on 3478.
     c.turn.listen_udp = "127.0.0.1:0".parse().unwrap();
@@ -222,7 +223,18 @@ impl Backend {
         publish: Publish,
         channels: &[switchboard_testpeer::ChannelConfig],
     ) -> anyhow::Result<(String, Arc<UdpPeer>)> {
-        self.join_full(participant, publish, channels, false).await
+        self.join_full(participant, publish, channels, false, false)
+            .await
+    }
+
+    /// Like [`Backend::join`] with a TCP-only Peer ([`UdpPeer::tcp_only`]): its only candidate is
+    /// an active TCP one, so it connects over ICE-TCP or not at all.
+    pub async fn join_tcp(
+        &self,
+        participant: &str,
+        publish: Publish,
+    ) -> anyhow::Result<(String, Arc<UdpPeer>)> {
+        self.join_full(participant, publish, &[], false, true).await
     }
 
     /// Joins with manual subscription: the Session receives only what `Subscribe` asks for.
@@ -231,7 +243,7 @@ impl Backend {
         participant: &str,
         publish: Publish,
     ) -> anyhow::Result<(String, Arc<UdpPeer>)> {
-        self.join_full(participant, publish, &[], true).await
+        self.join_full(participant, publish, &[], true, false).await
     }
 
     async fn join_full(
@@ -240,6 +252,7 @@ impl Backend {
         publish: Publish,
         channels: &[switchboard_testpeer::ChannelConfig],
         manual_subscribe: bool,
+        tcp_only: bool,
     ) -> anyhow::Result<(String, Arc<UdpPeer>)> {
         let s = self
             .clients
@@ -256,7 +269,12 @@ impl Backend {
             .into_inner()
             .session
             .context("session")?;
-        let peer = Arc::new(UdpPeer::bind(self.peer_ip).await?);
+        let ip = self.peer_ip;
+        let peer = Arc::new(if tcp_only {
+            UdpPeer::tcp_only(ip)
+        } else {
+            UdpPeer::bind(ip).await?
+        });
         self.peers
             .lock()
             .unwrap()

@@ -10,7 +10,7 @@ use str0m::format::Codec;
 use str0m::media::{
     Direction, Frequency, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
 };
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcError};
 
 /// What a Peer publishes.
@@ -91,8 +91,11 @@ pub struct PeerStats {
 pub struct PeerCore {
     /// The str0m instance.
     pub rtc: Rtc,
-    /// The local address (must be the destination of datagrams handed in).
+    /// The local address (must be the destination of datagrams handed in). For a TCP-only Peer
+    /// it is its active candidate, `ip:9` (RFC 6544); the real port is the connection's.
     pub addr: SocketAddr,
+    /// UDP, or TCP for a TCP-only Peer (every datagram is then a frame on a TCP connection).
+    pub proto: Protocol,
     /// Datagrams to send: (source, destination, bytes).
     pub outbox: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     /// Counters.
@@ -126,15 +129,34 @@ const VP8_DELTA_HEADER: [u8; 3] = [0x11, 0x02, 0x00];
 impl PeerCore {
     /// A Peer at `addr` (a host candidate; datagrams to it must carry it as destination).
     pub fn new(now: Instant, addr: SocketAddr) -> Self {
+        // A loopback or test address is a valid host candidate for str0m.
+        let c = Candidate::host(addr, "udp").expect("a usable host address");
+        Self::with_candidate(now, c, Protocol::Udp)
+    }
+
+    /// A Peer that has only an active TCP host candidate on `ip` (RFC 6544: port 9), like a
+    /// browser whose UDP is blocked: it connects over ICE-TCP to the gateway's passive TCP
+    /// candidates or not at all. Its driver opens the TCP connections (see `outbox`).
+    pub fn new_tcp_active(now: Instant, ip: std::net::IpAddr) -> Self {
+        let c = Candidate::builder()
+            .tcp()
+            .host(SocketAddr::new(ip, 9))
+            .tcptype(TcpType::Active)
+            .build()
+            .expect("a usable host address");
+        Self::with_candidate(now, c, Protocol::Tcp)
+    }
+
+    fn with_candidate(now: Instant, c: Candidate, proto: Protocol) -> Self {
         let mut rtc = Rtc::builder()
             .set_stats_interval(Some(Duration::from_secs(1)))
             .build(now);
-        // A loopback or test address is a valid host candidate for str0m.
-        let c = Candidate::host(addr, "udp").expect("a usable host address");
+        let addr = c.addr();
         rtc.add_local_candidate(c);
         Self {
             rtc,
             addr,
+            proto,
             outbox: VecDeque::new(),
             stats: PeerStats::default(),
             timeout: now,
@@ -308,7 +330,7 @@ impl PeerCore {
 
     /// Handles one datagram addressed to this Peer.
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, buf: &[u8]) {
-        let Ok(r) = Receive::new(Protocol::Udp, source, self.addr, buf) else {
+        let Ok(r) = Receive::new(self.proto, source, self.addr, buf) else {
             return;
         };
         let input = Input::Receive(now, r);

@@ -1,14 +1,17 @@
 //! A str0m-based WebRTC Peer for Switchboard's tests and load generators.
 //!
 //! [`PeerCore`] is sans-IO (time and datagrams in, datagrams out), so the core's in-process tests
-//! drive it over a simulated network; [`UdpPeer`] drives one over a real UDP socket on a tokio task.
+//! drive it over a simulated network; [`UdpPeer`] drives one over a real UDP socket on a tokio task,
+//! or, TCP-only ([`UdpPeer::tcp_only`]), over ICE-TCP connections with RFC 4571 framing.
 //! A Peer is a full-ICE offerer like a browser: it can publish one audio and one video track (fake
 //! Opus and VP8 frames: key frames on request), open a data channel, answer the gateway's
 //! renegotiation offers, and it counts what it receives per Track id.
 
 mod core;
+mod tcp;
 mod udp;
 
 pub use crate::core::{PeerCore, PeerStats, Publish, Received, SIMULCAST_FRAME_BYTES, TrackStats};
-pub use crate::udp::UdpPeer;
+pub use crate::udp::{TcpStats, UdpPeer};
 pub use str0m::channel::{ChannelConfig, Reliability};
+pub use str0m::net::Protocol;

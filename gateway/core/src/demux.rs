@@ -1,10 +1,15 @@
-//! Demultiplexing: which Session a datagram from the Worker's socket belongs to.
+//! Demultiplexing: which Session a datagram from the Worker's UDP socket, or a frame from one of its
+//! TCP connections, belongs to.
 //!
-//! Owns the two indexes (remote address, then local ICE ufrag) and the tiny STUN parser that reads
-//! the USERNAME attribute. It must never scan Sessions and never panic on any input bytes.
+//! Owns the two indexes (transport and remote address, then local ICE ufrag) and the tiny STUN
+//! parser that reads the USERNAME attribute. The Worker's local address is the same for every
+//! entry of a transport, so (transport, remote address) is the 5-tuple. It must never scan
+//! Sessions and never panic on any input bytes.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+
+use crate::model::Transport;
 
 /// Key of a Session inside one [`crate::Sfu`].
 pub(crate) type SessionKey = u64;
@@ -13,7 +18,7 @@ pub(crate) type SessionKey = u64;
 /// so they use the default SipHash (resistant to hash flooding).
 #[derive(Debug, Default)]
 pub(crate) struct Demux {
-    by_addr: HashMap<SocketAddr, SessionKey>,
+    by_addr: HashMap<(Transport, SocketAddr), SessionKey>,
     by_ufrag: HashMap<String, SessionKey>,
 }
 
@@ -22,12 +27,22 @@ impl Demux {
         self.by_ufrag.insert(ufrag, key);
     }
 
-    pub(crate) fn insert_addr(&mut self, addr: SocketAddr, key: SessionKey) {
+    pub(crate) fn insert_addr(&mut self, addr: (Transport, SocketAddr), key: SessionKey) {
         self.by_addr.insert(addr, key);
     }
 
+    /// Removes one remote address (a TCP connection that closed); returns its Session.
+    pub(crate) fn remove_addr(&mut self, addr: (Transport, SocketAddr)) -> Option<SessionKey> {
+        self.by_addr.remove(&addr)
+    }
+
     /// Removes every entry of a Session.
-    pub(crate) fn remove(&mut self, ufrag: &str, addrs: &[SocketAddr], key: SessionKey) {
+    pub(crate) fn remove(
+        &mut self,
+        ufrag: &str,
+        addrs: &[(Transport, SocketAddr)],
+        key: SessionKey,
+    ) {
         if self.by_ufrag.get(ufrag) == Some(&key) {
             self.by_ufrag.remove(ufrag);
         }
@@ -40,8 +55,13 @@ impl Demux {
 
     /// Finds the Session for a datagram: by source address, else (for a STUN request) by the local
     /// ufrag in its USERNAME. The caller confirms with `Rtc::accepts`.
-    pub(crate) fn route(&self, source: SocketAddr, buf: &[u8]) -> Option<(SessionKey, bool)> {
-        if let Some(k) = self.by_addr.get(&source) {
+    pub(crate) fn route(
+        &self,
+        transport: Transport,
+        source: SocketAddr,
+        buf: &[u8],
+    ) -> Option<(SessionKey, bool)> {
+        if let Some(k) = self.by_addr.get(&(transport, source)) {
             return Some((*k, false));
         }
         let ufrag = stun_local_ufrag(buf)?;
@@ -132,13 +152,27 @@ mod tests {
     fn routes_by_address_first_then_ufrag_and_forgets_on_remove() {
         let mut d = Demux::default();
         let a: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        let udp = (Transport::Udp, a);
         d.insert_ufrag("ours".into(), 1);
         let m = stun_with_username(b"ours:theirs");
-        assert_eq!(d.route(a, &m), Some((1, true)));
-        d.insert_addr(a, 1);
-        assert_eq!(d.route(a, b"rtp"), Some((1, false)));
-        d.remove("ours", &[a], 1);
-        assert_eq!(d.route(a, &m), None);
+        assert_eq!(d.route(Transport::Udp, a, &m), Some((1, true)));
+        d.insert_addr(udp, 1);
+        assert_eq!(d.route(Transport::Udp, a, b"rtp"), Some((1, false)));
+        d.remove("ours", &[udp], 1);
+        assert_eq!(d.route(Transport::Udp, a, &m), None);
         assert_eq!(d.len(), (0, 0));
+    }
+
+    #[test]
+    fn the_transport_is_part_of_the_address_key() {
+        let mut d = Demux::default();
+        let a: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        d.insert_addr((Transport::Udp, a), 1);
+        d.insert_addr((Transport::Tcp, a), 2);
+        assert_eq!(d.route(Transport::Udp, a, b"rtp"), Some((1, false)));
+        assert_eq!(d.route(Transport::Tcp, a, b"rtp"), Some((2, false)));
+        assert_eq!(d.remove_addr((Transport::Tcp, a)), Some(2));
+        assert_eq!(d.route(Transport::Tcp, a, b"rtp"), None);
+        assert_eq!(d.route(Transport::Udp, a, b"rtp"), Some((1, false)));
     }
 }

@@ -9,6 +9,7 @@
 //!
 //! # Driving loop
 //! 1. Feed one input: a control call (`create_room`, `apply_offer`, …), [`Sfu::handle_datagram`]
+//!    (a UDP datagram or a TCP frame, tagged with its [`Transport`]), [`Sfu::handle_tcp_closed`]
 //!    or [`Sfu::handle_timeout`].
 //! 2. Call [`Sfu::poll_output`] until it returns [`Output::Timeout`]: send each
 //!    [`Output::Transmit`], publish each [`Output::Event`].

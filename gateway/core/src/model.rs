@@ -324,9 +324,21 @@ pub struct SfuEvent {
     pub kind: EventKind,
 }
 
+/// How a datagram travels between a Peer and the Worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// A UDP datagram on the Worker's socket.
+    Udp,
+    /// One RFC 4571 frame on a TCP connection the Peer opened to the Worker's TCP listener (ICE-TCP,
+    /// RFC 6544). The connection is identified by the Peer's address (its `source`/`destination`).
+    Tcp,
+}
+
 /// A datagram for the driver to send.
 #[derive(Debug)]
 pub struct Transmit {
+    /// UDP, or a frame on the TCP connection whose remote address is `destination`.
+    pub transport: Transport,
     /// Local address to send from (one of the Worker's announced addresses).
     pub source: SocketAddr,
     /// The Peer's address.

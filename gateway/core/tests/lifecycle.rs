@@ -223,6 +223,7 @@ fn garbage_datagrams_are_dropped_and_counted_never_fatal() {
         net.sfu.handle_datagram(
             net.now,
             Datagram {
+                transport: Transport::Udp,
                 source,
                 destination: dst,
                 contents: &buf,

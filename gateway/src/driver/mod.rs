@@ -1,27 +1,40 @@
-//! The driver: Worker threads, each owning one UDP socket, one timer and one [`Sfu`]. It does all
-//! IO and no protocol decisions.
+//! The driver: Worker threads, each owning one UDP socket, one TCP listener (ICE-TCP, see
+//! [`tcp`]), one timer and one [`Sfu`]. It does all IO and no protocol decisions.
 //!
 //! # The Worker loop
-//! 1. Drain [`Sfu::poll_output`] to `Timeout`: send each datagram (dropped if the socket buffer is
-//!    full, as a network would), publish each event.
-//! 2. Wait for the first of: a command from the API layer, a readable socket, the timeout.
-//! 3. A command runs against the `Sfu` and answers through its one-shot channel. A readable socket
-//!    is drained up to [`IO_LOOP_BOUND`] datagrams, each handed to the `Sfu`. A timeout calls
+//! 1. Drain [`Sfu::poll_output`] to `Timeout`: send each datagram (UDP: dropped if the socket
+//!    buffer is full, as a network would; TCP: queued on its connection, dropped if that queue is
+//!    full), publish each event.
+//! 2. Wait for the first of: a command from the API layer, frames from TCP connections, a readable
+//!    socket, a new TCP connection, the idle sweep, the timeout.
+//! 3. A command runs against the `Sfu` and answers through its one-shot channel. TCP frames and
+//!    UDP datagrams are each drained up to [`IO_LOOP_BOUND`] and handed to the `Sfu`. A new
+//!    connection is taken (or closed when the Worker has `tcp_max_connections`). The sweep closes
+//!    connections idle for `tcp_idle_timeout_secs`; every closed connection is reported with
+//!    [`Sfu::handle_tcp_closed`]. A timeout, or a deadline already past, calls
 //!    [`Sfu::handle_timeout`]. Go to 1.
+//!
+//! Only the loop touches the `Sfu`; the TCP reader and writer tasks run on the same thread and
+//! exchange frames with it through queues.
 //!
 //! The API layer reaches a Worker only through a bounded queue ([`WorkerHandle`]); a full queue
 //! is reported, never waited on.
 
-use std::io;
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
-use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+mod tcp;
 
-use switchboard_core::{Datagram, Output, Sfu, SfuConfig};
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use switchboard_core::{Datagram, Output, Sfu, SfuConfig, Transport};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::events::{EventBody, EventBus};
+
+pub(crate) use tcp::TcpLimits;
+use tcp::{ConnEvent, TcpSide};
 
 /// Most datagrams read in one go before the loop looks at commands and timers again, so a flood
 /// cannot starve the control plane.
@@ -89,30 +102,66 @@ impl WorkerHandle {
 pub(crate) struct Worker {
     pub(crate) handle: WorkerHandle,
     pub(crate) local_addr: SocketAddr,
+    /// The TCP listener's address, when ICE-TCP is enabled.
+    pub(crate) tcp_addr: Option<SocketAddr>,
     pub(crate) thread: std::thread::JoinHandle<()>,
 }
 
-/// Binds a socket and starts a Worker thread around a new `Sfu`.
+/// Where and how a Worker listens for ICE-TCP.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TcpSetup {
+    pub(crate) bind: SocketAddr,
+    pub(crate) limits: TcpLimits,
+}
+
+/// Which of a Worker's sockets failed to bind.
+#[derive(Debug)]
+pub(crate) enum SpawnError {
+    Udp(io::Error),
+    Tcp(io::Error),
+    Other(io::Error),
+}
+
+/// Binds the sockets and starts a Worker thread around a new `Sfu`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn(
     index: u8,
     bind: SocketAddr,
     buffer_bytes: usize,
+    tcp: Option<TcpSetup>,
     mut sfu_config: SfuConfig,
     announce: &[std::net::IpAddr],
     queue: usize,
     bus: Arc<EventBus>,
-) -> io::Result<Worker> {
-    let socket = bind_udp(bind, buffer_bytes)?;
-    let local_addr = socket.local_addr()?;
+) -> Result<Worker, SpawnError> {
+    let socket = bind_udp(bind, buffer_bytes).map_err(SpawnError::Udp)?;
+    let local_addr = socket.local_addr().map_err(SpawnError::Udp)?;
+    let listener = match tcp {
+        Some(t) => Some((bind_tcp(t.bind).map_err(SpawnError::Tcp)?, t.limits)),
+        None => None,
+    };
+    let tcp_addr = match &listener {
+        Some((l, _)) => Some(l.local_addr().map_err(SpawnError::Tcp)?),
+        None => None,
+    };
     sfu_config.worker = index;
     sfu_config.candidate_addrs = announce
         .iter()
         .map(|ip| SocketAddr::new(*ip, local_addr.port()))
         .collect();
+    sfu_config.tcp_candidate_addrs = match tcp_addr {
+        Some(a) => announce
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, a.port()))
+            .collect(),
+        None => Vec::new(),
+    };
     let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
-    let sfu = Sfu::new(Instant::now(), sfu_config, seed)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    getrandom::getrandom(&mut seed)
+        .map_err(|e| SpawnError::Other(io::Error::other(e.to_string())))?;
+    let sfu = Sfu::new(Instant::now(), sfu_config, seed).map_err(|e| {
+        SpawnError::Other(io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
+    })?;
     let (tx, rx) = mpsc::channel(queue);
     let thread = std::thread::Builder::new()
         .name(format!("sb-worker-{index}"))
@@ -121,13 +170,26 @@ pub(crate) fn spawn(
                 .enable_all()
                 .build()
                 .expect("a current-thread runtime with IO and timers builds");
-            rt.block_on(run(socket, sfu, rx, bus, index));
-        })?;
+            rt.block_on(run(socket, listener, sfu, rx, bus, index));
+        })
+        .map_err(SpawnError::Other)?;
     Ok(Worker {
         handle: WorkerHandle { tx },
         local_addr,
+        tcp_addr,
         thread,
     })
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<StdTcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // A restarted gateway can listen again while old connections are in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> io::Result<StdUdpSocket> {
@@ -144,6 +206,7 @@ fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> io::Result<StdUdpSocket> {
 
 async fn run(
     socket: StdUdpSocket,
+    listener: Option<(StdTcpListener, TcpLimits)>,
     mut sfu: Sfu,
     mut rx: mpsc::Receiver<WorkerMsg>,
     bus: Arc<EventBus>,
@@ -156,12 +219,32 @@ async fn run(
             return;
         }
     };
+    let (mut tcp, listener, mut tcp_events) =
+        match listener.map(|(l, limits)| TcpSide::new(l, limits)) {
+            None => (None, None, None),
+            Some(Ok((side, w))) => (Some(side), Some(w.listener), Some(w.events)),
+            Some(Err(e)) => {
+                tracing::error!(worker = index, error = %e, "cannot register the TCP listener");
+                return;
+            }
+        };
     let local = socket.local_addr().ok();
     let candidates = sfu.config().candidate_addrs.clone();
+    let tcp_candidates = sfu.config().tcp_candidate_addrs.clone();
+    let sweep_every = tcp
+        .as_ref()
+        .map_or(Duration::from_secs(3600), TcpSide::sweep_interval);
+    let mut next_sweep = Instant::now() + sweep_every;
     let mut buf = vec![0u8; MAX_DATAGRAM_BYTES];
-    let mut send_drops: u64 = 0;
+    let mut udp_drops: u64 = 0;
     loop {
-        let deadline = flush(&mut sfu, &socket, &bus, &mut send_drops);
+        let mut deadline = flush(&mut sfu, &socket, tcp.as_mut(), &bus, &mut udp_drops);
+        // Under constant input the timer branch below may never win the select: run it here.
+        let now = Instant::now();
+        if deadline <= now {
+            sfu.handle_timeout(now);
+            deadline = flush(&mut sfu, &socket, tcp.as_mut(), &bus, &mut udp_drops);
+        }
         tokio::select! {
             biased;
             msg = rx.recv() => match msg {
@@ -169,17 +252,36 @@ async fn run(
                     let reply = job(&mut sfu, Instant::now(), SystemTime::now());
                     // Publish the command's events before answering: when a call returns, its
                     // events are already in every event stream.
-                    flush(&mut sfu, &socket, &bus, &mut send_drops);
+                    flush(&mut sfu, &socket, tcp.as_mut(), &bus, &mut udp_drops);
                     reply();
                 }
                 Some(WorkerMsg::Shutdown(done)) => {
                     sfu.shutdown(Instant::now());
-                    flush(&mut sfu, &socket, &bus, &mut send_drops);
+                    flush(&mut sfu, &socket, tcp.as_mut(), &bus, &mut udp_drops);
                     let _ = done.send(());
                     break;
                 }
                 None => break,
             },
+            ev = async {
+                match tcp_events.as_mut() {
+                    Some(e) => e.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let (Some(side), Some(events)) = (tcp.as_mut(), tcp_events.as_mut()) else {
+                    continue;
+                };
+                let mut next = ev;
+                let mut n = 0;
+                while let Some(ev) = next.take() {
+                    on_tcp_event(&mut sfu, side, ev, &tcp_candidates);
+                    n += 1;
+                    if n < IO_LOOP_BOUND {
+                        next = events.try_recv().ok();
+                    }
+                }
+            }
             r = socket.readable() => {
                 if r.is_err() {
                     continue;
@@ -188,7 +290,12 @@ async fn run(
                     match socket.try_recv_from(&mut buf) {
                         Ok((n, source)) => {
                             let destination = destination_for(source, local, &candidates);
-                            let d = Datagram { source, destination, contents: &buf[..n] };
+                            let d = Datagram {
+                                transport: Transport::Udp,
+                                source,
+                                destination,
+                                contents: &buf[..n],
+                            };
                             sfu.handle_datagram(Instant::now(), d);
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -198,10 +305,63 @@ async fn run(
                     }
                 }
             }
+            r = async {
+                match &listener {
+                    Some(l) => l.accept().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let (Ok((stream, remote)), Some(side)) = (r, tcp.as_mut()) {
+                    side.on_accept(stream, remote, Instant::now());
+                }
+            }
+            _ = tokio::time::sleep_until(next_sweep.into()) => {
+                let now = Instant::now();
+                next_sweep = now + sweep_every;
+                if let Some(side) = tcp.as_mut() {
+                    for remote in side.sweep_idle(now) {
+                        sfu.handle_tcp_closed(now, remote);
+                    }
+                }
+            }
             _ = tokio::time::sleep_until(deadline.into()) => sfu.handle_timeout(Instant::now()),
         }
     }
-    tracing::debug!(worker = index, send_drops, counters = ?sfu.counters(), "worker stopped");
+    tracing::debug!(
+        worker = index,
+        udp_drops,
+        tcp = ?tcp.as_ref().map(|t| t.counters),
+        counters = ?sfu.counters(),
+        "worker stopped"
+    );
+}
+
+/// Hands one TCP frame to the `Sfu`, or tells it that a connection ended.
+fn on_tcp_event(sfu: &mut Sfu, side: &mut TcpSide, ev: ConnEvent, candidates: &[SocketAddr]) {
+    let now = Instant::now();
+    match ev {
+        ConnEvent::Frame { id, remote, bytes } => {
+            if !side.is_current(id, remote) {
+                return;
+            }
+            side.counters.frames_in += 1;
+            let d = Datagram {
+                transport: Transport::Tcp,
+                source: remote,
+                destination: destination_for(remote, None, candidates),
+                contents: &bytes,
+            };
+            if sfu.handle_datagram(now, d) {
+                side.mark_valid(remote, now);
+            }
+        }
+        ConnEvent::Ended { id, remote, why } => {
+            if side.on_ended(id, remote, why) {
+                tracing::debug!(%remote, ?why, "TCP connection ended");
+                sfu.handle_tcp_closed(now, remote);
+            }
+        }
+    }
 }
 
 /// The local address str0m must see as the destination: the announced candidate of the source's
@@ -221,14 +381,25 @@ fn destination_for(
 }
 
 /// Runs step 1 of the loop; returns the instant of the next timeout.
-fn flush(sfu: &mut Sfu, socket: &UdpSocket, bus: &EventBus, drops: &mut u64) -> Instant {
+fn flush(
+    sfu: &mut Sfu,
+    socket: &UdpSocket,
+    mut tcp: Option<&mut TcpSide>,
+    bus: &EventBus,
+    udp_drops: &mut u64,
+) -> Instant {
     loop {
         match sfu.poll_output() {
-            Output::Transmit(t) => {
-                if socket.try_send_to(&t.contents, t.destination).is_err() {
-                    *drops += 1;
+            Output::Transmit(t) => match (t.transport, tcp.as_deref_mut()) {
+                (Transport::Udp, _) => {
+                    if socket.try_send_to(&t.contents, t.destination).is_err() {
+                        *udp_drops += 1;
+                    }
                 }
-            }
+                (Transport::Tcp, Some(side)) => side.send(t.destination, t.contents),
+                // No TCP candidates were announced, so str0m never picks a TCP pair.
+                (Transport::Tcp, None) => {}
+            },
             Output::Event(e) => bus.publish(EventBody::Sfu(e)),
             Output::Timeout(t) => return t,
         }

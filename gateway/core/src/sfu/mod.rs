@@ -21,9 +21,9 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::ice::IceCreds;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
+use str0m::{Candidate, CandidateKind, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
 
 use crate::demux::{Demux, SessionKey};
 use crate::error::CoreError;
@@ -47,9 +47,12 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct SfuConfig {
     /// Index of the Worker that owns this core (embedded in Session ids).
     pub worker: u8,
-    /// The addresses announced as host candidates. Datagrams must arrive with one of these as
-    /// their destination.
+    /// The addresses announced as UDP host candidates. UDP datagrams must arrive with one of
+    /// these as their destination.
     pub candidate_addrs: Vec<SocketAddr>,
+    /// The addresses announced as passive TCP host candidates (RFC 6544; empty: no ICE-TCP). TCP
+    /// frames must arrive with one of these as their destination.
+    pub tcp_candidate_addrs: Vec<SocketAddr>,
     /// Room size when the backend does not choose one.
     pub default_max_sessions: u32,
     /// Upper bound for a Room's `max_sessions`.
@@ -86,6 +89,7 @@ impl Default for SfuConfig {
         Self {
             worker: 0,
             candidate_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 40000))],
+            tcp_candidate_addrs: Vec::new(),
             default_max_sessions: 100,
             max_sessions_limit: 1000,
             default_empty_timeout: Duration::from_secs(300),
@@ -104,12 +108,14 @@ impl Default for SfuConfig {
     }
 }
 
-/// One datagram received on the Worker's socket.
+/// One datagram received on the Worker's UDP socket, or one frame received on a TCP connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Datagram<'a> {
+    /// UDP, or TCP (then `source` is the remote address of the connection it came on).
+    pub transport: Transport,
     /// The Peer's address.
     pub source: SocketAddr,
-    /// The local address it arrived on (must be an announced candidate address).
+    /// The local address it arrived on (must be an announced candidate address of `transport`).
     pub destination: SocketAddr,
     /// The bytes.
     pub contents: &'a [u8],
@@ -267,7 +273,7 @@ struct Session {
     state: SessionState,
     rtc: Rtc,
     ufrag: String,
-    addrs: Vec<SocketAddr>,
+    addrs: Vec<(Transport, SocketAddr)>,
     rtc_timeout: Instant,
     timer: Option<Instant>,
     connect_deadline: Option<Instant>,
@@ -325,6 +331,12 @@ impl Sfu {
         for a in &config.candidate_addrs {
             Candidate::host(*a, "udp").map_err(|e| CoreError::InvalidArgument {
                 field: "candidate_addrs",
+                reason: format!("{a}: {e}"),
+            })?;
+        }
+        for a in &config.tcp_candidate_addrs {
+            tcp_passive_candidate(*a).map_err(|e| CoreError::InvalidArgument {
+                field: "tcp_candidate_addrs",
                 reason: format!("{a}: {e}"),
             })?;
         }
@@ -581,6 +593,11 @@ impl Sfu {
             let c = Candidate::host(*a, "udp").expect("validated in Sfu::new");
             rtc.add_local_candidate(c);
         }
+        for a in &self.config.tcp_candidate_addrs {
+            // Validated in Sfu::new likewise.
+            let c = tcp_passive_candidate(*a).expect("validated in Sfu::new");
+            rtc.add_local_candidate(c);
+        }
         let key = self.key();
         let connect_deadline = now + self.config.connect_timeout;
         let session = Session {
@@ -686,6 +703,7 @@ impl Sfu {
     ) -> Result<String, CoreError> {
         self.now = now;
         let key = self.session_key(id)?;
+        let sdp = &*without_tcp_candidates(sdp);
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| CoreError::InvalidArgument {
             field: "sdp",
             reason: format!("not a valid SDP offer: {e}"),
@@ -756,6 +774,7 @@ impl Sfu {
                 reason: "must not be empty".into(),
             });
         }
+        let sdp = &*without_tcp_candidates(sdp);
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| CoreError::InvalidArgument {
             field: "sdp",
             reason: format!("not a valid SDP answer: {e}"),
@@ -840,6 +859,10 @@ impl Sfu {
             field: "candidate",
             reason: format!("not a valid ICE candidate: {e}"),
         })?;
+        if c.proto() != Protocol::Udp {
+            // See `without_tcp_candidates`: ICE-TCP pairs are learned from the connection.
+            return Ok(());
+        }
         let s = self.sessions.get_mut(&key).expect("key from index");
         let res = catch_unwind(AssertUnwindSafe(|| {
             check_fault(s);
@@ -1093,32 +1116,39 @@ impl Sfu {
 // === impl Sfu: network and time ===
 
 impl Sfu {
-    /// Handles one datagram from the Worker's socket. Garbage is dropped and counted; this never
-    /// fails and never panics.
-    pub fn handle_datagram(&mut self, now: Instant, d: Datagram<'_>) {
+    /// Handles one datagram from the Worker's UDP socket or one frame from a TCP connection.
+    /// Garbage is dropped and counted; this never fails and never panics. Returns whether the
+    /// bytes reached a Session that accepted them (the driver keeps a TCP connection alive only
+    /// while it carries such traffic).
+    pub fn handle_datagram(&mut self, now: Instant, d: Datagram<'_>) -> bool {
         self.now = now;
-        let Some((key, via_ufrag)) = self.demux.route(d.source, d.contents) else {
+        let Some((key, via_ufrag)) = self.demux.route(d.transport, d.source, d.contents) else {
             self.counters.datagrams_unrouted += 1;
-            return;
+            return false;
         };
-        let Ok(recv) = Receive::new(Protocol::Udp, d.source, d.destination, d.contents) else {
+        let proto = match d.transport {
+            Transport::Udp => Protocol::Udp,
+            Transport::Tcp => Protocol::Tcp,
+        };
+        let Ok(recv) = Receive::new(proto, d.source, d.destination, d.contents) else {
             self.counters.datagrams_rejected += 1;
-            return;
+            return false;
         };
         let input = Input::Receive(now, recv);
         let Some(s) = self.sessions.get_mut(&key) else {
             self.counters.datagrams_unrouted += 1;
-            return;
+            return false;
         };
         if via_ufrag {
             // The ufrag is public (it is in the SDP): str0m checks the message integrity.
             if !s.rtc.accepts(&input) {
                 self.counters.datagrams_rejected += 1;
-                return;
+                return false;
             }
-            if s.addrs.len() < MAX_ADDRS_PER_SESSION && !s.addrs.contains(&d.source) {
-                s.addrs.push(d.source);
-                self.demux.insert_addr(d.source, key);
+            let addr = (d.transport, d.source);
+            if s.addrs.len() < MAX_ADDRS_PER_SESSION && !s.addrs.contains(&addr) {
+                s.addrs.push(addr);
+                self.demux.insert_addr(addr, key);
             }
         }
         let res = catch_unwind(AssertUnwindSafe(|| {
@@ -1126,15 +1156,67 @@ impl Sfu {
             s.rtc.handle_input(input)
         }));
         match res {
-            Err(_) => self.fail(key),
+            Err(_) => {
+                self.fail(key);
+                false
+            }
             Ok(Err(e)) => {
                 self.counters.datagrams_rejected += 1;
                 tracing::trace!(session = %s.id, error = %e, "datagram rejected");
                 self.drive(key);
+                false
             }
             // In RTP mode str0m holds one received packet until the next poll: drain now, before
             // the next datagram. Subscribers written to are only marked dirty and drained once
             // per batch (see `poll_output`).
+            Ok(Ok(())) => {
+                self.drive(key);
+                true
+            }
+        }
+    }
+
+    /// The TCP connection from `remote` closed (the Peer hung up, or the driver closed it). Its
+    /// Session, if any, forgets the address and drops the ICE pairs that used it: with no other
+    /// working pair it becomes Disconnected and closes after the disconnect grace unless the Peer
+    /// comes back (a new connection, UDP, an ICE restart).
+    pub fn handle_tcp_closed(&mut self, now: Instant, remote: SocketAddr) {
+        self.now = now;
+        let addr = (Transport::Tcp, remote);
+        let Some(key) = self.demux.remove_addr(addr) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        s.addrs.retain(|a| *a != addr);
+        // The remote side of an ICE-TCP connection is always peer-reflexive for us: active
+        // candidates carry port 9 (RFC 6544), so the pair was learned from the first STUN
+        // request on the connection. This matches it field by field (str0m compares the
+        // address, base, related address, kind and protocol).
+        let prflx = Candidate::from_parts(
+            String::new(),
+            1,
+            Protocol::Tcp,
+            0,
+            remote,
+            CandidateKind::PeerReflexive,
+            None,
+            None,
+            None,
+        );
+        let res = catch_unwind(AssertUnwindSafe(|| {
+            check_fault(s);
+            s.rtc.direct_api().invalidate_candidate(&prflx);
+            // Lets the ICE agent re-evaluate its state now rather than at its next timeout.
+            s.rtc.handle_input(Input::Timeout(now))
+        }));
+        match res {
+            Err(_) => self.fail(key),
+            Ok(Err(e)) => {
+                tracing::debug!(session = %s.id, error = %e, "timeout after a TCP close failed");
+                self.drive(key);
+            }
             Ok(Ok(())) => self.drive(key),
         }
     }
@@ -1260,6 +1342,7 @@ impl Sfu {
                         return Ok(());
                     }
                     RtcOutput::Transmit(t) => transmits.push_back(Transmit {
+                        transport: transport_of(t.proto),
                         source: t.source,
                         destination: t.destination,
                         contents: t.contents.into(),
@@ -2073,6 +2156,7 @@ impl Sfu {
                 for _ in 0..64 {
                     match s.rtc.poll_output() {
                         Ok(RtcOutput::Transmit(t)) => transmits.push_back(Transmit {
+                            transport: transport_of(t.proto),
                             source: t.source,
                             destination: t.destination,
                             contents: t.contents.into(),
@@ -2162,4 +2246,48 @@ fn check_fault(s: &Session) {
     if s.fault {
         panic!("injected fault in session {}", s.id);
     }
+}
+
+/// A passive TCP host candidate (RFC 6544): the Peer connects to it.
+fn tcp_passive_candidate(addr: SocketAddr) -> Result<Candidate, str0m::error::IceError> {
+    Candidate::builder()
+        .tcp()
+        .host(addr)
+        .tcptype(TcpType::Passive)
+        .build()
+}
+
+/// The transport of a str0m transmit. Only UDP and plain TCP candidates are ever added locally,
+/// so str0m never picks another protocol; were it to, TCP framing is the only other path.
+fn transport_of(proto: Protocol) -> Transport {
+    match proto {
+        Protocol::Udp => Transport::Udp,
+        Protocol::Tcp | Protocol::SslTcp | Protocol::Tls => Transport::Tcp,
+    }
+}
+
+/// The SDP without the Peer's TCP candidates. The core is ICE-lite and only passive on TCP: it
+/// never connects to a Peer, so its TCP pairs are always learned from the first STUN request on a
+/// connection the Peer opened (a peer-reflexive candidate). A TCP candidate from the SDP (an active
+/// one has port 9) would only make a pair that never sees a request, which str0m's ICE-lite agent
+/// keeps "still possible" forever, so a Session whose connection closed would never become
+/// Disconnected.
+fn without_tcp_candidates(sdp: &str) -> std::borrow::Cow<'_, str> {
+    let is_tcp_candidate = |line: &str| {
+        line.strip_prefix("a=candidate:").is_some_and(|rest| {
+            rest.split_whitespace()
+                .nth(2)
+                .is_some_and(|t| !t.eq_ignore_ascii_case("udp"))
+        })
+    };
+    if !sdp.lines().any(is_tcp_candidate) {
+        return sdp.into();
+    }
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        if !is_tcp_candidate(line.trim_end()) {
+            out.push_str(line);
+        }
+    }
+    out.into()
 }

@@ -10,9 +10,16 @@ use switchboard_core::*;
 use switchboard_testpeer::{PeerCore, Publish};
 
 pub const SFU_ADDR: &str = "192.0.2.1:4000";
+/// The core's passive TCP candidate in [`tcp_config`].
+pub const SFU_TCP_ADDR: &str = "192.0.2.1:4443";
 
 pub struct TestPeer {
     pub core: PeerCore,
+    /// How the Peer's datagrams reach the core.
+    pub transport: Transport,
+    /// The Peer's address as the core sees it: its host candidate over UDP, the (simulated)
+    /// connection's source address over TCP.
+    pub wire: SocketAddr,
     pub session: SessionId,
     pub participant: String,
     /// Answer the gateway's offers automatically.
@@ -45,6 +52,14 @@ pub fn config() -> SfuConfig {
     SfuConfig {
         candidate_addrs: vec![SFU_ADDR.parse().unwrap()],
         ..SfuConfig::default()
+    }
+}
+
+/// [`config`] plus a passive TCP candidate (ICE-TCP).
+pub fn tcp_config() -> SfuConfig {
+    SfuConfig {
+        tcp_candidate_addrs: vec![SFU_TCP_ADDR.parse().unwrap()],
+        ..config()
     }
 }
 
@@ -139,12 +154,64 @@ impl Net {
     ) -> usize {
         let addr: SocketAddr = format!("192.0.2.{}:5000", self.next_ip).parse().unwrap();
         self.next_ip += 1;
-        let mut core = PeerCore::new(self.now, addr);
+        let core = PeerCore::new(self.now, addr);
+        self.negotiate(
+            core,
+            Transport::Udp,
+            addr,
+            session,
+            participant,
+            publish,
+            channels,
+        )
+    }
+
+    /// Creates a Session and a TCP-only Peer (an active TCP candidate only) whose traffic reaches
+    /// the core as frames of one simulated TCP connection from `ip:5000`.
+    pub fn join_tcp(&mut self, room: &RoomId, participant: &str, publish: Publish) -> usize {
+        let session = self.session(room, participant);
+        let ip: std::net::IpAddr = format!("192.0.2.{}", self.next_ip).parse().unwrap();
+        self.next_ip += 1;
+        let core = PeerCore::new_tcp_active(self.now, ip);
+        let wire = SocketAddr::new(ip, 5000);
+        self.negotiate(
+            core,
+            Transport::Tcp,
+            wire,
+            session,
+            participant,
+            publish,
+            &[],
+        )
+    }
+
+    /// Peer `i`'s TCP connection closes: the core is told, and the Peer's later frames travel on
+    /// a new connection from the next source port (as a real driver reconnects).
+    pub fn tcp_reconnect(&mut self, i: usize) {
+        let old = self.peers[i].wire;
+        self.sfu.handle_tcp_closed(self.now, old);
+        self.peers[i].wire.set_port(old.port() + 1);
+        self.pump();
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn negotiate(
+        &mut self,
+        mut core: PeerCore,
+        transport: Transport,
+        wire: SocketAddr,
+        session: SessionId,
+        participant: &str,
+        publish: Publish,
+        channels: &[switchboard_testpeer::ChannelConfig],
+    ) -> usize {
         let offer = core.create_offer_with(publish, channels);
         let answer = self.sfu.apply_offer(self.now, &session, &offer).unwrap();
         core.accept_answer(&answer).unwrap();
         self.peers.push(TestPeer {
             core,
+            transport,
+            wire,
             session,
             participant: participant.to_string(),
             auto_answer: true,
@@ -175,8 +242,13 @@ impl Net {
                 if p.cut || p.uplink_cut || p.loss_every.is_some_and(|n| p.sent % n == 0) {
                     continue;
                 }
+                let source = match p.transport {
+                    Transport::Udp => src,
+                    Transport::Tcp => p.wire,
+                };
                 let d = Datagram {
-                    source: src,
+                    transport: p.transport,
+                    source,
                     destination: dst,
                     contents: &bytes,
                 };
@@ -208,7 +280,11 @@ impl Net {
         loop {
             match self.sfu.poll_output() {
                 Output::Transmit(t) => {
-                    if let Some(p) = self.peers.iter_mut().find(|p| p.core.addr == t.destination) {
+                    if let Some(p) = self
+                        .peers
+                        .iter_mut()
+                        .find(|p| p.wire == t.destination && p.transport == t.transport)
+                    {
                         p.recvd += 1;
                         let lost = p.loss_every.is_some_and(|n| p.recvd % n == 0);
                         if !p.cut && !lost {

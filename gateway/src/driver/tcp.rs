@@ -1,0 +1,342 @@
+//! A Worker's ICE-TCP side: its passive TCP listener and the connections Peers open to it
+//! (RFC 6544), each carrying RFC 4571 frames (a 16-bit big-endian length, then one STUN, DTLS,
+//! RTP or RTCP message).
+//!
+//! Owns the listener, the connection table and the per-connection tasks (a reader and a writer on
+//! the Worker's current-thread runtime). Readers only split the byte stream into frames and hand
+//! them to the Worker loop; the loop alone touches the `Sfu`. Writes go through a bounded queue
+//! per connection: a full queue drops the frame, as a congested UDP path would. It makes no
+//! protocol decision beyond framing: which Session a frame belongs to is the core's question.
+//!
+//! Bytes from the network never panic here: a zero or oversize length, or a first frame that is
+//! not STUN (RFC 6544 requires the connection to start with a connectivity check), closes only
+//! that connection and is counted.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+/// Frames queued from all readers toward the Worker loop; a full queue makes readers wait (TCP
+/// flow control pushes back on the Peers), never the loop.
+const INBOUND_QUEUE: usize = 1024;
+/// Most bytes a writer gathers from its queue into one write.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// Limits of one Worker's TCP side (from `[media]`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TcpLimits {
+    pub(crate) max_connections: usize,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_frame_bytes: usize,
+    pub(crate) send_queue_frames: usize,
+}
+
+/// Counters of the TCP side, logged when the Worker stops.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct TcpCounters {
+    pub(crate) accepted: u64,
+    /// Closed at once: the Worker already had `max_connections`, or a duplicate remote address.
+    pub(crate) refused: u64,
+    /// Closed for a zero or oversize length, or a first frame that was not STUN.
+    pub(crate) garbage: u64,
+    /// Closed after `idle_timeout` without a frame a Session accepted.
+    pub(crate) idle: u64,
+    /// Closed by the Peer (or a read or write error).
+    pub(crate) peer_closed: u64,
+    pub(crate) frames_in: u64,
+    pub(crate) frames_out: u64,
+    /// Frames dropped because the connection's send queue was full or it had gone.
+    pub(crate) send_drops: u64,
+}
+
+/// Why a reader or writer task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// End of stream or an IO error.
+    Closed,
+    /// Bad framing.
+    Garbage,
+}
+
+/// What the tasks of a connection tell the Worker loop.
+pub(crate) enum ConnEvent {
+    Frame {
+        id: u64,
+        remote: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    Ended {
+        id: u64,
+        remote: SocketAddr,
+        why: Ended,
+    },
+}
+
+struct Conn {
+    id: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+    /// Accept time, then the time of the last frame a Session accepted.
+    last_valid: Instant,
+    reader: AbortHandle,
+}
+
+/// A Worker's TCP listener and connections. Connections are keyed by the Peer's address: the
+/// local side is the Worker's one listening port, so that is the whole 5-tuple.
+pub(crate) struct TcpSide {
+    limits: TcpLimits,
+    conns: HashMap<SocketAddr, Conn>,
+    next_id: u64,
+    events_tx: mpsc::Sender<ConnEvent>,
+    pub(crate) counters: TcpCounters,
+}
+
+/// The parts of a Worker's TCP side its loop waits on, apart from the table it mutates.
+pub(crate) struct TcpWaits {
+    pub(crate) listener: TcpListener,
+    pub(crate) events: mpsc::Receiver<ConnEvent>,
+}
+
+impl TcpSide {
+    /// Wraps a bound, non-blocking listener; must run inside the Worker's runtime.
+    pub(crate) fn new(
+        listener: std::net::TcpListener,
+        limits: TcpLimits,
+    ) -> io::Result<(Self, TcpWaits)> {
+        let listener = TcpListener::from_std(listener)?;
+        let (events_tx, events) = mpsc::channel(INBOUND_QUEUE);
+        let side = Self {
+            limits,
+            conns: HashMap::new(),
+            next_id: 1,
+            events_tx,
+            counters: TcpCounters::default(),
+        };
+        Ok((side, TcpWaits { listener, events }))
+    }
+
+    /// Takes a new connection, or closes it at once when the Worker is full.
+    pub(crate) fn on_accept(&mut self, stream: TcpStream, remote: SocketAddr, now: Instant) {
+        if self.conns.len() >= self.limits.max_connections || self.conns.contains_key(&remote) {
+            self.counters.refused += 1;
+            tracing::debug!(%remote, "TCP connection refused (limit reached)");
+            drop(stream);
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let id = self.next_id;
+        self.next_id += 1;
+        let (r, w) = stream.into_split();
+        let (tx, rx) = mpsc::channel(self.limits.send_queue_frames);
+        let reader = tokio::spawn(read_frames(
+            r,
+            id,
+            remote,
+            self.limits.max_frame_bytes,
+            self.events_tx.clone(),
+        ))
+        .abort_handle();
+        tokio::spawn(write_frames(w, id, remote, rx, self.events_tx.clone()));
+        self.conns.insert(
+            remote,
+            Conn {
+                id,
+                tx,
+                last_valid: now,
+                reader,
+            },
+        );
+        self.counters.accepted += 1;
+    }
+
+    /// Whether a frame event still belongs to an open connection (it may have been closed since).
+    pub(crate) fn is_current(&self, id: u64, remote: SocketAddr) -> bool {
+        self.conns.get(&remote).is_some_and(|c| c.id == id)
+    }
+
+    /// A Session accepted a frame from `remote`: the connection is alive.
+    pub(crate) fn mark_valid(&mut self, remote: SocketAddr, now: Instant) {
+        if let Some(c) = self.conns.get_mut(&remote) {
+            c.last_valid = now;
+        }
+    }
+
+    /// Queues one frame toward `remote`; drops it (counted) when the queue is full or the
+    /// connection is gone.
+    pub(crate) fn send(&mut self, remote: SocketAddr, contents: Vec<u8>) {
+        let ok = contents.len() <= usize::from(u16::MAX)
+            && self
+                .conns
+                .get(&remote)
+                .is_some_and(|c| c.tx.try_send(contents).is_ok());
+        if ok {
+            self.counters.frames_out += 1;
+        } else {
+            self.counters.send_drops += 1;
+        }
+    }
+
+    /// Forgets a connection whose task reported its end; returns whether it was current.
+    pub(crate) fn on_ended(&mut self, id: u64, remote: SocketAddr, why: Ended) -> bool {
+        if !self.is_current(id, remote) {
+            return false;
+        }
+        match why {
+            Ended::Closed => self.counters.peer_closed += 1,
+            Ended::Garbage => self.counters.garbage += 1,
+        }
+        self.close(remote);
+        true
+    }
+
+    /// Closes the connections idle for longer than the limit; returns their remote addresses.
+    pub(crate) fn sweep_idle(&mut self, now: Instant) -> Vec<SocketAddr> {
+        let idle = self.limits.idle_timeout;
+        let gone: Vec<SocketAddr> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| now.saturating_duration_since(c.last_valid) >= idle)
+            .map(|(a, _)| *a)
+            .collect();
+        for a in &gone {
+            self.counters.idle += 1;
+            tracing::debug!(remote = %a, "TCP connection closed (idle)");
+            self.close(*a);
+        }
+        gone
+    }
+
+    /// How often [`TcpSide::sweep_idle`] should run.
+    pub(crate) fn sweep_interval(&self) -> Duration {
+        (self.limits.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+
+    /// Ends a connection: the reader stops at once; the writer sends what is queued, then FIN.
+    fn close(&mut self, remote: SocketAddr) {
+        if let Some(c) = self.conns.remove(&remote) {
+            c.reader.abort();
+            // Dropping `c.tx` ends the writer once its queue is empty.
+        }
+    }
+}
+
+/// Whether `buf` starts like a STUN message (RFC 5389: top two bits zero, the magic cookie).
+fn looks_like_stun(buf: &[u8]) -> bool {
+    buf.len() >= 20 && buf[0] & 0xC0 == 0 && buf[4..8] == [0x21, 0x12, 0xA4, 0x42]
+}
+
+async fn read_frames(
+    r: OwnedReadHalf,
+    id: u64,
+    remote: SocketAddr,
+    max_frame_bytes: usize,
+    tx: mpsc::Sender<ConnEvent>,
+) {
+    let why = read_loop(r, id, remote, max_frame_bytes, &tx).await;
+    let _ = tx.send(ConnEvent::Ended { id, remote, why }).await;
+}
+
+async fn read_loop(
+    r: OwnedReadHalf,
+    id: u64,
+    remote: SocketAddr,
+    max_frame_bytes: usize,
+    tx: &mpsc::Sender<ConnEvent>,
+) -> Ended {
+    let mut r = BufReader::with_capacity(8 * 1024, r);
+    let mut first = true;
+    loop {
+        let Ok(len) = r.read_u16().await else {
+            return Ended::Closed;
+        };
+        let len = usize::from(len);
+        if len == 0 || len > max_frame_bytes {
+            return Ended::Garbage;
+        }
+        let mut bytes = vec![0u8; len];
+        if r.read_exact(&mut bytes).await.is_err() {
+            return Ended::Closed;
+        }
+        if first && !looks_like_stun(&bytes) {
+            return Ended::Garbage;
+        }
+        first = false;
+        if tx
+            .send(ConnEvent::Frame { id, remote, bytes })
+            .await
+            .is_err()
+        {
+            // The Worker stopped.
+            return Ended::Closed;
+        }
+    }
+}
+
+async fn write_frames(
+    mut w: OwnedWriteHalf,
+    id: u64,
+    remote: SocketAddr,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    events: mpsc::Sender<ConnEvent>,
+) {
+    let mut batch = Vec::new();
+    while let Some(frame) = rx.recv().await {
+        batch.clear();
+        push_frame(&mut batch, &frame);
+        while batch.len() < WRITE_BATCH_BYTES {
+            let Ok(frame) = rx.try_recv() else { break };
+            push_frame(&mut batch, &frame);
+        }
+        if w.write_all(&batch).await.is_err() {
+            let _ = events
+                .send(ConnEvent::Ended {
+                    id,
+                    remote,
+                    why: Ended::Closed,
+                })
+                .await;
+            return;
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+/// Appends one RFC 4571 frame. The caller checked that `frame` fits a 16-bit length.
+fn push_frame(batch: &mut Vec<u8>, frame: &[u8]) {
+    let len = u16::try_from(frame.len()).unwrap_or(u16::MAX);
+    batch.extend_from_slice(&len.to_be_bytes());
+    batch.extend_from_slice(&frame[..usize::from(len)]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stun_detection_is_bounds_checked() {
+        for n in 0..24 {
+            let mut b = vec![0u8; n];
+            if n >= 8 {
+                b[4..8].copy_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+            }
+            assert_eq!(looks_like_stun(&b), n >= 20);
+        }
+        let mut rtp = vec![0x80u8; 40];
+        rtp[4..8].copy_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+        assert!(!looks_like_stun(&rtp));
+    }
+
+    #[test]
+    fn frames_carry_a_big_endian_length() {
+        let mut b = Vec::new();
+        push_frame(&mut b, &[1, 2, 3]);
+        push_frame(&mut b, &[]);
+        assert_eq!(b, vec![0, 3, 1, 2, 3, 0, 0]);
+    }
+}
