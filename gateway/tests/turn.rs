@@ -347,6 +347,7 @@ fn config() -> Config {
     let mut c = Config::default();
     c.grpc.listen = "127.0.0.1:0".parse().unwrap();
     c.media.port_base = 0;
+    c.media.tcp_port_base = 0;
     c.media.workers = 1;
     c.turn.listen_udp = "127.0.0.1:0".parse().unwrap();
     c.turn.listen_tcp = "127.0.0.1:0".parse().unwrap();
