@@ -170,6 +170,7 @@ impl Run {
             }
             for (src, dst, bytes) in batch {
                 let d = Datagram {
+                    transport: Transport::Udp,
                     source: src,
                     destination: dst,
                     contents: &bytes,
