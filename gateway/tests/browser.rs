@@ -58,6 +58,20 @@ fn a_chromium_page_without_udp_candidates_connects_over_ice_tcp() {
 }
 
 #[test]
+fn a_firefox_page_without_udp_candidates_connects_over_ice_tcp() {
+    let _one_at_a_time = serial();
+    assert_loopback_only_namespace();
+    assert_tools();
+    let firefox = std::env::var("FIREFOX").unwrap_or_else(|_| "/usr/bin/firefox-esr".into());
+    assert!(
+        Path::new(&firefox).exists(),
+        "Firefox ESR not found at {firefox}: `bash scripts/test.sh` installs it (apt-get install firefox-esr)"
+    );
+    let gw = start_gateway();
+    run_node("tcp-only.mjs", &[&gw.demo_url, "firefox"]);
+}
+
+#[test]
 fn chromium_simulcast_follows_the_layer_preference_then_shares_a_screen_and_restarts_ice() {
     let _one_at_a_time = serial();
     assert_loopback_only_namespace();

@@ -89,6 +89,30 @@ format = "json"
     assert_eq!(c.grpc.listen.port(), 7000, "file beats default");
     assert_eq!(c.grpc.api_key, "k");
     assert_eq!(c.media.announce_ips.len(), 2);
+
+    let c = Config::load_with_env(
+        None,
+        env(&[
+            ("SWITCHBOARD__MEDIA__TCP_ENABLED", "false"),
+            ("SWITCHBOARD__MEDIA__TCP_PORT_BASE", "443"),
+            ("SWITCHBOARD__MEDIA__TCP_MAX_CONNECTIONS", "7"),
+            ("SWITCHBOARD__MEDIA__TCP_IDLE_TIMEOUT_SECS", "9"),
+            ("SWITCHBOARD__MEDIA__TCP_MAX_FRAME_BYTES", "1500"),
+            ("SWITCHBOARD__MEDIA__TCP_SEND_QUEUE_FRAMES", "64"),
+        ]),
+    )
+    .unwrap();
+    assert!(!c.media.tcp_enabled);
+    assert_eq!(
+        (
+            c.media.tcp_port_base,
+            c.media.tcp_max_connections,
+            c.media.tcp_idle_timeout_secs,
+            c.media.tcp_max_frame_bytes,
+            c.media.tcp_send_queue_frames
+        ),
+        (443, 7, 9, 1500, 64)
+    );
 }
 
 fn rejected(toml: &str, vars: &[(&str, &str)]) -> String {

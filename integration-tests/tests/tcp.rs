@@ -307,6 +307,25 @@ async fn a_tcp_peer_that_hangs_up_is_disconnected_then_closed_after_the_grace_pe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_shutdown_a_tcp_peer_is_told_before_its_connection_closes() -> anyhow::Result<()> {
+    let gw = start(tcp_config(16, 60)).await?;
+    let backend = Backend::new(Clients::connect(&gw, None).await?, "tcp-shutdown").await?;
+    let (sa, a) = backend.join_tcp("alice", av("chat")).await?;
+    let (sb, b) = backend.join("bob", av("chat")).await?;
+    media_both_ways(&backend, (&sa, &a), (&sb, &b), 5).await?;
+    gw.shutdown().await;
+    // The DTLS close_notify went out on the connection before the Worker closed it.
+    wait_until(Duration::from_secs(5), || {
+        if a.with(|p| p.stats.closed) {
+            Ok(())
+        } else {
+            Err("the TCP peer was not told".into())
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_tcp_disabled_there_is_no_listener() -> anyhow::Result<()> {
     let mut c = tcp_config(16, 30);
     c.media.tcp_enabled = false;

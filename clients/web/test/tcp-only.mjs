@@ -1,16 +1,18 @@
-// ICE over TCP from a real browser: two Chromium pages join one room through the demo; page
-// "tcp" drops every UDP candidate of the gateway (from its SDP and from trickle) before
-// Chromium sees it, as if UDP were blocked, so it can only connect to the gateway's passive TCP
-// candidates (RFC 6544). Both pages decode each other's video and hear each other's audio, chat
-// crosses, and the "tcp" page's selected candidate pair is TCP while the other page's is UDP.
+// ICE over TCP from a real browser: two pages join one room through the demo; page "tcp"
+// (Chromium, or Firefox ESR with `firefox`) drops every UDP candidate of the gateway (from its SDP
+// and from trickle) before the browser sees it, as if UDP were blocked, so it can only connect to
+// the gateway's passive TCP candidates (RFC 6544). Page "udp" is Chromium as it is. Both pages
+// decode each other's video and hear each other's audio, chat crosses, and the "tcp" page's
+// selected candidate pair is TCP while the other page's is UDP.
 //
-// usage: node tcp-only.mjs <demo base URL>
+// usage: node tcp-only.mjs <demo base URL> [chromium|firefox]
 // Exit 0 on success; on failure prints the reason and exits 1. Every wait is bounded.
+import puppeteer from "puppeteer-core";
 import { launchChromium, until } from "./lib.mjs";
 
-const [base] = process.argv.slice(2);
-if (!base) {
-  console.error("usage: node tcp-only.mjs <base url>");
+const [base, tcpBrowser = "chromium"] = process.argv.slice(2);
+if (!base || !["chromium", "firefox"].includes(tcpBrowser)) {
+  console.error("usage: node tcp-only.mjs <base url> [chromium|firefox]");
   process.exit(2);
 }
 
@@ -44,7 +46,8 @@ async function media(page) {
   };
 }
 
-// The protocols of the page's selected candidate pair.
+// The protocols of the page's selected candidate pair (Firefox marks it `selected` instead of
+// naming it in a transport stat).
 const selectedPair = (page) =>
   page.evaluate(async () => {
     const pc = window.demo.pc();
@@ -53,6 +56,9 @@ const selectedPair = (page) =>
     let pairId = null;
     stats.forEach((s) => {
       if (s.type === "transport" && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
+    });
+    stats.forEach((s) => {
+      if (!pairId && s.type === "candidate-pair" && s.selected) pairId = s.id;
     });
     const pair = pairId && stats.get(pairId);
     if (!pair) return null;
@@ -63,10 +69,34 @@ const selectedPair = (page) =>
 
 const browser = await launchChromium();
 const ctx = browser.ctx;
+const firefox =
+  tcpBrowser === "firefox"
+    ? await puppeteer.launch({
+        browser: "firefox",
+        executablePath: process.env.FIREFOX || "/usr/bin/firefox-esr",
+        headless: true,
+        extraPrefsFirefox: {
+          "media.navigator.streams.fake": true,
+          "media.navigator.permission.disabled": true,
+          "media.peerconnection.ice.loopback": true,
+          "media.peerconnection.ice.tcp": true,
+          "media.peerconnection.ice.obfuscate_host_addresses": false,
+          "permissions.default.camera": 1,
+          "permissions.default.microphone": 1,
+          "media.autoplay.default": 0,
+        },
+      })
+    : null;
 let code = 0;
 try {
-  const tcp = await ctx.newPage();
-  await tcp.addInitScript(dropUdpCandidatesOfTheGateway);
+  let tcp;
+  if (firefox) {
+    tcp = await firefox.newPage();
+    await tcp.evaluateOnNewDocument(dropUdpCandidatesOfTheGateway);
+  } else {
+    tcp = await ctx.newPage();
+    await tcp.addInitScript(dropUdpCandidatesOfTheGateway);
+  }
   const udp = await ctx.newPage();
   for (const [name, p] of [["tcp", tcp], ["udp", udp]]) {
     p.on("console", (m) => {
@@ -102,6 +132,7 @@ try {
   console.error(String(e && e.stack ? e.stack : e));
   code = 1;
 } finally {
+  if (firefox) await firefox.close().catch(() => {});
   await browser.close();
 }
 process.exit(code);

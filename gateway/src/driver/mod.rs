@@ -39,6 +39,10 @@ use tcp::{ConnEvent, TcpSide};
 /// Most datagrams read in one go before the loop looks at commands and timers again, so a flood
 /// cannot starve the control plane.
 pub const IO_LOOP_BOUND: usize = 256;
+/// How long a stopping Worker lets its TCP writers send the last frames (DTLS close alerts).
+const TCP_SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
+/// How long a Worker stops accepting TCP connections after an accept error.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Largest datagram accepted (larger ones are truncated by the kernel and then fail to parse).
 const MAX_DATAGRAM_BYTES: usize = 2048;
 
@@ -237,6 +241,7 @@ async fn run(
     let mut next_sweep = Instant::now() + sweep_every;
     let mut buf = vec![0u8; MAX_DATAGRAM_BYTES];
     let mut udp_drops: u64 = 0;
+    let mut accept_paused_until: Option<Instant> = None;
     loop {
         let mut deadline = flush(&mut sfu, &socket, tcp.as_mut(), &bus, &mut udp_drops);
         // Under constant input the timer branch below may never win the select: run it here.
@@ -258,6 +263,9 @@ async fn run(
                 Some(WorkerMsg::Shutdown(done)) => {
                     sfu.shutdown(Instant::now());
                     flush(&mut sfu, &socket, tcp.as_mut(), &bus, &mut udp_drops);
+                    if let Some(side) = tcp.as_mut() {
+                        side.close_all(TCP_SHUTDOWN_GRACE).await;
+                    }
                     let _ = done.send(());
                     break;
                 }
@@ -306,13 +314,26 @@ async fn run(
                 }
             }
             r = async {
+                if let Some(t) = accept_paused_until {
+                    tokio::time::sleep_until(t.into()).await;
+                }
                 match &listener {
                     Some(l) => l.accept().await,
                     None => std::future::pending().await,
                 }
             } => {
-                if let (Ok((stream, remote)), Some(side)) = (r, tcp.as_mut()) {
-                    side.on_accept(stream, remote, Instant::now());
+                accept_paused_until = None;
+                match (r, tcp.as_mut()) {
+                    (Ok((stream, remote)), Some(side)) => {
+                        side.on_accept(stream, remote, Instant::now());
+                    }
+                    (Err(e), _) => {
+                        // Out of file descriptors and the like: the error repeats at once, so
+                        // pause accepting instead of spinning.
+                        tracing::warn!(worker = index, error = %e, "TCP accept failed");
+                        accept_paused_until = Some(Instant::now() + ACCEPT_ERROR_PAUSE);
+                    }
+                    (Ok(_), None) => {}
                 }
             }
             _ = tokio::time::sleep_until(next_sweep.into()) => {

@@ -85,6 +85,7 @@ struct Conn {
     /// Accept time, then the time of the last frame a Session accepted.
     last_valid: Instant,
     reader: AbortHandle,
+    writer: tokio::task::JoinHandle<()>,
 }
 
 /// A Worker's TCP listener and connections. Connections are keyed by the Peer's address: the
@@ -142,7 +143,7 @@ impl TcpSide {
             self.events_tx.clone(),
         ))
         .abort_handle();
-        tokio::spawn(write_frames(w, id, remote, rx, self.events_tx.clone()));
+        let writer = tokio::spawn(write_frames(w, id, remote, rx, self.events_tx.clone()));
         self.conns.insert(
             remote,
             Conn {
@@ -150,6 +151,7 @@ impl TcpSide {
                 tx,
                 last_valid: now,
                 reader,
+                writer,
             },
         );
         self.counters.accepted += 1;
@@ -215,6 +217,25 @@ impl TcpSide {
     /// How often [`TcpSide::sweep_idle`] should run.
     pub(crate) fn sweep_interval(&self) -> Duration {
         (self.limits.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+
+    /// Closes every connection, letting each writer send what is queued (the DTLS close alerts of
+    /// a shutdown) for at most `grace`.
+    pub(crate) async fn close_all(&mut self, grace: Duration) {
+        let writers: Vec<_> = self
+            .conns
+            .drain()
+            .map(|(_, c)| {
+                c.reader.abort();
+                c.writer
+            })
+            .collect();
+        let _ = tokio::time::timeout(grace, async {
+            for w in writers {
+                let _ = w.await;
+            }
+        })
+        .await;
     }
 
     /// Ends a connection: the reader stops at once; the writer sends what is queued, then FIN.
