@@ -582,6 +582,12 @@ async fn tcp_allocation_relays_both_ways() {
     let gw = Gateway::start(config()).await.unwrap();
     let a = gw.turn_addrs().unwrap();
     let (u, p) = creds("ss_tcp");
+    let mut bad = TurnClient::tcp(a.tcp).await.unwrap();
+    assert_eq!(
+        bad.allocate(&u, "d3Jvbmc=").await,
+        Err(401),
+        "wrong password over TCP"
+    );
     let mut c = TurnClient::tcp(a.tcp).await.unwrap();
     let relayed = c.allocate(&u, &p).await.expect("allocation over TCP");
     assert!((42000..=42999).contains(&relayed.port()));
