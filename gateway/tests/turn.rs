@@ -1061,3 +1061,19 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
         .map(|d| std::path::Path::new(d).join(name))
         .find(|p| p.is_file())
 }
+
+#[tokio::test]
+async fn start_up_errors_name_the_turn_setting() {
+    let mut cfg = config();
+    cfg.turn.listen_tls = Some("127.0.0.1:0".parse().unwrap());
+    cfg.turn.tls_cert = Some("/nonexistent/turn.crt".into());
+    cfg.turn.tls_key = Some("/nonexistent/turn.key".into());
+    let e = Gateway::start(cfg).await.err().expect("missing TLS files");
+    assert!(e.to_string().contains("turn.tls_cert"), "{e}");
+
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut cfg = config();
+    cfg.turn.listen_udp = taken.local_addr().unwrap();
+    let e = Gateway::start(cfg).await.err().expect("port in use");
+    assert!(e.to_string().contains("TURN UDP listener"), "{e}");
+}
