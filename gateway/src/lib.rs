@@ -59,6 +59,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The embedded TURN server could not start (a listener, the TLS files, the relay address).
+    #[error(transparent)]
+    Turn(#[from] turn::TurnError),
     /// Something else in start-up failed.
     #[error("start-up failed: {0}")]
     Other(String),
@@ -163,11 +166,7 @@ impl Gateway {
         let udp_addrs: Vec<SocketAddr> = workers.iter().map(|w| w.local_addr).collect();
         let tcp_addrs = workers.iter().filter_map(|w| w.tcp_addr).collect();
         let turn = if config.turn.enabled {
-            Some(
-                turn::TurnServer::start(&config, &udp_addrs)
-                    .await
-                    .map_err(|e| StartError::Other(e.to_string()))?,
-            )
+            Some(turn::TurnServer::start(&config, &udp_addrs).await?)
         } else {
             None
         };

@@ -50,6 +50,14 @@ async fn main() -> anyhow::Result<()> {
     for (i, a) in gateway.udp_addrs().iter().enumerate() {
         println!("  worker {i}: UDP {a}");
     }
+    if let Some(turn) = gateway.turn() {
+        let a = turn.addrs();
+        print!("  TURN: UDP {} TCP {}", a.udp, a.tcp);
+        if let Some(tls) = a.tls {
+            print!(" TLS {tls}");
+        }
+        println!(" (URLs {})", turn.urls().join(" "));
+    }
     let demo_stop = tokio_util::sync::CancellationToken::new();
     let demo = if config.demo.enabled {
         let (listener, addr) = switchboard_demo::bind(config.demo.listen)

@@ -35,6 +35,17 @@ async fn runs_serves_and_stops_on_sigterm() -> anyhow::Result<()> {
         .unwrap_or_else(|| panic!("no URL in {first:?}"))
         .to_string();
     assert!(first.contains("listening"), "{first}");
+    // The embedded TURN server (on by default) reports its real ports and URLs.
+    let turn = loop {
+        let l = rx.recv_timeout(Duration::from_secs(30))?;
+        if l.trim_start().starts_with("TURN:") {
+            break l;
+        }
+    };
+    assert!(
+        turn.contains("UDP 127.0.0.1:") && turn.contains("turn:127.0.0.1:"),
+        "{turn}"
+    );
     let mut rooms = RoomServiceClient::connect(url).await?;
     let r = rooms
         .create_room(pb::CreateRoomRequest {

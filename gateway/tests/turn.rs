@@ -478,9 +478,70 @@ async fn allocation_without_or_with_bad_credentials_is_refused() {
     let p = password_for(SECRET.as_bytes(), "alice");
     assert_eq!(c.allocate("alice", &p).await, Err(401));
 
+    // A nonce the server never issued: 438 Stale Nonce with a fresh one (then the client
+    // succeeds with it).
+    let (u, p) = creds("ss_nonce");
+    let mut c = TurnClient::udp(a.udp).await.unwrap();
+    c.creds = Some((u.clone(), p.clone()));
+    c.realm = REALM.into();
+    c.nonce = "00000000ffffffff0123456789abcdef01234567".into();
+    let resp = c
+        .transact(ALLOCATE, &|b, _| {
+            b.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+                .unwrap();
+        })
+        .await
+        .unwrap();
+    let m = Message::from_bytes(&resp).unwrap();
+    assert_eq!(m.attribute::<ErrorCode>().unwrap().code(), 438);
+    assert_ne!(c.nonce, "00000000ffffffff0123456789abcdef01234567");
+    c.allocate(&u, &p)
+        .await
+        .expect("allocation with the new nonce");
+
+    // Another (valid) username on an existing allocation: 441 Wrong Credentials.
+    let (u2, p2) = creds("ss_intruder");
+    c.creds = Some((u2, p2));
+    assert_eq!(c.refresh(600).await, Err(441));
+
     let s = gw.turn().unwrap().stats();
-    assert!(s.refused_unauthorized >= 5, "{s:?}");
-    assert_eq!(s.allocations, 0);
+    assert!(s.refused_unauthorized >= 6, "{s:?}");
+    assert_eq!(s.allocations, 1);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn relay_bitrate_over_the_limit_is_dropped() {
+    let mut cfg = config();
+    // 8 kbit/s = 1000 bytes/s; the bucket holds 64 KiB.
+    cfg.turn.max_relay_bitrate_kbps = 8;
+    let gw = Gateway::start(cfg).await.unwrap();
+    let a = gw.turn_addrs().unwrap();
+    let (u, p) = creds("ss_rate");
+    let mut c = TurnClient::udp(a.udp).await.unwrap();
+    c.allocate(&u, &p).await.unwrap();
+    let sink = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer = sink.local_addr().unwrap();
+    c.channel_bind(0x4002, peer).await.unwrap();
+    let payload = vec![7u8; 1000];
+    let start = std::time::Instant::now();
+    for _ in 0..20 {
+        for _ in 0..10 {
+            c.send_channel(0x4002, &payload).await.unwrap();
+        }
+        // A round trip per batch, so the listener has handled the batch (no kernel drops).
+        c.refresh(600).await.unwrap();
+    }
+    let elapsed = start.elapsed().as_secs();
+    let s = gw.turn().unwrap().stats();
+    // 200 kB offered against a 64 KiB bucket refilling at 1 kB/s: every datagram is either
+    // relayed or dropped by the limit, and no more than the bucket plus the refill got through.
+    assert_eq!(s.bytes_to_peers / 1000 + s.dropped_rate, 200, "{s:?}");
+    assert!(s.bytes_to_peers >= 65_000, "{s:?}");
+    assert!(
+        s.bytes_to_peers <= 65_536 + 1000 * (elapsed + 1),
+        "{s:?} after {elapsed} s"
+    );
     gw.shutdown().await;
 }
 
@@ -522,6 +583,12 @@ async fn tcp_allocation_relays_both_ways() {
     let gw = Gateway::start(config()).await.unwrap();
     let a = gw.turn_addrs().unwrap();
     let (u, p) = creds("ss_tcp");
+    let mut bad = TurnClient::tcp(a.tcp).await.unwrap();
+    assert_eq!(
+        bad.allocate(&u, "d3Jvbmc=").await,
+        Err(401),
+        "wrong password over TCP"
+    );
     let mut c = TurnClient::tcp(a.tcp).await.unwrap();
     let relayed = c.allocate(&u, &p).await.expect("allocation over TCP");
     assert!((42000..=42999).contains(&relayed.port()));
@@ -994,4 +1061,20 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
         .split(':')
         .map(|d| std::path::Path::new(d).join(name))
         .find(|p| p.is_file())
+}
+
+#[tokio::test]
+async fn start_up_errors_name_the_turn_setting() {
+    let mut cfg = config();
+    cfg.turn.listen_tls = Some("127.0.0.1:0".parse().unwrap());
+    cfg.turn.tls_cert = Some("/nonexistent/turn.crt".into());
+    cfg.turn.tls_key = Some("/nonexistent/turn.key".into());
+    let e = Gateway::start(cfg).await.err().expect("missing TLS files");
+    assert!(e.to_string().contains("turn.tls_cert"), "{e}");
+
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut cfg = config();
+    cfg.turn.listen_udp = taken.local_addr().unwrap();
+    let e = Gateway::start(cfg).await.err().expect("port in use");
+    assert!(e.to_string().contains("TURN UDP listener"), "{e}");
 }

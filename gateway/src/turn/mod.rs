@@ -31,7 +31,12 @@
 //!
 //! Transports: TURN over UDP (datagrams), over TCP and over TLS (both with the plain STUN
 //! framing of RFC 8656 §12.5: a STUN message is self-delimiting, ChannelData is padded to 4
-//! bytes; no RFC 4571 length prefix). Relayed transport is UDP only (REQUESTED-TRANSPORT 17).
+//! bytes; no RFC 4571 length prefix). Relayed transport is UDP only (REQUESTED-TRANSPORT 17),
+//! in one address family: that of the relay address (`turn.relay_ip`, else `media.bind_ip`);
+//! an Allocate for the other family gets 440, a peer of the other family 443.
+//!
+//! Credentials are checked on every request, so a credential past its expiry cannot Refresh an
+//! allocation either: `turn.credential_ttl_secs` bounds how long one relayed connection lasts.
 
 pub mod credentials;
 pub mod policy;

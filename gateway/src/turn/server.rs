@@ -693,6 +693,12 @@ impl Shared {
 
     fn refresh(&self, five: FiveTuple, msg: &Message<'_>) -> Result<Vec<u8>, Refusal> {
         let (auth, alloc) = self.authenticate_on(five, msg)?;
+        Self::check_unknown(msg, &[Lifetime::TYPE, RequestedAddressFamily::TYPE]).map_err(
+            |mut r| {
+                r.sign = Some((auth.creds.clone(), auth.algo));
+                r
+            },
+        )?;
         let requested = msg.attribute::<Lifetime>().map(|l| l.seconds()).ok();
         let lifetime = match requested {
             Some(0) => 0,
