@@ -396,4 +396,24 @@ fn an_ice_restart_after_a_network_change_keeps_the_call() {
         |n| n.min_frames(b, a) > ab + 20 && n.min_frames(a, b) > ba + 20,
     );
     assert_eq!(net.sfu.n_sessions(), 2);
+    // The same Session, with its subscriptions (media above) and its data channels.
+    assert_eq!(net.peers[a].session, sa);
+    net.run_until(Duration::from_secs(5), "channels open", |n| {
+        n.peer(a).channel_open() && n.peer(b).channel_open()
+    });
+    assert!(net.peers[a].core.send_data(b"after the restart"));
+    assert!(net.peers[b].core.send_data(b"still here"));
+    net.run_until(Duration::from_secs(5), "data both ways", |n| {
+        n.peer(b)
+            .stats
+            .messages
+            .iter()
+            .any(|m| m == b"after the restart")
+            && n.peer(a).stats.messages.iter().any(|m| m == b"still here")
+    });
+    let closed = net
+        .events
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::SessionClosed { .. }));
+    assert!(!closed, "no Session closed during the restart");
 }
