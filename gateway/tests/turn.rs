@@ -1078,3 +1078,28 @@ async fn start_up_errors_name_the_turn_setting() {
     let e = Gateway::start(cfg).await.err().expect("port in use");
     assert!(e.to_string().contains("TURN UDP listener"), "{e}");
 }
+
+#[tokio::test]
+async fn wildcard_binds_announce_the_public_address_and_host() {
+    // Media and relays bound on 0.0.0.0, announced as 127.0.0.1 (the 1:1 NAT / container case).
+    let mut cfg = config();
+    cfg.media.bind_ip = "0.0.0.0".parse().unwrap();
+    cfg.media.announce_ips = vec!["127.0.0.1".parse().unwrap()];
+    cfg.turn.public_host = "turn.example.test".into();
+    let gw = Gateway::start(cfg).await.unwrap();
+    let a = gw.turn_addrs().unwrap();
+    assert_eq!(
+        gw.turn().unwrap().urls()[0],
+        format!("turn:turn.example.test:{}?transport=udp", a.udp.port())
+    );
+    let (u, p) = creds("ss_nat");
+    let mut c = TurnClient::udp(a.udp).await.unwrap();
+    let relayed = c.allocate(&u, &p).await.unwrap();
+    assert_eq!(
+        relayed.ip().to_string(),
+        "127.0.0.1",
+        "the announced address"
+    );
+    relay_both_ways(&mut c, relayed, "wildcard").await;
+    gw.shutdown().await;
+}

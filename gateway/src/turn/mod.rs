@@ -485,13 +485,24 @@ where
     shared.remove(&five);
 }
 
+/// Expires state every second and logs the counters once a minute when they changed.
 async fn sweeper(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    let mut logged = TurnStats::default();
     loop {
         tokio::select! {
             _ = shared.cancel.cancelled() => return,
             _ = tick.tick() => shared.sweep(),
+        }
+        n += 1;
+        if n.is_multiple_of(60) {
+            let s = shared.stats();
+            if s != logged {
+                tracing::info!(stats = ?s, "TURN counters");
+                logged = s;
+            }
         }
     }
 }

@@ -388,7 +388,7 @@ impl Shared {
             508 => bump(&c.refused_capacity),
             _ => bump(&c.refused_other),
         }
-        tracing::debug!(client = %five.client, transport = ?five.transport, method = %msg.method(), code = r.code, "TURN request refused");
+        tracing::debug!(client = %five.client, transport = ?five.transport, method = method_name(msg), code = r.code, "TURN request refused");
         let mut b = Message::builder_error(msg, MessageWriteVec::with_capacity(128));
         if r.code == ErrorCode::UNKNOWN_ATTRIBUTE {
             b = Message::unknown_attributes(msg, &r.unknown, MessageWriteVec::with_capacity(128));
@@ -974,6 +974,20 @@ impl Shared {
             self.remove(&k);
         }
     }
+}
+
+fn method_name(msg: &Message<'_>) -> &'static str {
+    let m = msg.method();
+    [
+        (BINDING, "Binding"),
+        (ALLOCATE, "Allocate"),
+        (REFRESH, "Refresh"),
+        (CREATE_PERMISSION, "CreatePermission"),
+        (CHANNEL_BIND, "ChannelBind"),
+    ]
+    .into_iter()
+    .find(|(k, _)| *k == m)
+    .map_or("other", |(_, n)| n)
 }
 
 /// DONT-FRAGMENT (RFC 8656 §18.8): accepted and ignored.
