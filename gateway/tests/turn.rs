@@ -691,6 +691,91 @@ async fn denied_peers_are_forbidden_but_the_gateway_itself_is_reachable() {
 }
 
 #[tokio::test]
+async fn a_public_gateway_ip_is_reachable_only_at_its_media_ports() {
+    // Loopback plays a public IP here: not in deny_peers, not in allow_peers. The gateway's own
+    // IP may then be a peer only at the media ports: never its TURN listener (a relay loop) nor
+    // any other service bound on the host.
+    let mut cfg = config();
+    cfg.turn.allow_peers.clear();
+    cfg.turn.deny_peers = vec!["10.0.0.0/8".into()];
+    let gw = Gateway::start(cfg).await.unwrap();
+    let a = gw.turn_addrs().unwrap();
+    let (u, p) = creds("ss_own_host");
+    let mut c = TurnClient::udp(a.udp).await.unwrap();
+    c.allocate(&u, &p).await.expect("allocation");
+    let media = gw.udp_addrs()[0];
+    let other_service = echo_peer_on(&media.ip().to_string()).await;
+    c.create_permission(other_service)
+        .await
+        .expect("a permission for the gateway's IP (media only)");
+    let before = gw.turn().unwrap().stats().dropped_no_permission;
+    c.send_indication(other_service, b"not the SFU")
+        .await
+        .unwrap();
+    c.send_indication(a.udp, b"to the TURN listener itself")
+        .await
+        .unwrap();
+    // A request after the indications: the server handled them by the time it answers.
+    c.refresh(600).await.unwrap();
+    assert_eq!(
+        gw.turn().unwrap().stats().dropped_no_permission,
+        before + 2,
+        "neither the other service nor the TURN listener is reachable"
+    );
+    // A channel to the TURN listener relays nothing either.
+    c.channel_bind(0x4002, a.udp).await.unwrap();
+    c.send_channel(0x4002, b"loop").await.unwrap();
+    c.refresh(600).await.unwrap();
+    assert_eq!(gw.turn().unwrap().stats().dropped_no_permission, before + 3);
+    // Another "public" IP is still a normal peer.
+    let public_peer = echo_peer_on("127.0.0.2").await;
+    c.create_permission(public_peer).await.unwrap();
+    c.send_indication(public_peer, b"hello").await.unwrap();
+    assert_eq!(
+        c.recv_relayed().await.unwrap(),
+        Relayed::Data(public_peer, b"hello".to_vec())
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn lifetimes_never_outlast_the_credential() {
+    let gw = Gateway::start(config()).await.unwrap();
+    let a = gw.turn_addrs().unwrap();
+    let c = mint_credential(
+        SECRET.as_bytes(),
+        "ss_short",
+        Duration::from_secs(120),
+        SystemTime::now(),
+    );
+    let mut t = TurnClient::udp(a.udp).await.unwrap();
+    t.creds = Some((c.username, c.password));
+    let lifetime_of = |resp: &[u8]| {
+        let m = Message::from_bytes(resp).unwrap();
+        m.attribute::<Lifetime>().unwrap().seconds()
+    };
+    let resp = t
+        .request(ALLOCATE, &|b, _| {
+            b.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+                .unwrap();
+            b.add_attribute(&Lifetime::new(3600)).unwrap();
+        })
+        .await
+        .expect("allocation");
+    let l = lifetime_of(&resp);
+    assert!((1..=120).contains(&l), "Allocate lifetime {l}");
+    let resp = t
+        .request(REFRESH, &|b, _| {
+            b.add_attribute(&Lifetime::new(3600)).unwrap();
+        })
+        .await
+        .expect("refresh");
+    let l = lifetime_of(&resp);
+    assert!((1..=120).contains(&l), "Refresh lifetime {l}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn quotas_are_enforced() {
     let mut cfg = config();
     cfg.turn.max_allocations_per_identity = 2;

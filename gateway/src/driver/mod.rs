@@ -250,6 +250,16 @@ async fn run(
             sfu.handle_timeout(now);
             deadline = flush(&mut sfu, &socket, tcp.as_mut(), &bus, &mut udp_drops);
         }
+        // Likewise the TCP sweep: idle connections must close even under constant input.
+        if next_sweep <= now {
+            next_sweep = now + sweep_every;
+            if let Some(side) = tcp.as_mut() {
+                for remote in side.sweep_idle(now) {
+                    sfu.handle_tcp_closed(now, remote);
+                }
+            }
+            deadline = flush(&mut sfu, &socket, tcp.as_mut(), &bus, &mut udp_drops);
+        }
         tokio::select! {
             biased;
             msg = rx.recv() => match msg {

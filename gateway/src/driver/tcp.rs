@@ -5,7 +5,8 @@
 //! Owns the listener, the connection table and the per-connection tasks (a reader and a writer on
 //! the Worker's current-thread runtime). Readers only split the byte stream into frames and hand
 //! them to the Worker loop; the loop alone touches the `Sfu`. Writes go through a bounded queue
-//! per connection: a full queue drops the frame, as a congested UDP path would. It makes no
+//! per connection: a full queue drops the frame, as a congested UDP path would; a closed
+//! connection's writer gets a short grace to flush, then is aborted. It makes no
 //! protocol decision beyond framing: which Session a frame belongs to is the core's question.
 //!
 //! Bytes from the network never panic here: a zero or oversize length, or a first frame that is
@@ -28,6 +29,9 @@ use tokio::task::AbortHandle;
 const INBOUND_QUEUE: usize = 1024;
 /// Most bytes a writer gathers from its queue into one write.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// How long a closed connection's writer may still flush its queue. A Peer that stopped reading
+/// (or vanished: half-open) would otherwise keep the writer, its queue and the socket forever.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Limits of one Worker's TCP side (from `[media]`).
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +97,9 @@ struct Conn {
 pub(crate) struct TcpSide {
     limits: TcpLimits,
     conns: HashMap<SocketAddr, Conn>,
+    /// Writers of closed connections still flushing, aborted at their deadline. They hold a
+    /// socket, so they count toward `max_connections`.
+    closing: Vec<(Instant, tokio::task::JoinHandle<()>)>,
     next_id: u64,
     events_tx: mpsc::Sender<ConnEvent>,
     pub(crate) counters: TcpCounters,
@@ -115,6 +122,7 @@ impl TcpSide {
         let side = Self {
             limits,
             conns: HashMap::new(),
+            closing: Vec::new(),
             next_id: 1,
             events_tx,
             counters: TcpCounters::default(),
@@ -124,7 +132,10 @@ impl TcpSide {
 
     /// Takes a new connection, or closes it at once when the Worker is full.
     pub(crate) fn on_accept(&mut self, stream: TcpStream, remote: SocketAddr, now: Instant) {
-        if self.conns.len() >= self.limits.max_connections || self.conns.contains_key(&remote) {
+        self.closing.retain(|(_, w)| !w.is_finished());
+        if self.conns.len() + self.closing.len() >= self.limits.max_connections
+            || self.conns.contains_key(&remote)
+        {
             self.counters.refused += 1;
             tracing::debug!(%remote, "TCP connection refused (limit reached)");
             drop(stream);
@@ -193,12 +204,23 @@ impl TcpSide {
             Ended::Closed => self.counters.peer_closed += 1,
             Ended::Garbage => self.counters.garbage += 1,
         }
-        self.close(remote);
+        self.close(remote, Instant::now());
         true
     }
 
-    /// Closes the connections idle for longer than the limit; returns their remote addresses.
+    /// Closes the connections idle for longer than the limit and aborts the writers of closed
+    /// connections still flushing after [`CLOSE_GRACE`]; returns the closed remote addresses.
     pub(crate) fn sweep_idle(&mut self, now: Instant) -> Vec<SocketAddr> {
+        self.closing.retain(|(deadline, w)| {
+            if w.is_finished() {
+                return false;
+            }
+            if *deadline <= now {
+                w.abort();
+                return false;
+            }
+            true
+        });
         let idle = self.limits.idle_timeout;
         let gone: Vec<SocketAddr> = self
             .conns
@@ -209,7 +231,7 @@ impl TcpSide {
         for a in &gone {
             self.counters.idle += 1;
             tracing::debug!(remote = %a, "TCP connection closed (idle)");
-            self.close(*a);
+            self.close(*a, now);
         }
         gone
     }
@@ -229,20 +251,38 @@ impl TcpSide {
                 c.reader.abort();
                 c.writer
             })
+            .chain(self.closing.drain(..).map(|(_, w)| w))
             .collect();
+        let aborts: Vec<_> = writers.iter().map(|w| w.abort_handle()).collect();
         let _ = tokio::time::timeout(grace, async {
             for w in writers {
                 let _ = w.await;
             }
         })
         .await;
+        for a in aborts {
+            a.abort();
+        }
     }
 
-    /// Ends a connection: the reader stops at once; the writer sends what is queued, then FIN.
-    fn close(&mut self, remote: SocketAddr) {
+    /// Connections holding a socket: open ones plus closed ones whose writer is still flushing.
+    #[cfg(test)]
+    fn sockets(&self) -> usize {
+        self.conns.len()
+            + self
+                .closing
+                .iter()
+                .filter(|(_, w)| !w.is_finished())
+                .count()
+    }
+
+    /// Ends a connection: the reader stops at once; the writer sends what is queued, then FIN,
+    /// or is aborted by the sweep after [`CLOSE_GRACE`].
+    fn close(&mut self, remote: SocketAddr, now: Instant) {
         if let Some(c) = self.conns.remove(&remote) {
             c.reader.abort();
             // Dropping `c.tx` ends the writer once its queue is empty.
+            self.closing.push((now + CLOSE_GRACE, c.writer));
         }
     }
 }
@@ -351,6 +391,59 @@ mod tests {
         let mut rtp = vec![0x80u8; 40];
         rtp[4..8].copy_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
         assert!(!looks_like_stun(&rtp));
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_whose_peer_stopped_reading_is_aborted_after_the_grace() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let limits = TcpLimits {
+            max_connections: 1,
+            idle_timeout: Duration::from_secs(1),
+            max_frame_bytes: 4096,
+            send_queue_frames: 64,
+        };
+        let (mut side, waits) = TcpSide::new(l, limits).unwrap();
+        // A Peer that never reads.
+        let mut peer = TcpStream::connect(addr).await.unwrap();
+        let (s, remote) = waits.listener.accept().await.unwrap();
+        let t0 = Instant::now();
+        side.on_accept(s, remote, t0);
+        // Far more than the socket buffers hold: the writer ends up stuck in a write.
+        for _ in 0..2000 {
+            side.send(remote, vec![0u8; 60_000]);
+            tokio::task::yield_now().await;
+        }
+        assert!(side.counters.send_drops > 0, "the queue filled up");
+        // Idle: closed. The stuck writer still holds the socket and counts toward the limit.
+        assert_eq!(side.sweep_idle(t0 + Duration::from_secs(1)), vec![remote]);
+        assert_eq!(side.sockets(), 1);
+        let _second = TcpStream::connect(addr).await.unwrap();
+        let (s2, r2) = waits.listener.accept().await.unwrap();
+        side.on_accept(s2, r2, t0 + Duration::from_secs(1));
+        assert_eq!(side.counters.refused, 1, "the lingering socket counts");
+        // After the grace the writer is aborted and the socket closed.
+        assert!(side.sweep_idle(t0 + Duration::from_secs(4)).is_empty());
+        for _ in 0..100 {
+            if side.sockets() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(side.sockets(), 0);
+        // The Peer sees the end of the stream (or a reset) after what was buffered.
+        let mut buf = vec![0u8; 1 << 16];
+        let end = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match peer.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "the socket was closed");
     }
 
     #[test]

@@ -77,6 +77,17 @@ pub fn check_username(username: &str, now: SystemTime) -> Result<&str, Credentia
     Ok(identity)
 }
 
+/// Whole seconds until the expiry in a username [`check_username`] accepted, at least 1 and at
+/// most `u32::MAX` (0 for a username it would refuse).
+pub(crate) fn seconds_left(username: &str, now: SystemTime) -> u32 {
+    let ts = username.split_once(':').map_or(username, |(ts, _)| ts);
+    let Ok(expiry) = ts.parse::<u64>() else {
+        return 0;
+    };
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    u32::try_from(expiry.saturating_sub(now)).unwrap_or(u32::MAX)
+}
+
 /// Issues and checks NONCEs without storing them: `<expiry hex><mac hex>`, the MAC binding the
 /// expiry to the client's transport address.
 pub(crate) struct NonceKey {
@@ -158,6 +169,9 @@ mod tests {
         assert_eq!(check_username("x:ss", now), Err(CredentialError::Malformed));
         assert_eq!(check_username("", now), Err(CredentialError::Malformed));
         assert_eq!(check_username("9999999", now), Ok(""));
+        assert_eq!(seconds_left(&c.username, now), 60);
+        assert_eq!(seconds_left("9999999999999:x", now), u32::MAX);
+        assert_eq!(seconds_left("x:ss", now), 0);
     }
 
     #[test]

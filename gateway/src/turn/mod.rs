@@ -36,7 +36,8 @@
 //! an Allocate for the other family gets 440, a peer of the other family 443.
 //!
 //! Credentials are checked on every request, so a credential past its expiry cannot Refresh an
-//! allocation either: `turn.credential_ttl_secs` bounds how long one relayed connection lasts.
+//! allocation either, and no Allocate or Refresh grants a lifetime past the credential's expiry:
+//! `turn.credential_ttl_secs` bounds how long one relayed connection lasts.
 
 pub mod credentials;
 pub mod policy;
@@ -61,7 +62,8 @@ pub use server::{Transport, TurnStats};
 use crate::config::Config;
 use server::{ClientSink, FiveTuple, Settings, Shared};
 
-/// A stream connection with no allocation is closed after this long without a frame.
+/// A stream connection with no allocation is closed after this long without a complete frame
+/// (trickling bytes does not keep it open).
 const STREAM_IDLE: Duration = Duration::from_secs(30);
 /// Time a TLS client has to finish its handshake.
 const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
@@ -173,7 +175,13 @@ impl TurnServer {
                 own.push(SocketAddr::new(*ip, a.port()));
             }
         }
-        let policy = PeerPolicy::new(&t.deny_peers, &t.allow_peers, own)
+        // Every other IP of this host we know of: reachable only at the media ports.
+        let hosts = [relay_bind, relay_public, config.media.bind_ip]
+            .into_iter()
+            .chain(announce.iter().copied())
+            .chain([t.listen_udp.ip(), t.listen_tcp.ip()])
+            .chain(t.listen_tls.map(|a| a.ip()));
+        let policy = PeerPolicy::new(&t.deny_peers, &t.allow_peers, own, hosts)
             .map_err(|e| TurnError::Config(format!("turn.deny_peers/allow_peers: {e}")))?;
         let settings = Settings {
             realm: t.realm.clone(),
@@ -449,12 +457,14 @@ where
     let reader = async {
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         let mut chunk = vec![0u8; 16384];
+        let mut idle_at = tokio::time::Instant::now() + STREAM_IDLE;
         loop {
             loop {
                 match frame_len(&buf) {
                     Ok(Some((total, used))) => {
                         guarded(&shared, five, &sink, &buf[..used]);
                         buf.drain(..total);
+                        idle_at = tokio::time::Instant::now() + STREAM_IDLE;
                     }
                     Ok(None) => break,
                     Err(()) => {
@@ -466,13 +476,14 @@ where
                     }
                 }
             }
-            match tokio::time::timeout(STREAM_IDLE, rd.read(&mut chunk)).await {
+            match tokio::time::timeout_at(idle_at, rd.read(&mut chunk)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => return,
                 Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
                 Err(_) => {
                     if !shared.has_allocation(&five) {
                         return;
                     }
+                    idle_at = tokio::time::Instant::now() + STREAM_IDLE;
                 }
             }
         }

@@ -1,11 +1,14 @@
 //! Which peers the embedded TURN server may relay to: CIDR deny and allow lists plus the
 //! gateway's own media addresses. Pure functions over addresses; no IO.
 //!
-//! Decision for a peer IP: allowed if an `allow_peers` range contains it, else denied if a
-//! `deny_peers` range contains it, else allowed. The gateway's media addresses (announce and
-//! bind IPs at the Worker ports) are always reachable, but only at those ports, so a default
-//! configuration relays to the SFU and to public addresses, never into private networks.
-//! IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
+//! Decision for a peer IP: allowed if an `allow_peers` range contains it; else, if it is one of
+//! the gateway's own IPs (media announce and bind IPs, the relay IP, the TURN listener IPs),
+//! reachable only at the Worker media ports; else denied if a `deny_peers` range contains it;
+//! else allowed. So a default configuration relays to the SFU and to public addresses, never
+//! into private networks, and never to another service on the gateway's own host (its TURN
+//! listeners, relay ports, anything else bound there), even when that host's IP is public.
+//! Unspecified addresses (`0.0.0.0`, `::`) are never own addresses: sending to them reaches
+//! the local host. IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -86,11 +89,13 @@ pub enum PeerVerdict {
 
 impl PeerPolicy {
     /// Parses the lists (already validated by the config) and records the gateway's media
-    /// addresses.
+    /// addresses and the other IPs of its host (`own_hosts`: relay and listener IPs), which are
+    /// reachable only at the media ports.
     pub fn new(
         deny: &[String],
         allow: &[String],
         own_media: impl IntoIterator<Item = SocketAddr>,
+        own_hosts: impl IntoIterator<Item = IpAddr>,
     ) -> Result<Self, String> {
         let parse = |l: &[String]| {
             l.iter()
@@ -100,11 +105,18 @@ impl PeerPolicy {
         let own: HashSet<SocketAddr> = own_media
             .into_iter()
             .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
+            .filter(|a| !a.ip().is_unspecified())
+            .collect();
+        let own_ips = own
+            .iter()
+            .map(|a| a.ip())
+            .chain(own_hosts.into_iter().map(|ip| ip.to_canonical()))
+            .filter(|ip| !ip.is_unspecified())
             .collect();
         Ok(Self {
             deny: parse(deny)?,
             allow: parse(allow)?,
-            own_ips: own.iter().map(|a| a.ip()).collect(),
+            own_ips,
             own,
         })
     }
@@ -112,12 +124,14 @@ impl PeerPolicy {
     /// The verdict for a peer IP (CreatePermission, ChannelBind).
     pub fn verdict(&self, ip: IpAddr) -> PeerVerdict {
         let ip = ip.to_canonical();
-        if self.allow.iter().any(|c| c.contains(ip)) || !self.deny.iter().any(|c| c.contains(ip)) {
+        if self.allow.iter().any(|c| c.contains(ip)) {
             PeerVerdict::Allowed
         } else if self.own_ips.contains(&ip) {
             PeerVerdict::OwnMediaOnly
-        } else {
+        } else if self.deny.iter().any(|c| c.contains(ip)) {
             PeerVerdict::Denied
+        } else {
+            PeerVerdict::Allowed
         }
     }
 
@@ -144,6 +158,7 @@ mod tests {
             &c.deny_peers,
             &c.allow_peers,
             own.iter().map(|a| a.parse().unwrap()),
+            [],
         )
         .unwrap()
     }
@@ -168,6 +183,10 @@ mod tests {
             "ff02::1",
             "::ffff:10.0.0.1",
             "::ffff:127.0.0.2",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::7f00:1",
+            "240.0.0.1",
+            "198.18.0.1",
         ] {
             assert_ne!(
                 p.verdict(ip.parse().unwrap()),
@@ -191,9 +210,62 @@ mod tests {
     #[test]
     fn allow_overrides_deny() {
         let c = TurnConfig::default();
-        let p = PeerPolicy::new(&c.deny_peers, &["127.0.0.0/8".into()], []).unwrap();
+        let p = PeerPolicy::new(&c.deny_peers, &["127.0.0.0/8".into()], [], []).unwrap();
         assert!(p.permits_addr("127.0.0.1:9".parse().unwrap()));
         assert!(!p.permits_addr("10.0.0.1:9".parse().unwrap()));
+    }
+
+    #[test]
+    fn own_public_ips_reach_only_the_media_ports() {
+        // A gateway on a public IP: its other services (TURN listener, relay ports, anything
+        // bound on the host) must not be reachable through the relay.
+        let c = TurnConfig::default();
+        let p = PeerPolicy::new(
+            &c.deny_peers,
+            &c.allow_peers,
+            ["203.0.113.5:40000".parse().unwrap()],
+            ["203.0.113.6".parse().unwrap()],
+        )
+        .unwrap();
+        assert!(p.permits_addr("203.0.113.5:40000".parse().unwrap()));
+        assert!(p.permits_addr("[::ffff:203.0.113.5]:40000".parse().unwrap()));
+        for a in [
+            "203.0.113.5:3478",
+            "203.0.113.5:53",
+            "[::ffff:203.0.113.5]:3478",
+            "203.0.113.6:40000",
+            "203.0.113.6:50000",
+        ] {
+            assert!(!p.permits_addr(a.parse().unwrap()), "{a}");
+        }
+        assert_eq!(
+            p.verdict("203.0.113.6".parse().unwrap()),
+            PeerVerdict::OwnMediaOnly
+        );
+        assert!(p.permits_addr("203.0.113.7:3478".parse().unwrap()));
+    }
+
+    #[test]
+    fn unspecified_bind_addresses_are_not_own_addresses() {
+        // Media bound on 0.0.0.0: sending to 0.0.0.0 would reach the local host.
+        let c = TurnConfig::default();
+        let p = PeerPolicy::new(
+            &c.deny_peers,
+            &c.allow_peers,
+            [
+                "0.0.0.0:40000".parse().unwrap(),
+                "[::]:40000".parse().unwrap(),
+            ],
+            ["0.0.0.0".parse().unwrap()],
+        )
+        .unwrap();
+        for a in ["0.0.0.0:40000", "[::]:40000", "[::ffff:0.0.0.0]:40000"] {
+            assert!(!p.permits_addr(a.parse().unwrap()), "{a}");
+            assert_eq!(
+                p.verdict(a.parse::<SocketAddr>().unwrap().ip()),
+                PeerVerdict::Denied
+            );
+        }
     }
 
     #[test]

@@ -253,6 +253,8 @@ impl Refusal {
 struct Authed {
     username: String,
     identity: String,
+    /// Whole seconds until the credential expires (at least 1).
+    credential_left: u32,
     creds: MessageIntegrityCredentials,
     algo: IntegrityAlgorithm,
 }
@@ -466,9 +468,11 @@ impl Shared {
         let Ok(algo) = msg.validate_integrity(&creds) else {
             return Err(Refusal::challenge(ErrorCode::UNAUTHORIZED));
         };
+        let credential_left = credentials::seconds_left(username, now);
         Ok(Authed {
             username: username.to_string(),
             identity: identity.to_string(),
+            credential_left,
             creds,
             algo,
         })
@@ -567,12 +571,14 @@ impl Shared {
         let lifetime = requested
             .unwrap_or(DEFAULT_LIFETIME)
             .max(DEFAULT_LIFETIME)
-            .min(self.settings.max_lifetime);
+            .min(self.settings.max_lifetime)
+            .min(auth.credential_left);
 
         // Quotas and a port, under the state lock.
         let (relay, port) = {
             let mut st = lock(&self.state);
-            if st.allocations.len() >= self.settings.max_allocations as usize
+            // Reserved ports count allocations still being set up by another listener task.
+            if st.ports.len() >= self.settings.max_allocations as usize
                 || st.per_identity.get(&auth.identity).copied().unwrap_or(0)
                     >= self.settings.max_per_identity
             {
@@ -702,10 +708,13 @@ impl Shared {
         let requested = msg.attribute::<Lifetime>().map(|l| l.seconds()).ok();
         let lifetime = match requested {
             Some(0) => 0,
+            // Never past the credential's expiry: an expired credential cannot Refresh, so the
+            // allocation would only linger unusable.
             r => r
                 .unwrap_or(DEFAULT_LIFETIME)
                 .max(DEFAULT_LIFETIME)
-                .min(self.settings.max_lifetime),
+                .min(self.settings.max_lifetime)
+                .min(auth.credential_left),
         };
         if lifetime == 0 {
             self.remove(&five);
