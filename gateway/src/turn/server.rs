@@ -88,8 +88,10 @@ pub(crate) enum ClientSink {
     Stream(mpsc::Sender<Vec<u8>>, Arc<AtomicUsize>),
 }
 
-/// Bytes queued toward one TCP/TLS client before further frames are dropped.
-pub(crate) const STREAM_QUEUE_BYTES: usize = 1 << 20;
+/// Bytes queued toward one TCP/TLS client before further frames are dropped: 256 KiB is about a
+/// second of a 2 Mbit/s call, so a client that stops reading costs at most that, and
+/// `turn.max_stream_connections` of them at most 256 KiB each.
+pub(crate) const STREAM_QUEUE_BYTES: usize = 256 << 10;
 
 impl ClientSink {
     fn send(&self, bytes: Vec<u8>) -> bool {
