@@ -9,6 +9,9 @@
 mod core;
 mod udp;
 
-pub use crate::core::{PeerCore, PeerStats, Publish, Received, SIMULCAST_FRAME_BYTES, TrackStats};
+pub use crate::core::{
+    Codecs, PeerCore, PeerStats, Publish, Received, SIMULCAST_FRAME_BYTES, TrackStats,
+};
 pub use crate::udp::UdpPeer;
 pub use str0m::channel::{ChannelConfig, Reliability};
+pub use str0m::format::Codec;

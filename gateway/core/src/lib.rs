@@ -35,5 +35,5 @@ pub use sfu::{
 #[doc(hidden)]
 pub mod testing {
     pub use crate::sfu::alloc::{Demand, LayerCap, allocate};
-    pub use crate::sfu::forward::{Forwarder, Layer, Rewritten, is_keyframe};
+    pub use crate::sfu::forward::{Forwarder, Layer, Rewritten, is_keyframe, red_primary};
 }

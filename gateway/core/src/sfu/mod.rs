@@ -187,7 +187,9 @@ struct TrackOut {
     wanted: bool,
     kind: MediaKind,
     /// Publisher payload type → subscriber payload type, learned on first use.
-    pt_map: Vec<(Pt, Option<Pt>)>,
+    /// With RED (RFC 2198) in: `true` when the subscriber did not negotiate RED and gets the
+    /// primary encoding only.
+    pt_map: Vec<(Pt, Option<(Pt, bool)>)>,
     /// Layer choice, key-frame gating and sequence/timestamp rewriting.
     fwd: forward::Forwarder,
     /// The bandwidth cap on the layer (with hysteresis).
@@ -596,7 +598,10 @@ impl Sfu {
         }
         let id = SessionId::generate(self.config.worker, &mut self.rng);
         let (ufrag, pass) = ids::ice_creds(&mut self.rng);
+        // Opus RED (RFC 2198) is offered and accepted, and passed through between Peers that
+        // both negotiated it (the primary encoding alone goes to those that did not).
         let mut builder = Rtc::builder()
+            .enable_opus(true, true)
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_local_ice_credentials(IceCreds {
@@ -2132,8 +2137,13 @@ impl Sfu {
             return;
         };
         let in_pt = p.header.payload_type;
-        let params = s.rtc.codec_config().find(|c| c.pt() == in_pt).copied();
-        let Some(params) = params else {
+        // Opus RED (RFC 2198) arrives with the RED payload type of its primary codec.
+        let cc = s.rtc.codec_config();
+        let found = match cc.find(|c| c.pt() == in_pt) {
+            Some(c) => Some((*c, false)),
+            None => cc.find(|c| c.red() == Some(in_pt)).map(|c| (*c, true)),
+        };
+        let Some((params, red_in)) = found else {
             self.counters.rtp_dropped += 1;
             return;
         };
@@ -2224,16 +2234,34 @@ impl Sfu {
             let out_pt = match o.pt_map.iter().find(|(i, _)| *i == in_pt) {
                 Some((_, out)) => *out,
                 None => {
-                    let out = s.rtc.codec_config().match_params(params).map(|c| c.pt());
+                    let out = s.rtc.codec_config().match_params(params).map(|c| {
+                        match (red_in, c.red()) {
+                            (false, _) => (c.pt(), false),
+                            // Both sides negotiated RED: pass it through.
+                            (true, Some(red)) => (red, false),
+                            (true, None) => (c.pt(), true),
+                        }
+                    });
                     o.pt_map.push((in_pt, out));
                     out
                 }
             };
-            let Some(out_pt) = out_pt else {
+            let Some((out_pt, strip_red)) = out_pt else {
                 self.counters.rtp_dropped += 1;
                 continue;
             };
-            let w = RtpWrite::new(out_pt, rw.seq.into(), rw.ts, p.timestamp, p.payload.clone())
+            let payload = if strip_red {
+                match forward::red_primary(&p.payload) {
+                    Some(primary) => p.payload[primary].into(),
+                    None => {
+                        self.counters.rtp_dropped += 1;
+                        continue;
+                    }
+                }
+            } else {
+                p.payload.clone()
+            };
+            let w = RtpWrite::new(out_pt, rw.seq.into(), rw.ts, p.timestamp, payload)
                 .marker(p.header.marker)
                 .ext_vals(ext.clone())
                 .nackable(is_video);

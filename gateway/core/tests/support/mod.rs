@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use switchboard_core::*;
-use switchboard_testpeer::{PeerCore, Publish};
+use switchboard_testpeer::{Codecs, PeerCore, Publish};
 
 pub const SFU_ADDR: &str = "192.0.2.1:4000";
 
@@ -140,9 +140,32 @@ impl Net {
         publish: Publish,
         channels: &[switchboard_testpeer::ChannelConfig],
     ) -> usize {
+        self.join_full(session, participant, publish, channels, Codecs::default())
+    }
+
+    /// Joins with a Peer that supports only the given codecs (and publishes with them).
+    pub fn join_with_codecs(
+        &mut self,
+        room: &RoomId,
+        participant: &str,
+        publish: Publish,
+        codecs: Codecs,
+    ) -> usize {
+        let session = self.session(room, participant);
+        self.join_full(session, participant, publish, &[], codecs)
+    }
+
+    fn join_full(
+        &mut self,
+        session: SessionId,
+        participant: &str,
+        publish: Publish,
+        channels: &[switchboard_testpeer::ChannelConfig],
+        codecs: Codecs,
+    ) -> usize {
         let addr: SocketAddr = format!("192.0.2.{}:5000", self.next_ip).parse().unwrap();
         self.next_ip += 1;
-        let mut core = PeerCore::new(self.now, addr);
+        let mut core = PeerCore::with_codecs(self.now, addr, codecs);
         let offer = core.create_offer_with(publish, channels);
         let answer = self.sfu.apply_offer(self.now, &session, &offer).unwrap();
         core.accept_answer(&answer).unwrap();
