@@ -92,14 +92,18 @@ async fn subscribe_and_choose_simulcast_layers_over_grpc() -> anyhow::Result<()>
 
     // The decisions were explained to the backend: bob first received f for his preference,
     // then q was chosen and waited for its key frame, then q was forwarded.
-    let layer_events = || -> Vec<(String, String, i32, bool)> {
+    let layer_events = || -> Vec<(String, String, i32, bool, u64)> {
         backend
             .events_of(&sb)
             .into_iter()
             .filter_map(|k| match k {
-                pb::event::Kind::SubscriptionLayerChanged(e) if e.track_id == track => {
-                    Some((e.layer, e.target_layer, e.reason, e.keyframe_wait))
-                }
+                pb::event::Kind::SubscriptionLayerChanged(e) if e.track_id == track => Some((
+                    e.layer,
+                    e.target_layer,
+                    e.reason,
+                    e.keyframe_wait,
+                    e.estimate_bps,
+                )),
                 _ => None,
             })
             .collect()
@@ -107,16 +111,20 @@ async fn subscribe_and_choose_simulcast_layers_over_grpc() -> anyhow::Result<()>
     wait_until(Duration::from_secs(5), || {
         let ev = layer_events();
         let pref = pb::LayerReason::Preference as i32;
+        let is = |e: &(String, String, i32, bool, u64), layer: &str, target: &str, wait: bool| {
+            e.0 == layer && e.1 == target && e.2 == pref && e.3 == wait
+        };
+        // The estimate comes from bob's TWCC feedback over real UDP.
         let f_then_q = ev
             .iter()
-            .position(|e| *e == ("f".into(), "f".into(), pref, false))
+            .position(|e| is(e, "f", "f", false))
             .and_then(|i| {
                 ev[i..]
                     .iter()
-                    .position(|e| e.1 == "q" && e.3)
+                    .position(|e| is(e, "f", "q", true))
                     .map(|j| i + j)
             })
-            .is_some_and(|i| ev[i..].contains(&("q".into(), "q".into(), pref, false)));
+            .is_some_and(|i| ev[i..].iter().any(|e| is(e, "q", "q", false) && e.4 > 0));
         if f_then_q {
             Ok(())
         } else {

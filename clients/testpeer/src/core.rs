@@ -122,6 +122,8 @@ pub struct PeerCore {
     pub audio_level: i8,
     /// Codec of the published video.
     video_codec: Codec,
+    /// Simulcast layers (rids) not sent, as by a browser that deactivated those encodings.
+    pub silent_layers: Vec<&'static str>,
 }
 
 /// Which codecs a Peer supports (see [`PeerCore::with_codecs`]).
@@ -186,6 +188,7 @@ impl PeerCore {
             muted: false,
             audio_level: -30,
             video_codec: codecs.video.unwrap_or(Codec::Vp8),
+            silent_layers: Vec::new(),
         }
     }
 
@@ -402,6 +405,7 @@ impl PeerCore {
                 let layers: Vec<(Option<Rid>, usize)> = if self.publish.simulcast {
                     SIMULCAST_FRAME_BYTES
                         .iter()
+                        .filter(|(r, _)| !self.silent_layers.contains(r))
                         .map(|(r, b)| (Some(Rid::from(*r)), *b))
                         .collect()
                 } else {

@@ -371,3 +371,45 @@ fn layer_events_explain_preference_keyframe_wait_and_pause() {
         .unwrap();
     assert_eq!(prev, rid(0));
 }
+
+#[test]
+fn a_layer_the_publisher_stops_sending_is_reported_as_inactive() {
+    let mut net = Net::new();
+    let room = net.room("inactive");
+    let a = net.join(&room, "alice", simulcast_av());
+    let b = net.join(&room, "bob", Publish::default());
+    net.run_until(Duration::from_secs(15), "bob gets alice's top layer", |n| {
+        n.published(a)
+            .iter()
+            .any(|t| video(n, b, t).0 == layer_bytes(2) && video(n, b, t).1 >= 10)
+    });
+    let track = net
+        .published(a)
+        .into_iter()
+        .find(|t| video(&net, b, t).0 == layer_bytes(2))
+        .unwrap();
+    let tid = TrackId::parse(&track).unwrap();
+    let sb = net.peers[b].session.clone();
+    // Alice's browser stops sending f (say, CPU-limited): bob falls back to h, and is told why.
+    net.peers[a].core.silent_layers = vec!["f"];
+    net.run_until(Duration::from_secs(5), "bob at h", |n| {
+        video(n, b, &track).0 == layer_bytes(1) && video(n, b, &track).1 >= 5
+    });
+    let last = layer_events(&net, &sb, &tid).pop().unwrap();
+    assert_eq!(
+        (last.layer, last.reason, last.keyframe_wait),
+        (rid(1), LayerReason::PublisherLayerInactive, false)
+    );
+    // f comes back: bob returns to it for his preference.
+    net.peers[a].core.silent_layers.clear();
+    net.run_until(Duration::from_secs(5), "bob back at f", |n| {
+        video(n, b, &track).0 == layer_bytes(2) && video(n, b, &track).1 >= 5
+    });
+    let last = layer_events(&net, &sb, &tid).pop().unwrap();
+    assert_eq!(
+        (last.layer, last.reason, last.keyframe_wait),
+        (rid(2), LayerReason::Preference, false)
+    );
+    let (_, _, _, clean) = video(&net, b, &track);
+    assert!(clean, "every switch at a key frame");
+}
