@@ -26,6 +26,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Data-channel relay limits.
     pub data: DataConfig,
+    /// Bandwidth estimation toward subscribers and the simulcast layer choice it drives.
+    pub bwe: BweConfig,
     /// ICE servers handed to Peers in `CreateSessionResponse`.
     pub ice_servers: Vec<IceServerConfig>,
     /// The embedded TURN/STUN server.
@@ -204,6 +206,39 @@ impl Default for DataConfig {
             max_message_bytes: 64 * 1024,
             send_buffer_bytes: 1024 * 1024,
             backend_max_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// `[bwe]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BweConfig {
+    /// Estimate each subscriber's downlink (TWCC, with probing) and cap its simulcast layers to
+    /// what fits. Off: layers follow the subscriber's preference only.
+    pub enabled: bool,
+    /// Estimate (kbit/s) a subscriber starts with, before feedback arrives.
+    pub initial_bitrate_kbps: u64,
+    /// Milliseconds the estimate must stay below the current layer's bitrate before a lower
+    /// layer is chosen.
+    pub down_hold_ms: u64,
+    /// Milliseconds the estimate must carry a higher layer (with headroom) before it is chosen.
+    pub up_hold_ms: u64,
+    /// Headroom (percent of a higher layer's bitrate) the estimate must have above it to switch up.
+    pub up_headroom_percent: u32,
+    /// Minimum milliseconds between two bandwidth-driven switches of one subscription.
+    pub min_switch_interval_ms: u64,
+}
+
+impl Default for BweConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            initial_bitrate_kbps: 1000,
+            down_hold_ms: 500,
+            up_hold_ms: 3000,
+            up_headroom_percent: 20,
+            min_switch_interval_ms: 2000,
         }
     }
 }
@@ -544,6 +579,24 @@ impl Config {
         }
         if self.sessions.rtx_cache_packets == 0 {
             return bad("sessions.rtx_cache_packets", "must be at least 1");
+        }
+        if !(30..=100_000).contains(&self.bwe.initial_bitrate_kbps) {
+            return bad("bwe.initial_bitrate_kbps", "must be between 30 and 100000");
+        }
+        if self.bwe.up_headroom_percent > 200 {
+            return bad("bwe.up_headroom_percent", "must be at most 200");
+        }
+        for (key, v) in [
+            ("bwe.down_hold_ms", self.bwe.down_hold_ms),
+            ("bwe.up_hold_ms", self.bwe.up_hold_ms),
+            (
+                "bwe.min_switch_interval_ms",
+                self.bwe.min_switch_interval_ms,
+            ),
+        ] {
+            if v > 60_000 {
+                return bad(key, "must be at most 60000");
+            }
         }
         if self.data.max_message_bytes == 0 || self.data.max_message_bytes > 16 * 1024 * 1024 {
             return bad("data.max_message_bytes", "must be between 1 and 16777216");

@@ -108,6 +108,14 @@ impl Gateway {
             speaker_min_loudness: (127
                 + i16::from(config.rooms.active_speaker_threshold_dbov.max(-127)))
                 as u8,
+            bwe: switchboard_core::BweConfig {
+                enabled: config.bwe.enabled,
+                initial_bitrate_bps: config.bwe.initial_bitrate_kbps * 1000,
+                down_hold: Duration::from_millis(config.bwe.down_hold_ms),
+                up_hold: Duration::from_millis(config.bwe.up_hold_ms),
+                up_headroom: config.bwe.up_headroom_percent as f32 / 100.0,
+                min_switch_interval: Duration::from_millis(config.bwe.min_switch_interval_ms),
+            },
         };
         let announce = config.announce_ips();
         let tcp_limits = driver::TcpLimits {

@@ -183,6 +183,21 @@ fn bad_values_are_rejected_naming_the_key() {
             &[],
             "ice_servers.urls",
         ),
+        (
+            "[bwe]\ninitial_bitrate_kbps = 5",
+            &[],
+            "bwe.initial_bitrate_kbps",
+        ),
+        (
+            "",
+            &[("SWITCHBOARD__BWE__UP_HOLD_MS", "99999999")],
+            "bwe.up_hold_ms",
+        ),
+        (
+            "[bwe]\nup_headroom_percent = 900",
+            &[],
+            "bwe.up_headroom_percent",
+        ),
         ("[grpc]\nbogus = 1", &[], "bogus"),
         (
             "[turn]\ndeny_peers = [\"10.0.0.0/40\"]",
@@ -248,6 +263,20 @@ fn turn_keys_come_from_the_environment() {
     assert_eq!(c.turn.relay_ip, Some("127.0.0.1".parse().unwrap()));
     assert_eq!(c.turn.max_allocations_per_identity, 3);
     assert_eq!(c.turn.deny_peers, Config::default().turn.deny_peers);
+}
+
+#[test]
+fn bwe_keys_come_from_the_file_and_the_environment() {
+    let f = file("[bwe]\nenabled = false\ndown_hold_ms = 800\n");
+    let c = Config::load_with_env(
+        Some(&f.0),
+        env(&[("SWITCHBOARD__BWE__UP_HEADROOM_PERCENT", "35")]),
+    )
+    .unwrap();
+    assert!(!c.bwe.enabled);
+    assert_eq!(c.bwe.down_hold_ms, 800);
+    assert_eq!(c.bwe.up_headroom_percent, 35);
+    assert_eq!(c.bwe.up_hold_ms, 3000, "unset keys keep their defaults");
 }
 
 #[test]

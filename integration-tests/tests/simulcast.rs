@@ -90,6 +90,49 @@ async fn subscribe_and_choose_simulcast_layers_over_grpc() -> anyhow::Result<()>
     })
     .await?;
 
+    // The decisions were explained to the backend: bob first received f for his preference,
+    // then q was chosen and waited for its key frame, then q was forwarded.
+    let layer_events = || -> Vec<(String, String, i32, bool, u64)> {
+        backend
+            .events_of(&sb)
+            .into_iter()
+            .filter_map(|k| match k {
+                pb::event::Kind::SubscriptionLayerChanged(e) if e.track_id == track => Some((
+                    e.layer,
+                    e.target_layer,
+                    e.reason,
+                    e.keyframe_wait,
+                    e.estimate_bps,
+                )),
+                _ => None,
+            })
+            .collect()
+    };
+    wait_until(Duration::from_secs(5), || {
+        let ev = layer_events();
+        let pref = pb::LayerReason::Preference as i32;
+        let is = |e: &(String, String, i32, bool, u64), layer: &str, target: &str, wait: bool| {
+            e.0 == layer && e.1 == target && e.2 == pref && e.3 == wait
+        };
+        // The estimate comes from bob's TWCC feedback over real UDP.
+        let f_then_q = ev
+            .iter()
+            .position(|e| is(e, "f", "f", false))
+            .and_then(|i| {
+                ev[i..]
+                    .iter()
+                    .position(|e| is(e, "f", "q", true))
+                    .map(|j| i + j)
+            })
+            .is_some_and(|i| ev[i..].iter().any(|e| is(e, "q", "q", false) && e.4 > 0));
+        if f_then_q {
+            Ok(())
+        } else {
+            Err(format!("layer events {ev:?}"))
+        }
+    })
+    .await?;
+
     // Errors: an unknown track, a malformed one, a preference without a subscription.
     let e = sessions
         .subscribe(pb::SubscribeRequest {

@@ -50,6 +50,10 @@ pub struct TrackStats {
     /// Whether the first frame after each change of frame size was a key frame (all true when
     /// every switch was clean).
     pub switches_at_keyframe: Vec<bool>,
+    /// Codec of the last frame received (`vp8`, `vp9`, `h264`, `av1`, `opus`, …).
+    pub codec: Option<String>,
+    /// Whether the first frame received was a key frame (video).
+    pub first_was_keyframe: Option<bool>,
 }
 
 /// One received data-channel message.
@@ -119,6 +123,19 @@ pub struct PeerCore {
     pub muted: bool,
     /// Audio level sent in the audio-level header extension (dBov: 0 loudest, -127 silence).
     pub audio_level: i8,
+    /// Codec of the published video.
+    video_codec: Codec,
+    /// Simulcast layers (rids) not sent, as by a browser that deactivated those encodings.
+    pub silent_layers: Vec<&'static str>,
+}
+
+/// Which codecs a Peer supports (see [`PeerCore::with_codecs`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Codecs {
+    /// Only this video codec (and Opus); `None`: str0m's defaults (VP8 first).
+    pub video: Option<Codec>,
+    /// Offer and accept Opus RED (`red/48000/2`), and send audio as RED when negotiated.
+    pub red: bool,
 }
 
 /// A VP8 key frame starts with a frame tag whose lowest bit is 0, then the start code 9d 01 2a.
@@ -129,9 +146,15 @@ const VP8_DELTA_HEADER: [u8; 3] = [0x11, 0x02, 0x00];
 impl PeerCore {
     /// A Peer at `addr` (a host candidate; datagrams to it must carry it as destination).
     pub fn new(now: Instant, addr: SocketAddr) -> Self {
+        Self::with_codecs(now, addr, Codecs::default())
+    }
+
+    /// A Peer that supports only the given codecs; its video is published with `codecs.video`
+    /// (VP8 by default), as frames that carry a recognisable key-frame header of that codec.
+    pub fn with_codecs(now: Instant, addr: SocketAddr, codecs: Codecs) -> Self {
         // A loopback or test address is a valid host candidate for str0m.
         let c = Candidate::host(addr, "udp").expect("a usable host address");
-        Self::with_candidate(now, c, Protocol::Udp)
+        Self::with_candidate(now, c, Protocol::Udp, codecs)
     }
 
     /// A Peer that has only an active TCP host candidate on `ip` (RFC 6544: port 9), like a
@@ -144,13 +167,24 @@ impl PeerCore {
             .tcptype(TcpType::Active)
             .build()
             .expect("a usable host address");
-        Self::with_candidate(now, c, Protocol::Tcp)
+        Self::with_candidate(now, c, Protocol::Tcp, Codecs::default())
     }
 
-    fn with_candidate(now: Instant, c: Candidate, proto: Protocol) -> Self {
-        let mut rtc = Rtc::builder()
-            .set_stats_interval(Some(Duration::from_secs(1)))
-            .build(now);
+    fn with_candidate(now: Instant, c: Candidate, proto: Protocol, codecs: Codecs) -> Self {
+        let mut builder = Rtc::builder().set_stats_interval(Some(Duration::from_secs(1)));
+        if let Some(video) = codecs.video {
+            builder = builder.clear_codecs().enable_opus(true, codecs.red);
+            builder = match video {
+                Codec::Vp9 => builder.enable_vp9(true),
+                Codec::H264 => builder.enable_h264(true),
+                Codec::Av1 => builder.enable_av1(true),
+                Codec::H265 => builder.enable_h265(true),
+                _ => builder.enable_vp8(true),
+            };
+        } else if codecs.red {
+            builder = builder.enable_opus(true, true);
+        }
+        let mut rtc = builder.build(now);
         let addr = c.addr();
         rtc.add_local_candidate(c);
         Self {
@@ -175,6 +209,8 @@ impl PeerCore {
             video_frame_bytes: 2500,
             muted: false,
             audio_level: -30,
+            video_codec: codecs.video.unwrap_or(Codec::Vp8),
+            silent_layers: Vec::new(),
         }
     }
 
@@ -386,11 +422,12 @@ impl PeerCore {
                 let started = *self.video_started.get_or_insert(now);
                 let elapsed = now.duration_since(started);
                 let t = MediaTime::from_90khz((elapsed.as_micros() * 9 / 100) as u64);
-                let pt = self.pt(Codec::Vp8);
+                let pt = self.pt(self.video_codec);
                 let n = self.stats.video_frames_sent;
                 let layers: Vec<(Option<Rid>, usize)> = if self.publish.simulcast {
                     SIMULCAST_FRAME_BYTES
                         .iter()
+                        .filter(|(r, _)| !self.silent_layers.contains(r))
                         .map(|(r, b)| (Some(Rid::from(*r)), *b))
                         .collect()
                 } else {
@@ -402,13 +439,7 @@ impl PeerCore {
                         Some(r) => *self.want_keyframe_rid.entry(r).or_insert(true),
                         None => self.want_keyframe,
                     };
-                    let mut frame = Vec::with_capacity(bytes);
-                    frame.extend_from_slice(if key {
-                        &VP8_KEY_HEADER[..]
-                    } else {
-                        &VP8_DELTA_HEADER[..]
-                    });
-                    frame.resize(bytes, (n % 251) as u8);
+                    let frame = video_frame(self.video_codec, key, bytes, n);
                     let Some(pt) = pt else { continue };
                     let Some(mut w) = self.rtc.writer(mid) else {
                         continue;
@@ -515,15 +546,17 @@ impl PeerCore {
                     .cloned()
                     .unwrap_or_else(|| format!("mid:{}", d.mid));
                 let kind = self.rtc.media(d.mid).map(|m| m.kind());
+                let codec = d.params.spec().codec;
                 let st = self.stats.tracks.entry(track).or_default();
                 st.kind = kind;
+                st.codec = Some(codec.to_string());
                 st.frames += 1;
                 st.bytes += d.data.len() as u64;
-                let key =
-                    kind == Some(MediaKind::Video) && d.data.first().is_some_and(|b| b & 1 == 0);
+                let key = kind == Some(MediaKind::Video) && frame_is_key(codec, &d.data);
                 if key {
                     st.keyframes += 1;
                 }
+                st.first_was_keyframe.get_or_insert(key);
                 if d.data.len() != st.last_frame_bytes {
                     st.switches_at_keyframe.push(key);
                     st.last_frame_bytes = d.data.len();
@@ -560,5 +593,67 @@ impl PeerCore {
     pub fn close(&mut self) {
         let _ = self.rtc.close();
         self.drain();
+    }
+}
+
+/// A fake video frame of `codec`, `bytes` long (the header included), that str0m's packetizer
+/// for the codec and the gateway's key-frame detection both read as a key or delta frame.
+fn video_frame(codec: Codec, key: bool, bytes: usize, n: u64) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(bytes);
+    // Never zero: H264 must not see a start code inside the payload.
+    let fill = 0x80 | (n % 127) as u8;
+    match codec {
+        Codec::Vp9 => {
+            // Uncompressed header: frame_marker 0b10, profile 0, show_existing 0, frame_type.
+            frame.push(if key { 0x80 } else { 0x84 });
+        }
+        Codec::H264 => {
+            if key {
+                // SPS, PPS, IDR slice (Annex B start codes).
+                frame.extend_from_slice(&[0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0xda]);
+                frame.extend_from_slice(&[0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80]);
+                frame.extend_from_slice(&[0, 0, 0, 1, 0x65, 0x88]);
+            } else {
+                frame.extend_from_slice(&[0, 0, 0, 1, 0x41, 0x9a]);
+            }
+        }
+        Codec::Av1 => {
+            if key {
+                // A sequence header OBU (type 1, with size) starts a new coded video sequence.
+                frame.extend_from_slice(&[0x0a, 0x0b]);
+                frame.extend_from_slice(&[
+                    0x00, 0x00, 0x00, 0x02, 0xaf, 0xff, 0x9f, 0xff, 0x30, 0x08, 0x01,
+                ]);
+            }
+            // A frame OBU (type 6, with size) filling the rest.
+            let len = bytes.saturating_sub(frame.len() + 3).max(1);
+            frame.push(0x32);
+            frame.push(0x80 | (len & 0x7f) as u8);
+            frame.push((len >> 7) as u8);
+            frame.resize(frame.len() + len, fill);
+            return frame;
+        }
+        _ => frame.extend_from_slice(if key {
+            &VP8_KEY_HEADER[..]
+        } else {
+            &VP8_DELTA_HEADER[..]
+        }),
+    }
+    frame.resize(bytes.max(frame.len() + 1), fill);
+    frame
+}
+
+/// Whether a received (depacketized) frame of `codec` is a key frame.
+fn frame_is_key(codec: Codec, data: &[u8]) -> bool {
+    match codec {
+        Codec::Vp8 => data.first().is_some_and(|b| b & 1 == 0),
+        Codec::Vp9 => data
+            .first()
+            .is_some_and(|b| b & 0xc0 == 0x80 && b & 0x0c == 0),
+        Codec::H264 => data
+            .windows(4)
+            .any(|w| w[..3] == [0, 0, 1] && matches!(w[3] & 0x1f, 5 | 7)),
+        Codec::Av1 => data.first().is_some_and(|b| (b >> 3) & 0x0f == 1),
+        _ => false,
     }
 }

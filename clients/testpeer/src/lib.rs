@@ -11,7 +11,10 @@ mod core;
 mod tcp;
 mod udp;
 
-pub use crate::core::{PeerCore, PeerStats, Publish, Received, SIMULCAST_FRAME_BYTES, TrackStats};
+pub use crate::core::{
+    Codecs, PeerCore, PeerStats, Publish, Received, SIMULCAST_FRAME_BYTES, TrackStats,
+};
 pub use crate::udp::{TcpStats, UdpPeer};
 pub use str0m::channel::{ChannelConfig, Reliability};
+pub use str0m::format::Codec;
 pub use str0m::net::Protocol;

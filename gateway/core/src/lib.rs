@@ -28,12 +28,13 @@ pub use error::CoreError;
 pub use ids::{IdError, MAX_ID_LEN, ParticipantId, RoomId, SessionId, TrackId};
 pub use model::*;
 pub use sfu::{
-    DIRECT_LABEL, Datagram, MAX_METADATA_BYTES, Output, RemoteCandidate, Sfu, SfuConfig,
+    BweConfig, DIRECT_LABEL, Datagram, MAX_METADATA_BYTES, Output, RemoteCandidate, Sfu, SfuConfig,
 };
 
 /// Internals exposed for the crate's own tests (feature `testing`); not a stable API.
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing {
-    pub use crate::sfu::forward::{Forwarder, Layer, Rewritten, is_keyframe};
+    pub use crate::sfu::alloc::{Demand, LayerCap, allocate};
+    pub use crate::sfu::forward::{Forwarder, Layer, Rewritten, is_keyframe, red_primary};
 }

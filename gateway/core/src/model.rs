@@ -304,6 +304,25 @@ pub enum EventKind {
         /// Muted now.
         muted: bool,
     },
+    /// The simulcast layer a subscriber receives of a Track changed, or the layer chosen for it
+    /// (the target, switched to at its next key frame), or the reason. Emitted for simulcast
+    /// Tracks only; `SfuEvent::session` is the subscriber.
+    SubscriptionLayerChanged {
+        /// The Track.
+        track: TrackId,
+        /// The rid forwarded now; `None` when nothing is (paused, or before the first key frame).
+        layer: Option<String>,
+        /// The rid forwarded before this change.
+        previous: Option<String>,
+        /// The rid chosen; differs from `layer` while waiting for its key frame.
+        target: Option<String>,
+        /// Why `target` was chosen.
+        reason: LayerReason,
+        /// True while the target is chosen but its key frame has not arrived yet.
+        keyframe_wait: bool,
+        /// The subscriber's downlink estimate when this was decided (bps), if estimated.
+        estimate_bps: Option<u64>,
+    },
     /// A Track was unpublished.
     TrackUnpublished {
         /// The Track.
@@ -311,6 +330,23 @@ pub enum EventKind {
         /// Its publisher.
         publisher: SessionId,
     },
+}
+
+/// Why a subscriber receives the simulcast layer it does (see
+/// [`EventKind::SubscriptionLayerChanged`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerReason {
+    /// The highest layer the subscriber's preference (`max_layer`) allows, and the bandwidth
+    /// estimate carries it.
+    Preference,
+    /// A lower layer than the preference allows, because the subscriber's estimated downlink
+    /// cannot carry more.
+    Bandwidth,
+    /// A lower layer than the preference allows, because the publisher does not send the
+    /// preferred layer (no packets of it for a second).
+    PublisherLayerInactive,
+    /// Nothing: the subscriber paused the Track, or the backend muted it.
+    Paused,
 }
 
 /// One event emitted by the core. The driver stamps it with a sequence number and a time.

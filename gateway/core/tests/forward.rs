@@ -98,3 +98,21 @@ fn detects_keyframes_per_codec() {
         }
     }
 }
+
+#[test]
+fn finds_the_primary_encoding_of_a_red_payload() {
+    use switchboard_core::testing::red_primary;
+    // One redundant block of 3 bytes (F=1, PT 111, ts offset 960, length 3), then the primary
+    // header (F=0, PT 111) and the blocks.
+    let mut p = vec![0xef, 0x0f, 0x00, 0x03, 0x6f];
+    p.extend_from_slice(&[1, 2, 3]);
+    p.extend_from_slice(&[9, 9]);
+    assert_eq!(red_primary(&p), Some(8..10));
+    assert_eq!(&p[red_primary(&p).unwrap()], &[9, 9]);
+    // Only a primary.
+    assert_eq!(red_primary(&[0x6f, 7, 7]), Some(1..3));
+    // Malformed: a block longer than the payload, truncated headers, empty.
+    assert_eq!(red_primary(&[0xef, 0x0f, 0x03, 0xff, 0x6f, 1]), None);
+    assert_eq!(red_primary(&[0xef, 0x0f]), None);
+    assert_eq!(red_primary(&[]), None);
+}

@@ -5,9 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use switchboard::v1 as pb;
 use switchboard_core::{
-    ChannelCloseReason, EventKind, ParticipantId, Permissions, RoomCloseReason, RoomId, RoomInfo,
-    RoomSpec, SessionCloseReason, SessionId, SessionInfo, SessionSpec, SessionState, TrackId,
-    TrackInfo, TrackKind,
+    ChannelCloseReason, EventKind, LayerReason, ParticipantId, Permissions, RoomCloseReason,
+    RoomId, RoomInfo, RoomSpec, SessionCloseReason, SessionId, SessionInfo, SessionSpec,
+    SessionState, TrackId, TrackInfo, TrackKind,
 };
 use tonic::Status;
 
@@ -284,6 +284,30 @@ impl ToProto<pb::Event> for &GatewayEvent {
                             rids,
                         })
                     }
+                    EventKind::SubscriptionLayerChanged {
+                        track,
+                        layer,
+                        previous,
+                        target,
+                        reason,
+                        keyframe_wait,
+                        estimate_bps,
+                    } => Kind::SubscriptionLayerChanged(pb::SubscriptionLayerChanged {
+                        track_id: track.to_string(),
+                        layer: layer.unwrap_or_default(),
+                        previous_layer: previous.unwrap_or_default(),
+                        target_layer: target.unwrap_or_default(),
+                        reason: match reason {
+                            LayerReason::Preference => pb::LayerReason::Preference,
+                            LayerReason::Bandwidth => pb::LayerReason::Bandwidth,
+                            LayerReason::PublisherLayerInactive => {
+                                pb::LayerReason::PublisherLayerInactive
+                            }
+                            LayerReason::Paused => pb::LayerReason::Paused,
+                        } as i32,
+                        keyframe_wait,
+                        estimate_bps: estimate_bps.unwrap_or(0),
+                    }),
                     EventKind::TrackUnpublished { track, publisher } => {
                         Kind::TrackUnpublished(pb::TrackUnpublished {
                             track_id: track.to_string(),

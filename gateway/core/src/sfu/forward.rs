@@ -97,6 +97,26 @@ impl Forwarder {
     }
 }
 
+/// The byte range of the primary encoding in an RFC 2198 RED payload: after the block headers
+/// (4 bytes each while the F bit is set, then 1 byte) and the redundant blocks. `None` when the
+/// payload is malformed (headers or block lengths run past its end).
+pub fn red_primary(payload: &[u8]) -> Option<std::ops::Range<usize>> {
+    let mut i = 0;
+    let mut redundant = 0usize;
+    loop {
+        let b = *payload.get(i)?;
+        if b & 0x80 == 0 {
+            i += 1;
+            break;
+        }
+        let h = payload.get(i..i + 4)?;
+        redundant += (usize::from(h[2] & 0x03) << 8) | usize::from(h[3]);
+        i += 4;
+    }
+    let start = i.checked_add(redundant)?;
+    (start <= payload.len()).then_some(start..payload.len())
+}
+
 /// Whether an RTP payload of `codec` starts a key frame. Unknown codecs count as key frames
 /// (forwarding then starts and switches without waiting).
 pub fn is_keyframe(codec: Codec, payload: &[u8]) -> bool {

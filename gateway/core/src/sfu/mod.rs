@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::ice::IceCreds;
@@ -30,8 +31,11 @@ use crate::error::CoreError;
 use crate::ids::{self, ParticipantId, RoomId, SessionId, TrackId};
 use crate::model::*;
 
+pub(crate) mod alloc;
 mod data;
 pub(crate) mod forward;
+
+pub use alloc::BweConfig;
 
 pub use data::DIRECT_LABEL;
 
@@ -82,6 +86,8 @@ pub struct SfuConfig {
     pub speaker_smoothing: f32,
     /// Smoothed loudness (0–127, 127 minus -dBov) a speaker must exceed.
     pub speaker_min_loudness: u8,
+    /// Bandwidth estimation toward subscribers and the layer choice it drives.
+    pub bwe: BweConfig,
 }
 
 impl Default for SfuConfig {
@@ -104,6 +110,7 @@ impl Default for SfuConfig {
             speaker_interval: Duration::from_millis(500),
             speaker_smoothing: 0.3,
             speaker_min_loudness: 127 - 70,
+            bwe: BweConfig::default(),
         }
     }
 }
@@ -186,9 +193,17 @@ struct TrackOut {
     wanted: bool,
     kind: MediaKind,
     /// Publisher payload type → subscriber payload type, learned on first use.
-    pt_map: Vec<(Pt, Option<Pt>)>,
+    /// With RED (RFC 2198) in: `true` when the subscriber did not negotiate RED and gets the
+    /// primary encoding only.
+    pt_map: Vec<(Pt, Option<(Pt, bool)>)>,
     /// Layer choice, key-frame gating and sequence/timestamp rewriting.
     fwd: forward::Forwarder,
+    /// The bandwidth cap on the layer (with hysteresis).
+    cap: alloc::LayerCap,
+    /// Why the target layer was chosen.
+    reason: LayerReason,
+    /// What `SubscriptionLayerChanged` last said: (forwarded, target, reason).
+    reported: Option<(Option<forward::Layer>, Option<forward::Layer>, LayerReason)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +244,8 @@ struct TrackIn {
 struct LayerStat {
     layer: forward::Layer,
     bytes: u64,
+    packets: u64,
+    /// Bitrate of the last window, with per-packet overhead ([`PACKET_OVERHEAD`]).
     rate_bps: u64,
     last_seen: Instant,
 }
@@ -262,6 +279,13 @@ fn layer_rank(declared: &[String], layer: forward::Layer) -> usize {
 const LAYER_ACTIVE: Duration = Duration::from_secs(1);
 /// Bitrates are measured over windows of this length.
 const RATE_WINDOW: Duration = Duration::from_millis(500);
+/// Bytes a forwarded packet costs on the wire besides its payload (IP, UDP, RTP header and
+/// extensions, SRTP tag), counted into a layer's bitrate.
+const PACKET_OVERHEAD: u64 = 60;
+/// Shortest wait before an `Rtc` that has just handled a timeout is handled again.
+const MIN_RTC_WAIT: Duration = Duration::from_millis(1);
+/// How often a subscriber's bandwidth allocation is re-evaluated (also on every new estimate).
+const ALLOC_INTERVAL: Duration = Duration::from_millis(200);
 
 struct Session {
     id: SessionId,
@@ -288,6 +312,12 @@ struct Session {
     channels: HashMap<ChannelId, data::OpenChannel>,
     /// Receives new Tracks of the Room without a `subscribe` call.
     auto_subscribe: bool,
+    /// The downlink estimate (bps) from str0m's TWCC bandwidth estimation.
+    estimate: Option<u64>,
+    /// When the bandwidth allocation is evaluated next.
+    alloc_at: Option<Instant>,
+    /// The (minimum, desired) bitrates last given to str0m's BWE.
+    bwe_set: (u64, u64),
     dirty: bool,
     fault: bool,
 }
@@ -580,14 +610,22 @@ impl Sfu {
         }
         let id = SessionId::generate(self.config.worker, &mut self.rng);
         let (ufrag, pass) = ids::ice_creds(&mut self.rng);
-        let mut rtc = Rtc::builder()
+        // Opus RED (RFC 2198) is offered and accepted, and passed through between Peers that
+        // both negotiated it (the primary encoding alone goes to those that did not).
+        let mut builder = Rtc::builder()
+            .enable_opus(true, true)
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_local_ice_credentials(IceCreds {
                 ufrag: ufrag.clone(),
                 pass,
-            })
-            .build(now);
+            });
+        if self.config.bwe.enabled {
+            builder = builder.enable_bwe(Some(Bitrate::bps(
+                self.config.bwe.initial_bitrate_bps.max(1),
+            )));
+        }
+        let mut rtc = builder.build(now);
         for a in &self.config.candidate_addrs {
             // Validated in Sfu::new: every announced address makes a host candidate.
             let c = Candidate::host(*a, "udp").expect("validated in Sfu::new");
@@ -623,6 +661,9 @@ impl Sfu {
             out_by_mid: HashMap::new(),
             channels: HashMap::new(),
             auto_subscribe: spec.auto_subscribe,
+            estimate: None,
+            alloc_at: None,
+            bwe_set: (0, 0),
             dirty: false,
             fault: false,
         };
@@ -946,6 +987,7 @@ impl Sfu {
                         o.wanted = true;
                         o.fwd.paused = false;
                         o.fwd.current = None;
+                        o.cap.reset();
                     }
                     if let Some(t) = self.tracks.get_mut(&tk) {
                         t.subscribers.insert(key);
@@ -1009,9 +1051,11 @@ impl Sfu {
         if resumed {
             // Resume at a key frame, continuing the sequence numbers.
             o.fwd.current = None;
+            o.cap.reset();
         }
         if pref.paused {
             self.report_wanted_layers(tk);
+            self.report_layer(key, tk);
         } else {
             self.kick(key, tk);
         }
@@ -1043,7 +1087,11 @@ impl Sfu {
         }
         t.muted = muted;
         let (publisher, subs) = (t.info.session.clone(), t.subscribers.clone());
-        if !muted {
+        if muted {
+            for sub in &subs {
+                self.report_layer(*sub, tk);
+            }
+        } else {
             for sub in &subs {
                 if let Some(o) = self
                     .sessions
@@ -1278,6 +1326,12 @@ impl Sfu {
             self.close(key, SessionCloseReason::DisconnectTimeout, true);
             return;
         }
+        if s.alloc_at.is_some_and(|d| d <= now) {
+            self.allocate(key);
+        }
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
         if s.rtc_timeout <= now {
             let res = catch_unwind(AssertUnwindSafe(|| {
                 check_fault(s);
@@ -1291,6 +1345,14 @@ impl Sfu {
                 Ok(Ok(())) => {}
             }
             self.drive(key);
+            // An `Rtc` that wants `now` again right after handling `now` (str0m's delay-based
+            // BWE does so when the measured RTT is zero) would spin this loop: wait 1 ms.
+            if let Some(s) = self.sessions.get_mut(&key)
+                && s.rtc_timeout <= now
+            {
+                s.rtc_timeout = now + MIN_RTC_WAIT;
+                self.update_timer(key);
+            }
         } else {
             self.update_timer(key);
         }
@@ -1310,7 +1372,7 @@ impl Sfu {
             return;
         };
         let mut next = s.rtc_timeout;
-        for d in [s.connect_deadline, s.disconnect_deadline]
+        for d in [s.connect_deadline, s.disconnect_deadline, s.alloc_at]
             .into_iter()
             .flatten()
         {
@@ -1422,6 +1484,11 @@ impl Sfu {
                         self.request_keyframe_layer(tk, layer, r.kind, false);
                     }
                 }
+            }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                let s = self.sessions.get_mut(&key).expect("checked above");
+                s.estimate = Some(estimate.as_u64());
+                self.allocate(key);
             }
             Event::Closed => self.close(key, SessionCloseReason::PeerClosed, false),
             _ => {}
@@ -1561,6 +1628,9 @@ impl Sfu {
                 kind: t.kind,
                 pt_map: Vec::new(),
                 fwd: forward::Forwarder::default(),
+                cap: alloc::LayerCap::default(),
+                reason: LayerReason::Preference,
+                reported: None,
             },
         );
     }
@@ -1730,6 +1800,7 @@ impl Sfu {
             self.request_keyframe_layer(tk, layer, KeyframeRequestKind::Pli, true);
         }
         self.report_wanted_layers(tk);
+        self.report_layer(sub, tk);
     }
 
     fn request_keyframe_layer(
@@ -1790,6 +1861,7 @@ impl Sfu {
         match t.layers.iter_mut().find(|l| l.layer == layer) {
             Some(l) => {
                 l.bytes += bytes as u64;
+                l.packets += 1;
                 rerank |= now.saturating_duration_since(l.last_seen) > LAYER_ACTIVE;
                 l.last_seen = now;
             }
@@ -1797,6 +1869,7 @@ impl Sfu {
                 t.layers.push(LayerStat {
                     layer,
                     bytes: bytes as u64,
+                    packets: 1,
                     rate_bps: 0,
                     last_seen: now,
                 });
@@ -1806,8 +1879,10 @@ impl Sfu {
         let window = now.saturating_duration_since(start);
         if window >= RATE_WINDOW {
             for l in &mut t.layers {
-                l.rate_bps = l.bytes * 8 * 1000 / window.as_millis().max(1) as u64;
+                let wire = l.bytes + l.packets * PACKET_OVERHEAD;
+                l.rate_bps = wire * 8 * 1000 / window.as_millis().max(1) as u64;
                 l.bytes = 0;
+                l.packets = 0;
             }
             t.window_start = Some(now);
             rerank = true;
@@ -1919,8 +1994,22 @@ impl Sfu {
             return None;
         }
         let top = t.ranked.len() - 1;
-        let idx = o.fwd.max_layer.map_or(top, |m| usize::from(m).min(top));
+        let pref = o.fwd.max_layer.map_or(top, |m| usize::from(m).min(top));
+        let idx = o.cap.cap.map_or(pref, |c| c.min(pref));
         let target = t.ranked[idx];
+        // The declared layer the preference asks for, to tell "the publisher does not send it".
+        let declared_top = t.info.rids.len().saturating_sub(1);
+        let wanted = o
+            .fwd
+            .max_layer
+            .map_or(declared_top, |m| usize::from(m).min(declared_top));
+        o.reason = if idx < pref {
+            LayerReason::Bandwidth
+        } else if layer_rank(&t.info.rids, target) < wanted {
+            LayerReason::PublisherLayerInactive
+        } else {
+            LayerReason::Preference
+        };
         if o.fwd.target == Some(target) {
             return None;
         }
@@ -1963,6 +2052,154 @@ impl Sfu {
         );
     }
 
+    /// Tells the backend which layer a subscriber receives of a simulcast Track, which it
+    /// chose, and why, when any of the three changed.
+    fn report_layer(&mut self, sub: SessionKey, tk: TrackKey) {
+        let Some(t) = self.tracks.get(&tk) else {
+            return;
+        };
+        if t.info.rids.is_empty() {
+            return;
+        }
+        let muted = t.muted;
+        let track = t.info.id.clone();
+        let Some(s) = self.sessions.get_mut(&sub) else {
+            return;
+        };
+        let estimate_bps = s.estimate;
+        let Some(o) = s.tracks_out.get_mut(&tk) else {
+            return;
+        };
+        if !o.wanted {
+            return;
+        }
+        let paused = o.fwd.paused || muted;
+        let state = if paused {
+            (None, None, LayerReason::Paused)
+        } else {
+            (o.fwd.current, o.fwd.target, o.reason)
+        };
+        if (!paused && state.1.is_none()) || o.reported == Some(state) {
+            return;
+        }
+        let name = |l: Option<forward::Layer>| l.flatten().map(|r| r.to_string());
+        let previous = name(o.reported.and_then(|r| r.0));
+        o.reported = Some(state);
+        let (layer, target, reason) = state;
+        let kind = EventKind::SubscriptionLayerChanged {
+            track,
+            layer: name(layer),
+            previous,
+            target: name(target),
+            reason,
+            keyframe_wait: !paused && target != layer,
+            estimate_bps,
+        };
+        let (room, id) = (s.room.clone(), s.id.clone());
+        self.emit(&room, Some(&id), kind);
+    }
+
+    /// Shares a subscriber's downlink estimate among the Tracks it receives (audio first, then
+    /// video fairly, one layer at a time; see `alloc`), moves the bandwidth caps with hysteresis,
+    /// and tells str0m's BWE what to probe for: `desired` is what the preferences would use,
+    /// `minimum` what the current layers plus the next step up use, so padding lets the
+    /// estimate grow toward the next layer before it is switched on.
+    fn allocate(&mut self, key: SessionKey) {
+        let now = self.now;
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        s.alloc_at = None;
+        let Some(estimate) = s.estimate.filter(|_| self.config.bwe.enabled) else {
+            return;
+        };
+        s.alloc_at = Some(now + ALLOC_INTERVAL);
+        let s = &self.sessions[&key];
+        let mut keys = Vec::new();
+        let mut demands = Vec::new();
+        for (tk, o) in &s.tracks_out {
+            if !o.wanted || o.fwd.paused || !matches!(o.state, OutState::Open(_)) {
+                continue;
+            }
+            let Some(t) = self.tracks.get(tk).filter(|t| !t.muted) else {
+                continue;
+            };
+            if t.ranked.is_empty() {
+                continue;
+            }
+            let rate = |l: &forward::Layer| {
+                t.layers
+                    .iter()
+                    .find(|x| x.layer == *l)
+                    .map_or(0, |x| x.rate_bps)
+            };
+            let top = t.ranked.len() - 1;
+            let audio = t.kind == MediaKind::Audio;
+            let pref = if audio {
+                top
+            } else {
+                o.fwd.max_layer.map_or(top, |m| usize::from(m).min(top))
+            };
+            let needs: Vec<u64> = t.ranked[..=pref].iter().map(rate).collect();
+            let current = o.cap.cap.map_or(pref, |c| c.min(pref));
+            demands.push(alloc::Demand {
+                audio,
+                needs,
+                current,
+            });
+            keys.push((*tk, pref));
+        }
+        let headroom = self.config.bwe.up_headroom;
+        let allocs = alloc::allocate(estimate, &demands, headroom);
+        let up = |n: u64| (n as f64 * (1.0 + f64::from(headroom.max(0.0)))) as u64;
+        let mut desired = 0;
+        let mut minimum = 0;
+        let mut step = 0;
+        for (d, a) in demands.iter().zip(&allocs) {
+            let last = d.needs.last().copied().unwrap_or(0);
+            desired += if d.audio { last } else { up(last) };
+            let at = a.unwrap_or(d.needs.len().saturating_sub(1));
+            let used = d.needs.get(at).copied().unwrap_or(0);
+            minimum += used;
+            if step == 0
+                && let Some(&next) = d.needs.get(at + 1)
+            {
+                step = up(next).saturating_sub(used);
+            }
+        }
+        minimum += step;
+        let cfg = &self.config.bwe;
+        let s = self.sessions.get_mut(&key).expect("checked above");
+        let mut changed = Vec::new();
+        for ((tk, pref), a) in keys.iter().zip(&allocs) {
+            let (Some(a), Some(o)) = (a, s.tracks_out.get_mut(tk)) else {
+                continue;
+            };
+            if o.cap.update(now, *a, *pref, cfg) {
+                changed.push(*tk);
+            }
+        }
+        let far = |a: u64, b: u64| a.abs_diff(b) * 20 > b.max(1);
+        if desired > 0 && (far(minimum, s.bwe_set.0) || far(desired, s.bwe_set.1)) {
+            s.bwe_set = (minimum, desired);
+            let res = catch_unwind(AssertUnwindSafe(|| {
+                check_fault(s);
+                s.rtc
+                    .bwe()
+                    .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
+            }));
+            if res.is_err() {
+                return self.fail(key);
+            }
+            self.touch(key);
+        }
+        for tk in changed {
+            tracing::debug!(estimate, "bandwidth moved a layer cap");
+            self.kick(key, tk);
+        }
+        self.update_timer(key);
+    }
+
     fn forward_rtp(&mut self, key: SessionKey, p: RtpPacket) {
         let s = self.sessions.get_mut(&key).expect("caller checked");
         let ssrc = p.header.ssrc;
@@ -1983,8 +2220,13 @@ impl Sfu {
             return;
         };
         let in_pt = p.header.payload_type;
-        let params = s.rtc.codec_config().find(|c| c.pt() == in_pt).copied();
-        let Some(params) = params else {
+        // Opus RED (RFC 2198) arrives with the RED payload type of its primary codec.
+        let cc = s.rtc.codec_config();
+        let found = match cc.find(|c| c.pt() == in_pt) {
+            Some(c) => Some((*c, false)),
+            None => cc.find(|c| c.red() == Some(in_pt)).map(|c| (*c, true)),
+        };
+        let Some((params, red_in)) = found else {
             self.counters.rtp_dropped += 1;
             return;
         };
@@ -2028,6 +2270,9 @@ impl Sfu {
             }
             let changed = self.choose_layer(sub, tk, false).is_some();
             targets_changed |= changed;
+            if changed {
+                self.report_layer(sub, tk);
+            }
             let (current, target) = {
                 let o = &self.sessions[&sub].tracks_out[&tk];
                 (o.fwd.current, o.fwd.target)
@@ -2059,20 +2304,47 @@ impl Sfu {
             else {
                 continue;
             };
-            targets_changed |= was != o.fwd.current;
+            if was != o.fwd.current {
+                targets_changed = true;
+                self.report_layer(sub, tk);
+            }
+            let Some(s) = self.sessions.get_mut(&sub) else {
+                continue;
+            };
+            let Some(o) = s.tracks_out.get_mut(&tk) else {
+                continue;
+            };
             let out_pt = match o.pt_map.iter().find(|(i, _)| *i == in_pt) {
                 Some((_, out)) => *out,
                 None => {
-                    let out = s.rtc.codec_config().match_params(params).map(|c| c.pt());
+                    let out = s.rtc.codec_config().match_params(params).map(|c| {
+                        match (red_in, c.red()) {
+                            (false, _) => (c.pt(), false),
+                            // Both sides negotiated RED: pass it through.
+                            (true, Some(red)) => (red, false),
+                            (true, None) => (c.pt(), true),
+                        }
+                    });
                     o.pt_map.push((in_pt, out));
                     out
                 }
             };
-            let Some(out_pt) = out_pt else {
+            let Some((out_pt, strip_red)) = out_pt else {
                 self.counters.rtp_dropped += 1;
                 continue;
             };
-            let w = RtpWrite::new(out_pt, rw.seq.into(), rw.ts, p.timestamp, p.payload.clone())
+            let payload = if strip_red {
+                match forward::red_primary(&p.payload) {
+                    Some(primary) => p.payload[primary].into(),
+                    None => {
+                        self.counters.rtp_dropped += 1;
+                        continue;
+                    }
+                }
+            } else {
+                p.payload.clone()
+            };
+            let w = RtpWrite::new(out_pt, rw.seq.into(), rw.ts, p.timestamp, payload)
                 .marker(p.header.marker)
                 .ext_vals(ext.clone())
                 .nackable(is_video);

@@ -3,11 +3,12 @@
 
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use switchboard_core::*;
-use switchboard_testpeer::{PeerCore, Publish};
+use switchboard_testpeer::{Codecs, PeerCore, Publish};
 
 pub const SFU_ADDR: &str = "192.0.2.1:4000";
 /// The core's passive TCP candidate in [`tcp_config`].
@@ -34,6 +35,8 @@ pub struct TestPeer {
     pub reorder: bool,
     /// Drop everything this Peer sends (its NACKs and reports never arrive).
     pub uplink_cut: bool,
+    /// A bottleneck on the gateway → Peer direction (rate, queue, delay).
+    pub downlink: Option<Downlink>,
     sent: u32,
     recvd: u32,
 }
@@ -152,9 +155,32 @@ impl Net {
         publish: Publish,
         channels: &[switchboard_testpeer::ChannelConfig],
     ) -> usize {
+        self.join_full(session, participant, publish, channels, Codecs::default())
+    }
+
+    /// Joins with a Peer that supports only the given codecs (and publishes with them).
+    pub fn join_with_codecs(
+        &mut self,
+        room: &RoomId,
+        participant: &str,
+        publish: Publish,
+        codecs: Codecs,
+    ) -> usize {
+        let session = self.session(room, participant);
+        self.join_full(session, participant, publish, &[], codecs)
+    }
+
+    fn join_full(
+        &mut self,
+        session: SessionId,
+        participant: &str,
+        publish: Publish,
+        channels: &[switchboard_testpeer::ChannelConfig],
+        codecs: Codecs,
+    ) -> usize {
         let addr: SocketAddr = format!("192.0.2.{}:5000", self.next_ip).parse().unwrap();
         self.next_ip += 1;
-        let core = PeerCore::new(self.now, addr);
+        let core = PeerCore::with_codecs(self.now, addr, codecs);
         self.negotiate(
             core,
             Transport::Udp,
@@ -220,6 +246,7 @@ impl Net {
             loss_every: None,
             reorder: false,
             uplink_cut: false,
+            downlink: None,
             sent: 0,
             recvd: 0,
         });
@@ -230,6 +257,13 @@ impl Net {
     /// (at least 1 ms, at most 10 ms).
     pub fn step(&mut self) {
         let now = self.now;
+        for p in &mut self.peers {
+            if let Some(link) = &mut p.downlink {
+                while let Some((src, bytes)) = link.pop_due(now) {
+                    p.core.handle_datagram(now, src, &bytes);
+                }
+            }
+        }
         for p in &mut self.peers {
             let mut batch: Vec<_> = p.core.outbox.drain(..).collect();
             if p.reorder {
@@ -259,6 +293,9 @@ impl Net {
         let mut next = self.sfu_timeout;
         for p in &self.peers {
             next = next.min(p.core.next_timeout());
+            if let Some(at) = p.downlink.as_ref().and_then(|l| l.next_due()) {
+                next = next.min(at);
+            }
         }
         self.now = next.clamp(
             now + Duration::from_millis(1),
@@ -287,8 +324,12 @@ impl Net {
                     {
                         p.recvd += 1;
                         let lost = p.loss_every.is_some_and(|n| p.recvd % n == 0);
-                        if !p.cut && !lost {
-                            p.core.handle_datagram(self.now, t.source, &t.contents);
+                        if p.cut || lost {
+                            continue;
+                        }
+                        match &mut p.downlink {
+                            Some(link) => link.push(self.now, t.source, t.contents),
+                            None => p.core.handle_datagram(self.now, t.source, &t.contents),
                         }
                     }
                 }
@@ -369,6 +410,83 @@ impl Net {
             .filter(|e| e.session.as_ref() == Some(session))
             .map(|e| &e.kind)
             .collect()
+    }
+}
+
+/// A bottleneck link: a token bucket refilled at `rate_bps` (at most `burst_bytes` saved up)
+/// serializes packets in arrival order; packets wait in a queue of at most `queue_bytes`
+/// (drop-tail: a packet that would overflow it is dropped) and arrive `delay` after they leave.
+/// Deterministic: departure times are computed from the simulated clock only.
+pub struct Downlink {
+    pub rate_bps: u64,
+    pub queue_bytes: usize,
+    pub burst_bytes: usize,
+    pub delay: Duration,
+    /// When the bucket has serialized everything accepted so far.
+    busy_until: Option<Instant>,
+    /// Accepted packets: (arrival at the Peer, source, bytes).
+    in_flight: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
+    /// Packets dropped at the tail of the full queue.
+    pub dropped: u64,
+    /// Packets and bytes delivered.
+    pub delivered: u64,
+    pub delivered_bytes: u64,
+}
+
+impl Downlink {
+    pub fn new(rate_bps: u64, queue_bytes: usize, delay: Duration) -> Self {
+        Self {
+            rate_bps,
+            queue_bytes,
+            burst_bytes: 1500,
+            delay,
+            busy_until: None,
+            in_flight: VecDeque::new(),
+            dropped: 0,
+            delivered: 0,
+            delivered_bytes: 0,
+        }
+    }
+
+    fn serialize(&self, bytes: usize) -> Duration {
+        Duration::from_nanos(bytes as u64 * 8 * 1_000_000_000 / self.rate_bps.max(1))
+    }
+
+    /// A packet reaches the bottleneck at `now`.
+    pub fn push(&mut self, now: Instant, src: SocketAddr, bytes: Vec<u8>) {
+        // Saved-up tokens let a burst of `burst_bytes` through without waiting.
+        let earliest = now
+            .checked_sub(self.serialize(self.burst_bytes))
+            .unwrap_or(now);
+        let start = self.busy_until.map_or(earliest, |b| b.max(earliest));
+        // Bytes still waiting to be serialized at `now`: the queue.
+        let backlog = start.saturating_duration_since(now).as_nanos() as u64 * self.rate_bps
+            / 8
+            / 1_000_000_000;
+        if backlog as usize + bytes.len() > self.queue_bytes {
+            self.dropped += 1;
+            return;
+        }
+        let done = start + self.serialize(bytes.len());
+        self.busy_until = Some(done);
+        self.in_flight
+            .push_back((done.max(now) + self.delay, src, bytes));
+    }
+
+    /// The next packet that has arrived by `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<(SocketAddr, Vec<u8>)> {
+        if self.in_flight.front().is_some_and(|(at, _, _)| *at <= now) {
+            let (_, src, bytes) = self.in_flight.pop_front()?;
+            self.delivered += 1;
+            self.delivered_bytes += bytes.len() as u64;
+            return Some((src, bytes));
+        }
+        None
+    }
+
+    /// When the next packet arrives.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.in_flight.front().map(|(at, _, _)| *at)
     }
 }
 
