@@ -413,3 +413,51 @@ fn a_layer_the_publisher_stops_sending_is_reported_as_inactive() {
     let (_, _, _, clean) = video(&net, b, &track);
     assert!(clean, "every switch at a key frame");
 }
+
+#[test]
+fn a_capped_subscriber_shares_its_downlink_fairly_between_two_simulcast_tracks() {
+    let video_only = Publish {
+        audio: false,
+        video: true,
+        data_label: None,
+        simulcast: true,
+    };
+    let mut net = Net::new();
+    let room = net.room("fair");
+    let a = net.join(&room, "alice", video_only);
+    let c = net.join(&room, "carol", video_only);
+    let b = net.join(&room, "bob", Publish::default());
+    let tracks = |n: &Net| {
+        let mut t = n.published(a);
+        t.extend(n.published(c));
+        t
+    };
+    net.run_until(Duration::from_secs(15), "bob gets both top layers", |n| {
+        let t = tracks(n);
+        t.len() == 2
+            && t.iter()
+                .all(|t| video(n, b, t).0 == layer_bytes(2) && video(n, b, t).1 >= 30)
+    });
+    // Layers cost ~0.11 (q), ~0.32 (h), ~0.76 (f) Mbit/s. Behind 1.15 Mbit/s the estimate
+    // carries f + q (0.87) or h + h (0.63) but not f + h (1.08): a first-come allocation gives
+    // one subscription f and the other q; the fair one gives both h.
+    net.peers[b].downlink = Some(Downlink::new(1_150_000, 60_000, Duration::from_millis(20)));
+    net.run_until(Duration::from_secs(15), "bob at h on both tracks", |n| {
+        tracks(n)
+            .iter()
+            .all(|t| video(n, b, t).0 == layer_bytes(1) && video(n, b, t).1 >= 30)
+    });
+    let before: Vec<usize> = tracks(&net).iter().map(|t| video(&net, b, t).2).collect();
+    net.run_for(Duration::from_secs(20));
+    for (t, n) in tracks(&net).iter().zip(before) {
+        let (bytes, _, switches, clean) = video(&net, b, t);
+        assert_eq!((bytes, switches), (layer_bytes(1), n), "steady at h");
+        assert!(clean);
+    }
+    let sb = net.peers[b].session.clone();
+    for t in tracks(&net) {
+        let tid = TrackId::parse(&t).unwrap();
+        let last = layer_events(&net, &sb, &tid).pop().unwrap();
+        assert_eq!((last.layer, last.reason), (rid(1), LayerReason::Bandwidth));
+    }
+}

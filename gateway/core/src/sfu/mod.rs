@@ -2256,6 +2256,7 @@ impl Sfu {
         subs.extend(self.tracks[&tk].subscribers.iter().copied());
         let in_seq = *p.seq_no;
         let mut targets_changed = false;
+        let mut primary: Option<std::sync::Arc<[u8]>> = None;
         for &sub in &subs {
             // Layer choice and key-frame requests only for TrackOuts that can receive: a key
             // frame requested before the m-line is negotiated would be wasted.
@@ -2334,8 +2335,14 @@ impl Sfu {
                 continue;
             };
             let payload = if strip_red {
-                match forward::red_primary(&p.payload) {
-                    Some(primary) => p.payload[primary].into(),
+                // The primary encoding, cut out once per packet for every subscriber without RED.
+                if primary.is_none()
+                    && let Some(r) = forward::red_primary(&p.payload)
+                {
+                    primary = Some(p.payload[r].into());
+                }
+                match &primary {
+                    Some(b) => b.clone(),
                     None => {
                         self.counters.rtp_dropped += 1;
                         continue;
