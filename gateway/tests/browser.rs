@@ -79,3 +79,12 @@ fn chromium_simulcast_follows_the_layer_preference_then_shares_a_screen_and_rest
     let gw = start_gateway();
     run_node("simulcast.mjs", &[&gw.demo_url]);
 }
+
+#[test]
+fn chromium_recycles_m_lines_the_gateway_stopped_when_tracks_left() {
+    let _one_at_a_time = serial();
+    assert_loopback_only_namespace();
+    assert_tools();
+    let gw = start_gateway();
+    run_node("mline-reuse.mjs", &[&gw.demo_url]);
+}
