@@ -7,9 +7,10 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{assert_loopback_only_namespace, assert_tools, repo, run_node, serial, start_gateway};
+use common::{
+    assert_firefox, assert_loopback_only_namespace, assert_tools, repo, run_demo_script, run_node,
+    serial, start_gateway,
+};
 
 #[test]
 fn three_chromium_pages_hold_a_call_through_the_demo() {
@@ -30,61 +31,27 @@ fn three_chromium_pages_hold_a_call_through_the_demo() {
 
 #[test]
 fn firefox_and_chromium_share_a_call_through_the_demo() {
-    let _one_at_a_time = serial();
-    assert_loopback_only_namespace();
-    assert_tools();
-    let firefox = std::env::var("FIREFOX").unwrap_or_else(|_| "/usr/bin/firefox-esr".into());
-    assert!(
-        Path::new(&firefox).exists(),
-        "Firefox ESR not found at {firefox}: `bash scripts/test.sh` installs it (apt-get install firefox-esr)"
-    );
-    assert!(
-        repo()
-            .join("clients/web/test/node_modules/puppeteer-core")
-            .exists(),
-        "puppeteer-core missing: `bash scripts/test.sh` runs `npm ci` in clients/web/test"
-    );
-    let gw = start_gateway();
-    run_node("firefox-chromium.mjs", &[&gw.demo_url]);
+    assert_firefox();
+    run_demo_script("firefox-chromium.mjs", &[]);
 }
 
 #[test]
 fn a_chromium_page_without_udp_candidates_connects_over_ice_tcp() {
-    let _one_at_a_time = serial();
-    assert_loopback_only_namespace();
-    assert_tools();
-    let gw = start_gateway();
-    run_node("tcp-only.mjs", &[&gw.demo_url]);
+    run_demo_script("tcp-only.mjs", &[]);
 }
 
 #[test]
 fn a_firefox_page_without_udp_candidates_connects_over_ice_tcp() {
-    let _one_at_a_time = serial();
-    assert_loopback_only_namespace();
-    assert_tools();
-    let firefox = std::env::var("FIREFOX").unwrap_or_else(|_| "/usr/bin/firefox-esr".into());
-    assert!(
-        Path::new(&firefox).exists(),
-        "Firefox ESR not found at {firefox}: `bash scripts/test.sh` installs it (apt-get install firefox-esr)"
-    );
-    let gw = start_gateway();
-    run_node("tcp-only.mjs", &[&gw.demo_url, "firefox"]);
+    assert_firefox();
+    run_demo_script("tcp-only.mjs", &["firefox"]);
 }
 
 #[test]
 fn chromium_simulcast_follows_the_layer_preference_then_shares_a_screen_and_restarts_ice() {
-    let _one_at_a_time = serial();
-    assert_loopback_only_namespace();
-    assert_tools();
-    let gw = start_gateway();
-    run_node("simulcast.mjs", &[&gw.demo_url]);
+    run_demo_script("simulcast.mjs", &[]);
 }
 
 #[test]
 fn chromium_recycles_m_lines_the_gateway_stopped_when_tracks_left() {
-    let _one_at_a_time = serial();
-    assert_loopback_only_namespace();
-    assert_tools();
-    let gw = start_gateway();
-    run_node("mline-reuse.mjs", &[&gw.demo_url]);
+    run_demo_script("mline-reuse.mjs", &[]);
 }

@@ -353,3 +353,48 @@ pub fn av(label: &'static str) -> Publish {
         simulcast: false,
     }
 }
+
+/// Waits (up to 15 s) until both Peers receive both Tracks (audio and video) of the other, at
+/// least `frames` frames of each.
+pub async fn media_both_ways(
+    backend: &Backend,
+    (sa, a): (&str, &UdpPeer),
+    (sb, b): (&str, &UdpPeer),
+    frames: u64,
+) -> anyhow::Result<()> {
+    wait_until(Duration::from_secs(15), || {
+        let (ta, tb) = (backend.tracks_of(sa), backend.tracks_of(sb));
+        let (fa, fb) = (min_frames(b, &ta), min_frames(a, &tb));
+        if ta.len() == 2 && tb.len() == 2 && fa >= frames && fb >= frames {
+            Ok(())
+        } else {
+            Err(format!(
+                "tracks {}/{}, frames {sa}->{sb} {fa}, {sb}->{sa} {fb}",
+                ta.len(),
+                tb.len()
+            ))
+        }
+    })
+    .await
+}
+
+/// Waits (up to 10 s) until both Peers receive 20 more frames of every Track of the other than
+/// they had when called: the call goes on (`what` names the event it must survive).
+pub async fn media_keeps_flowing(
+    backend: &Backend,
+    (sa, a): (&str, &UdpPeer),
+    (sb, b): (&str, &UdpPeer),
+    what: &str,
+) -> anyhow::Result<()> {
+    let (ta, tb) = (backend.tracks_of(sa), backend.tracks_of(sb));
+    let (fa, fb) = (min_frames(b, &ta), min_frames(a, &tb));
+    wait_until(Duration::from_secs(10), || {
+        let (na, nb) = (min_frames(b, &ta), min_frames(a, &tb));
+        if na >= fa + 20 && nb >= fb + 20 {
+            Ok(())
+        } else {
+            Err(format!("frames {what}: {} and {}", na - fa, nb - fb))
+        }
+    })
+    .await
+}

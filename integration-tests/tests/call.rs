@@ -11,20 +11,7 @@ async fn two_peers_exchange_media_and_data_through_the_gateway() -> anyhow::Resu
     let backend = Backend::new(Clients::connect(&gw, None).await?, "call").await?;
     let (sa, a) = backend.join("alice", av("chat")).await?;
     let (sb, b) = backend.join("bob", av("chat")).await?;
-    wait_until(Duration::from_secs(10), || {
-        let (ta, tb) = (backend.tracks_of(&sa), backend.tracks_of(&sb));
-        let (fa, fb) = (min_frames(&b, &ta), min_frames(&a, &tb));
-        if ta.len() == 2 && tb.len() == 2 && fa >= 20 && fb >= 20 {
-            Ok(())
-        } else {
-            Err(format!(
-                "tracks {}/{}, frames a->b {fa}, b->a {fb}",
-                ta.len(),
-                tb.len()
-            ))
-        }
-    })
-    .await?;
+    media_both_ways(&backend, (&sa, &a), (&sb, &b), 20).await?;
     wait_until(Duration::from_secs(5), || {
         if a.with(|p| p.channel_open()) && b.with(|p| p.channel_open()) {
             Ok(())

@@ -1,7 +1,5 @@
 //! IPv6: a gateway that binds and announces `::1` carries a call between Peers on `::1`.
 
-use std::time::Duration;
-
 use switchboard_integration_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -13,20 +11,7 @@ async fn a_call_over_ipv6_loopback() -> anyhow::Result<()> {
     backend.peer_ip = "::1".parse()?;
     let (sa, a) = backend.join("alice", av("chat")).await?;
     let (sb, b) = backend.join("bob", av("chat")).await?;
-    wait_until(Duration::from_secs(10), || {
-        let (ta, tb) = (backend.tracks_of(&sa), backend.tracks_of(&sb));
-        let (fa, fb) = (min_frames(&b, &ta), min_frames(&a, &tb));
-        if ta.len() == 2 && tb.len() == 2 && fa >= 20 && fb >= 20 {
-            Ok(())
-        } else {
-            Err(format!(
-                "tracks {}/{}, frames a->b {fa}, b->a {fb}",
-                ta.len(),
-                tb.len()
-            ))
-        }
-    })
-    .await?;
+    media_both_ways(&backend, (&sa, &a), (&sb, &b), 20).await?;
     assert!(
         a.addr.is_ipv6() && b.addr.is_ipv6(),
         "the Peers really are on IPv6"
@@ -46,20 +31,7 @@ async fn a_dual_stack_gateway_joins_an_ipv4_and_an_ipv6_peer() -> anyhow::Result
     let (sa, a) = backend.join("alice", av("chat")).await?;
     backend.peer_ip = "::1".parse()?;
     let (sb, b) = backend.join("bob", av("chat")).await?;
-    wait_until(Duration::from_secs(10), || {
-        let (ta, tb) = (backend.tracks_of(&sa), backend.tracks_of(&sb));
-        let (fa, fb) = (min_frames(&b, &ta), min_frames(&a, &tb));
-        if ta.len() == 2 && tb.len() == 2 && fa >= 20 && fb >= 20 {
-            Ok(())
-        } else {
-            Err(format!(
-                "tracks {}/{}, frames a->b {fa}, b->a {fb}",
-                ta.len(),
-                tb.len()
-            ))
-        }
-    })
-    .await?;
+    media_both_ways(&backend, (&sa, &a), (&sb, &b), 20).await?;
     assert!(a.addr.is_ipv4() && b.addr.is_ipv6());
     Ok(())
 }

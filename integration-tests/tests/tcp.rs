@@ -8,7 +8,6 @@ use std::time::Duration;
 use switchboard::v1 as pb;
 use switchboard_gateway::Config;
 use switchboard_integration_tests::*;
-use switchboard_testpeer::UdpPeer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -19,29 +18,6 @@ fn tcp_config(max_connections: usize, idle_secs: u64) -> Config {
     c.media.tcp_max_connections = max_connections;
     c.media.tcp_idle_timeout_secs = idle_secs;
     c
-}
-
-/// Waits until both Peers receive every Track of the other.
-async fn media_both_ways(
-    backend: &Backend,
-    (sa, a): (&str, &UdpPeer),
-    (sb, b): (&str, &UdpPeer),
-    frames: u64,
-) -> anyhow::Result<()> {
-    wait_until(Duration::from_secs(15), || {
-        let (ta, tb) = (backend.tracks_of(sa), backend.tracks_of(sb));
-        let (fa, fb) = (min_frames(b, &ta), min_frames(a, &tb));
-        if ta.len() == 2 && tb.len() == 2 && fa >= frames && fb >= frames {
-            Ok(())
-        } else {
-            Err(format!(
-                "tracks {}/{}, frames {sa}->{sb} {fa}, {sb}->{sa} {fb}",
-                ta.len(),
-                tb.len()
-            ))
-        }
-    })
-    .await
 }
 
 /// Waits until the gateway closes `s` (end of stream or reset), reading whatever it sends.
@@ -141,21 +117,7 @@ async fn connections_beyond_the_limit_are_closed_and_the_others_keep_working() -
     let mut third = TcpStream::connect(tcp_addr).await?;
     closed_by_gateway(&mut third, Duration::from_secs(10)).await?;
 
-    let (ta, tb) = (backend.tracks_of(&sa), backend.tracks_of(&sb));
-    let (fa, fb) = (min_frames(&b, &ta), min_frames(&a, &tb));
-    wait_until(Duration::from_secs(10), || {
-        let (na, nb) = (min_frames(&b, &ta), min_frames(&a, &tb));
-        if na >= fa + 20 && nb >= fb + 20 {
-            Ok(())
-        } else {
-            Err(format!(
-                "frames after the refusal: {} and {}",
-                na - fa,
-                nb - fb
-            ))
-        }
-    })
-    .await?;
+    media_keeps_flowing(&backend, (&sa, &a), (&sb, &b), "after the refusal").await?;
     assert_eq!(a.tcp_stats().unwrap().connections, 1);
     assert_eq!(b.tcp_stats().unwrap().connections, 1);
     gw.shutdown().await;
@@ -249,21 +211,7 @@ async fn garbage_framing_closes_only_that_connection() -> anyhow::Result<()> {
     }
 
     // The call in the same Room carries on, on the same connection.
-    let (ta, tb) = (backend.tracks_of(&sa), backend.tracks_of(&sb));
-    let (fa, fb) = (min_frames(&b, &ta), min_frames(&a, &tb));
-    wait_until(Duration::from_secs(10), || {
-        let (na, nb) = (min_frames(&b, &ta), min_frames(&a, &tb));
-        if na >= fa + 20 && nb >= fb + 20 {
-            Ok(())
-        } else {
-            Err(format!(
-                "frames after the garbage: {} and {}",
-                na - fa,
-                nb - fb
-            ))
-        }
-    })
-    .await?;
+    media_keeps_flowing(&backend, (&sa, &a), (&sb, &b), "after the garbage").await?;
     assert_eq!(a.tcp_stats().unwrap().connections, 1);
     gw.shutdown().await;
     Ok(())

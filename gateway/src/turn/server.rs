@@ -305,6 +305,21 @@ impl Shared {
         }
     }
 
+    /// Whether `len` bytes may be relayed between the client and `peer` now (either way): a live
+    /// permission for `peer` and room in the allocation's bitrate budget (taken). A refusal is
+    /// counted.
+    fn admit(&self, inner: &mut AllocInner, peer: SocketAddr, len: usize, now: Instant) -> bool {
+        if !has_permission(inner, &self.policy, peer, now) {
+            bump(&self.counters.dropped_no_permission);
+            return false;
+        }
+        if !take(&mut inner.bucket, self.settings.rate_bytes, len, now) {
+            bump(&self.counters.dropped_rate);
+            return false;
+        }
+        true
+    }
+
     fn allocation(&self, five: &FiveTuple) -> Option<Arc<Allocation>> {
         lock(&self.state).allocations.get(five).cloned()
     }
@@ -326,19 +341,12 @@ impl Shared {
                 bump(&self.counters.dropped_no_permission);
                 return;
             };
-            if exp <= now || !has_permission(&inner, &self.policy, peer, now) {
+            if exp <= now {
                 drop(inner);
                 bump(&self.counters.dropped_no_permission);
                 return;
             }
-            if !take(
-                &mut inner.bucket,
-                self.settings.rate_bytes,
-                cd.data().len(),
-                now,
-            ) {
-                drop(inner);
-                bump(&self.counters.dropped_rate);
+            if !self.admit(&mut inner, peer, cd.data().len(), now) {
                 return;
             }
             peer
@@ -876,19 +884,7 @@ impl Shared {
         let now = Instant::now();
         {
             let mut inner = lock(&alloc.inner);
-            if !has_permission(&inner, &self.policy, peer, now) {
-                drop(inner);
-                bump(&self.counters.dropped_no_permission);
-                return;
-            }
-            if !take(
-                &mut inner.bucket,
-                self.settings.rate_bytes,
-                d.data().len(),
-                now,
-            ) {
-                drop(inner);
-                bump(&self.counters.dropped_rate);
+            if !self.admit(&mut inner, peer, d.data().len(), now) {
                 return;
             }
         }
@@ -914,14 +910,7 @@ impl Shared {
             let now = Instant::now();
             let channel = {
                 let mut inner = lock(&a.inner);
-                if !has_permission(&inner, &self.policy, peer, now) {
-                    drop(inner);
-                    bump(&self.counters.dropped_no_permission);
-                    continue;
-                }
-                if !take(&mut inner.bucket, self.settings.rate_bytes, n, now) {
-                    drop(inner);
-                    bump(&self.counters.dropped_rate);
+                if !self.admit(&mut inner, peer, n, now) {
                     continue;
                 }
                 inner

@@ -145,3 +145,30 @@ pub fn run_node_with(script: &str, args: &[&str], env: &[(&str, &str)]) {
     };
     assert!(status.success(), "{script} failed: {status}");
 }
+
+/// A browser test of the demo: one at a time, only inside a lo-only namespace, with the tools
+/// checked; starts the binary and runs `clients/web/test/<script>` with the demo URL and `extra`.
+pub fn run_demo_script(script: &str, extra: &[&str]) {
+    let _one_at_a_time = serial();
+    assert_loopback_only_namespace();
+    assert_tools();
+    let gw = start_gateway();
+    let mut args = vec![gw.demo_url.as_str()];
+    args.extend_from_slice(extra);
+    run_node(script, &args);
+}
+
+/// Fails loudly unless Firefox ESR and puppeteer-core are installed.
+pub fn assert_firefox() {
+    let firefox = std::env::var("FIREFOX").unwrap_or_else(|_| "/usr/bin/firefox-esr".into());
+    assert!(
+        Path::new(&firefox).exists(),
+        "Firefox ESR not found at {firefox}: `bash scripts/test.sh` installs it (apt-get install firefox-esr)"
+    );
+    assert!(
+        repo()
+            .join("clients/web/test/node_modules/puppeteer-core")
+            .exists(),
+        "puppeteer-core missing: `bash scripts/test.sh` runs `npm ci` in clients/web/test"
+    );
+}
