@@ -398,3 +398,37 @@ pub async fn media_keeps_flowing(
     })
     .await
 }
+
+/// Waits (up to 5 s) for both Peers' data channels to open, then sends `from_a` from `a` and
+/// `from_b` from `b`, and waits until each received exactly the other's message.
+pub async fn data_both_ways(
+    a: &UdpPeer,
+    b: &UdpPeer,
+    from_a: &[u8],
+    from_b: &[u8],
+) -> anyhow::Result<()> {
+    wait_until(Duration::from_secs(5), || {
+        if a.with(|p| p.channel_open()) && b.with(|p| p.channel_open()) {
+            Ok(())
+        } else {
+            Err("channels not open".into())
+        }
+    })
+    .await?;
+    // The gateway's side of a channel opens when the Peer's DCEP arrives; give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    anyhow::ensure!(a.with(|p| p.send_data(from_a)), "a could not send");
+    anyhow::ensure!(b.with(|p| p.send_data(from_b)), "b could not send");
+    wait_until(Duration::from_secs(5), || {
+        let (ma, mb) = (
+            a.with(|p| p.stats.messages.clone()),
+            b.with(|p| p.stats.messages.clone()),
+        );
+        if ma == [from_b] && mb == [from_a] {
+            Ok(())
+        } else {
+            Err(format!("a got {ma:?}, b got {mb:?}"))
+        }
+    })
+    .await
+}

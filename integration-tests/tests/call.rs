@@ -12,29 +12,7 @@ async fn two_peers_exchange_media_and_data_through_the_gateway() -> anyhow::Resu
     let (sa, a) = backend.join("alice", av("chat")).await?;
     let (sb, b) = backend.join("bob", av("chat")).await?;
     media_both_ways(&backend, (&sa, &a), (&sb, &b), 20).await?;
-    wait_until(Duration::from_secs(5), || {
-        if a.with(|p| p.channel_open()) && b.with(|p| p.channel_open()) {
-            Ok(())
-        } else {
-            Err("channels not open".into())
-        }
-    })
-    .await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(a.with(|p| p.send_data(b"ping from alice")));
-    assert!(b.with(|p| p.send_data(b"pong from bob")));
-    wait_until(Duration::from_secs(5), || {
-        let (ma, mb) = (
-            a.with(|p| p.stats.messages.clone()),
-            b.with(|p| p.stats.messages.clone()),
-        );
-        if ma == vec![b"pong from bob".to_vec()] && mb == vec![b"ping from alice".to_vec()] {
-            Ok(())
-        } else {
-            Err(format!("alice got {ma:?}, bob got {mb:?}"))
-        }
-    })
-    .await?;
+    data_both_ways(&a, &b, b"ping from alice", b"pong from bob").await?;
 
     // The Session reads back as connected and publishing two tracks.
     let s = backend

@@ -50,29 +50,7 @@ async fn a_tcp_only_peer_calls_a_udp_peer_over_ice_tcp() -> anyhow::Result<()> {
     let (sa, a) = backend.join_tcp("alice", av("chat")).await?;
     let (sb, b) = backend.join("bob", av("chat")).await?;
     media_both_ways(&backend, (&sa, &a), (&sb, &b), 20).await?;
-    wait_until(Duration::from_secs(5), || {
-        if a.with(|p| p.channel_open()) && b.with(|p| p.channel_open()) {
-            Ok(())
-        } else {
-            Err("channels not open".into())
-        }
-    })
-    .await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(a.with(|p| p.send_data(b"over tcp")));
-    assert!(b.with(|p| p.send_data(b"over udp")));
-    wait_until(Duration::from_secs(5), || {
-        let (ma, mb) = (
-            a.with(|p| p.stats.messages.clone()),
-            b.with(|p| p.stats.messages.clone()),
-        );
-        if ma == vec![b"over udp".to_vec()] && mb == vec![b"over tcp".to_vec()] {
-            Ok(())
-        } else {
-            Err(format!("alice got {ma:?}, bob got {mb:?}"))
-        }
-    })
-    .await?;
+    data_both_ways(&a, &b, b"over tcp", b"over udp").await?;
     // Alice has no UDP socket at all; her only candidate is active TCP (port 9, RFC 6544), and
     // everything she received came as RFC 4571 frames on one connection to the Worker.
     assert_eq!(a.addr.port(), 9);

@@ -80,17 +80,19 @@ fn layer_events(net: &Net, session: &SessionId, track: &TrackId) -> Vec<LayerEve
         .collect()
 }
 
-#[test]
-fn a_capped_downlink_moves_the_subscriber_down_then_back_up_without_flapping() {
+/// Alice publishes simulcast audio and video, Bob subscribes; runs until Bob has received at
+/// least `frames` frames of Alice's top layer. Returns the net, both Peers, the video track id
+/// (as text and parsed) and Bob's Session.
+fn top_layer_call(room: &str, frames: u64) -> (Net, usize, usize, String, TrackId, SessionId) {
     let mut net = Net::new();
-    let room = net.room("capped");
+    let room = net.room(room);
     let a = net.join(&room, "alice", simulcast_av());
     let b = net.join(&room, "bob", Publish::default());
     net.run_until(Duration::from_secs(15), "bob gets alice's top layer", |n| {
         n.published(a).len() == 2
             && n.published(a)
                 .iter()
-                .any(|t| video(n, b, t).0 == layer_bytes(2) && video(n, b, t).1 >= 30)
+                .any(|t| video(n, b, t).0 == layer_bytes(2) && video(n, b, t).1 >= frames)
     });
     let track = net
         .published(a)
@@ -99,6 +101,12 @@ fn a_capped_downlink_moves_the_subscriber_down_then_back_up_without_flapping() {
         .unwrap();
     let tid = TrackId::parse(&track).unwrap();
     let sb = net.peers[b].session.clone();
+    (net, a, b, track, tid, sb)
+}
+
+#[test]
+fn a_capped_downlink_moves_the_subscriber_down_then_back_up_without_flapping() {
+    let (mut net, a, b, track, tid, sb) = top_layer_call("capped", 30);
     let ev = layer_events(&net, &sb, &tid);
     let last = ev.last().expect("layer events for bob");
     assert_eq!(
@@ -306,22 +314,7 @@ fn the_cap_moves_down_after_a_short_hold_and_up_after_a_long_one() {
 
 #[test]
 fn layer_events_explain_preference_keyframe_wait_and_pause() {
-    let mut net = Net::new();
-    let room = net.room("explain");
-    let a = net.join(&room, "alice", simulcast_av());
-    let b = net.join(&room, "bob", Publish::default());
-    net.run_until(Duration::from_secs(15), "bob gets alice's top layer", |n| {
-        n.published(a)
-            .iter()
-            .any(|t| video(n, b, t).0 == layer_bytes(2) && video(n, b, t).1 >= 10)
-    });
-    let track = net
-        .published(a)
-        .into_iter()
-        .find(|t| video(&net, b, t).0 == layer_bytes(2))
-        .unwrap();
-    let tid = TrackId::parse(&track).unwrap();
-    let sb = net.peers[b].session.clone();
+    let (mut net, _, b, track, tid, sb) = top_layer_call("explain", 10);
     let before = layer_events(&net, &sb, &tid).len();
     let pref = TrackPreference {
         max_layer: Some(0),
@@ -374,22 +367,7 @@ fn layer_events_explain_preference_keyframe_wait_and_pause() {
 
 #[test]
 fn a_layer_the_publisher_stops_sending_is_reported_as_inactive() {
-    let mut net = Net::new();
-    let room = net.room("inactive");
-    let a = net.join(&room, "alice", simulcast_av());
-    let b = net.join(&room, "bob", Publish::default());
-    net.run_until(Duration::from_secs(15), "bob gets alice's top layer", |n| {
-        n.published(a)
-            .iter()
-            .any(|t| video(n, b, t).0 == layer_bytes(2) && video(n, b, t).1 >= 10)
-    });
-    let track = net
-        .published(a)
-        .into_iter()
-        .find(|t| video(&net, b, t).0 == layer_bytes(2))
-        .unwrap();
-    let tid = TrackId::parse(&track).unwrap();
-    let sb = net.peers[b].session.clone();
+    let (mut net, a, b, track, tid, sb) = top_layer_call("inactive", 10);
     // Alice's browser stops sending f (say, CPU-limited): bob falls back to h, and is told why.
     net.peers[a].core.silent_layers = vec!["f"];
     net.run_until(Duration::from_secs(5), "bob at h", |n| {

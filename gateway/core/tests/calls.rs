@@ -58,13 +58,7 @@ fn three_party_call_everyone_receives_everyone_else() {
     net.run_until(
         Duration::from_secs(8),
         "all six directions carry media",
-        |n| {
-            p.iter().all(|&to| {
-                p.iter()
-                    .filter(|&&f| f != to)
-                    .all(|&from| n.min_frames(to, from) >= 10)
-            })
-        },
+        |n| n.full_mesh(&p, 10),
     );
     // Each subscriber holds exactly the four tracks of the two others.
     for &i in &p {
@@ -119,13 +113,7 @@ fn five_party_room_everyone_receives_everyone() {
     net.run_until(
         Duration::from_secs(15),
         "all twenty directions carry audio and video",
-        |n| {
-            p.iter().all(|&to| {
-                p.iter()
-                    .filter(|&&f| f != to)
-                    .all(|&from| n.min_frames(to, from) >= 10)
-            })
-        },
+        |n| n.full_mesh(&p, 10),
     );
     for &i in &p {
         assert_eq!(

@@ -49,12 +49,7 @@ fn leaving_renegotiates_and_closing_everything_leaves_nothing_behind() {
     let b = net.join(&room, "b", av("chat"));
     let c = net.join(&room, "c", av("chat"));
     net.run_until(Duration::from_secs(8), "full mesh of media", |n| {
-        [a, b, c].iter().all(|&to| {
-            [a, b, c]
-                .iter()
-                .filter(|&&f| f != to)
-                .all(|&from| n.min_frames(to, from) >= 5)
-        })
+        n.full_mesh(&[a, b, c], 5)
     });
     assert_eq!(net.sfu.n_tracks(), 6);
     // Each track reaches two subscribers; routes are counted on both sides.

@@ -404,6 +404,16 @@ impl Net {
             .unwrap_or(0)
     }
 
+    /// Every Peer in `peers` has at least `frames` frames of every Track of every other one.
+    pub fn full_mesh(&self, peers: &[usize], frames: u64) -> bool {
+        peers.iter().all(|&to| {
+            peers
+                .iter()
+                .filter(|&&from| from != to)
+                .all(|&from| self.min_frames(to, from) >= frames)
+        })
+    }
+
     pub fn events_of(&self, session: &SessionId) -> Vec<&EventKind> {
         self.events
             .iter()
