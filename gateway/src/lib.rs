@@ -75,9 +75,8 @@ pub struct Gateway {
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
     cancel: CancellationToken,
-    server: tokio::task::JoinHandle<()>,
+    server: api::Server,
     threads: Vec<std::thread::JoinHandle<()>>,
-    health: tonic_health::server::HealthReporter,
     grace: Duration,
     turn: Option<turn::TurnServer>,
 }
@@ -200,25 +199,16 @@ impl Gateway {
             addr: config.grpc.listen,
             source,
         })?;
-        let (routes, health) = api::routes(
+        let cancel = CancellationToken::new();
+        let server = api::serve(
+            listener,
             handle.clone(),
             api::Auth::new(&config.grpc.api_key),
             config.limits.event_buffer,
+            cancel.clone(),
         )
         .await
         .map_err(|e| StartError::Other(e.to_string()))?;
-        let cancel = CancellationToken::new();
-        let stop = cancel.clone();
-        let server = tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            let res = tonic::transport::Server::builder()
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                .await;
-            if let Err(e) = res {
-                tracing::error!(error = %e, "gRPC server failed");
-            }
-        });
         if config.grpc.api_key.is_empty() {
             tracing::warn!(
                 listen = %grpc_addr,
@@ -234,7 +224,6 @@ impl Gateway {
             cancel,
             server,
             threads,
-            health,
             grace: config.grace(),
             turn,
         })
@@ -272,7 +261,8 @@ impl Gateway {
     }
 
     /// Graceful shutdown: refuse new Rooms and Sessions, close every Session (Peers get a DTLS
-    /// close), send `GatewayDraining` to every event stream, stop the gRPC server and the Workers.
+    /// close, through the embedded TURN server too, which stops after the Workers), send
+    /// `GatewayDraining` to every event stream, stop the gRPC server and the Workers.
     /// Bounded by `shutdown.grace_secs`.
     pub async fn shutdown(self) {
         let Self {
@@ -280,16 +270,12 @@ impl Gateway {
             cancel,
             server,
             threads,
-            health,
             grace,
             turn,
             ..
         } = self;
-        if let Some(t) = turn {
-            t.shutdown().await;
-        }
         handle.inner.draining.store(true, Ordering::Release);
-        api::set_not_serving(&health).await;
+        server.set_not_serving().await;
         let workers = handle.inner.workers.clone();
         let closed = tokio::time::timeout(grace, async {
             for w in &workers {
@@ -301,10 +287,14 @@ impl Gateway {
             tracing::warn!("workers did not close within the grace period");
         }
         tracing::debug!("workers closed");
+        if let Some(t) = turn {
+            t.shutdown().await;
+        }
         handle.inner.bus.publish(EventBody::Draining);
-        // Give event streams a moment to deliver the final event before connections close.
+        // Stop accepting calls; open event streams deliver what they hold (the Draining event
+        // last) and end.
         cancel.cancel();
-        if tokio::time::timeout(grace, server).await.is_err() {
+        if !server.stopped_within(grace).await {
             tracing::warn!("gRPC server did not stop within the grace period");
         }
         tracing::debug!("gRPC server stopped");

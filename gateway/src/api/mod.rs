@@ -55,8 +55,61 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The running gRPC server: its task and the health reporter its shutdown flips.
+pub(crate) struct Server {
+    task: tokio::task::JoinHandle<()>,
+    health: tonic_health::server::HealthReporter,
+}
+
+/// Serves the API on `listener` until `stop` is cancelled.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    handle: GatewayHandle,
+    auth: Auth,
+    event_buffer: usize,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<Server, tonic_reflection::server::Error> {
+    let (routes, health) = routes(handle, auth, event_buffer).await?;
+    let task = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let res = tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    });
+    Ok(Server { task, health })
+}
+
+impl Server {
+    /// Marks the control services as not serving (during shutdown).
+    pub(crate) async fn set_not_serving(&self) {
+        let health = &self.health;
+        health
+            .set_not_serving::<RoomServiceServer<ControlService>>()
+            .await;
+        health
+            .set_not_serving::<SessionServiceServer<ControlService>>()
+            .await;
+        health
+            .set_not_serving::<EventServiceServer<ControlService>>()
+            .await;
+        health
+            .set_not_serving::<DataServiceServer<ControlService>>()
+            .await;
+    }
+
+    /// Waits for the server to stop (after its `stop` token was cancelled), at most `grace`.
+    /// Returns whether it did.
+    pub(crate) async fn stopped_within(self, grace: std::time::Duration) -> bool {
+        tokio::time::timeout(grace, self.task).await.is_ok()
+    }
+}
+
 /// Builds the routes: control services (authenticated), health and reflection (open).
-pub(crate) async fn routes(
+async fn routes(
     handle: GatewayHandle,
     auth: Auth,
     event_buffer: usize,
@@ -102,20 +155,4 @@ pub(crate) async fn routes(
             a4.check(r)
         }));
     Ok((routes, health))
-}
-
-/// Marks the control services as not serving (during shutdown).
-pub(crate) async fn set_not_serving(health: &tonic_health::server::HealthReporter) {
-    health
-        .set_not_serving::<RoomServiceServer<ControlService>>()
-        .await;
-    health
-        .set_not_serving::<SessionServiceServer<ControlService>>()
-        .await;
-    health
-        .set_not_serving::<EventServiceServer<ControlService>>()
-        .await;
-    health
-        .set_not_serving::<DataServiceServer<ControlService>>()
-        .await;
 }
