@@ -20,6 +20,7 @@ use rand_core::SeedableRng;
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
+use str0m::format::PayloadParams;
 use str0m::ice::IceCreds;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive, TcpType};
@@ -204,6 +205,9 @@ struct TrackOut {
     reason: LayerReason,
     /// What `SubscriptionLayerChanged` last said: (forwarded, target, reason).
     reported: Option<(Option<forward::Layer>, Option<forward::Layer>, LayerReason)>,
+    /// The send stream of the m-line once it is open, so forwarding finds it by hash
+    /// (`stream_tx`) rather than by str0m's scan over all send streams (`stream_tx_by_mid`).
+    ssrc: Option<Ssrc>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +243,9 @@ struct TrackIn {
     /// Smoothed loudness of an audio track (0–127) and when it was last updated.
     loudness: f32,
     loudness_at: Option<Instant>,
+    /// Publisher payload type → (its codec, whether it is the RED wrapper of that codec),
+    /// learned on first use so forwarding does not scan the codec table per packet.
+    pt_codec: Vec<(Pt, Option<(PayloadParams, bool)>)>,
 }
 
 struct LayerStat {
@@ -340,6 +347,9 @@ pub struct Sfu {
     dirty: Vec<SessionKey>,
     /// Scratch list of a TrackIn's subscribers, reused for every forwarded packet.
     scratch_subs: Vec<SessionKey>,
+    /// Reused by `drive` for a Session's str0m events (one per received RTP packet), so driving
+    /// does not allocate; taken while in use (a nested drive gets a fresh one).
+    scratch_events: Vec<Event>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<SfuEvent>,
     counters: Counters,
@@ -386,6 +396,7 @@ impl Sfu {
             timers: BTreeSet::new(),
             dirty: Vec::new(),
             scratch_subs: Vec::new(),
+            scratch_events: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
@@ -1393,7 +1404,7 @@ impl Sfu {
             return;
         };
         s.dirty = false;
-        let mut events = Vec::new();
+        let mut events = std::mem::take(&mut self.scratch_events);
         let transmits = &mut self.transmits;
         let res = catch_unwind(AssertUnwindSafe(|| {
             check_fault(s);
@@ -1418,17 +1429,19 @@ impl Sfu {
             Ok(Err(e)) => {
                 let e: str0m::RtcError = e;
                 tracing::debug!(session = %s.id, error = %e, "session failed");
-                for ev in events {
+                for ev in events.drain(..) {
                     self.on_rtc_event(key, ev);
                 }
+                self.scratch_events = events;
                 return self.close(key, SessionCloseReason::PeerError, false);
             }
             Ok(Ok(())) => {}
         }
         self.update_timer(key);
-        for ev in events {
+        for ev in events.drain(..) {
             self.on_rtc_event(key, ev);
         }
+        self.scratch_events = events;
     }
 
     fn fail(&mut self, key: SessionKey) {
@@ -1578,6 +1591,7 @@ impl Sfu {
                 loudness: 0.0,
                 loudness_at: None,
                 muted: false,
+                pt_codec: Vec::new(),
             },
         );
         self.sessions
@@ -1631,6 +1645,7 @@ impl Sfu {
                 cap: alloc::LayerCap::default(),
                 reason: LayerReason::Preference,
                 reported: None,
+                ssrc: None,
             },
         );
     }
@@ -1770,11 +1785,17 @@ impl Sfu {
             s.tracks_out.remove(&tk);
         }
         let rtx = self.config.rtx_cache_packets;
-        for (_, mid, kind) in &opened {
-            if *kind == MediaKind::Video
-                && let Some(tx) = s.rtc.direct_api().stream_tx_by_mid(*mid, None)
-            {
+        for (tk, mid, kind) in &opened {
+            let mut api = s.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(*mid, None) else {
+                continue;
+            };
+            if *kind == MediaKind::Video {
                 tx.set_rtx_cache(rtx, Duration::from_secs(3), Some(0.15));
+            }
+            let ssrc = tx.ssrc();
+            if let Some(o) = s.tracks_out.get_mut(tk) {
+                o.ssrc = Some(ssrc);
             }
         }
         let connected = s.rtc.is_connected();
@@ -1922,12 +1943,13 @@ impl Sfu {
         let loud = 127.0 + f32::from(level.clamp(-127, 0));
         t.loudness = t.loudness * (1.0 - w) + loud * w;
         t.loudness_at = Some(now);
-        let room_id = t.room.clone();
-        let due = self.rooms.get(&room_id).is_some_and(|r| {
+        let due = self.rooms.get(&t.room).is_some_and(|r| {
             r.speaker_decided
                 .is_none_or(|d| now.saturating_duration_since(d) >= self.config.speaker_interval)
         });
         if due {
+            // Only when a decision is due (every speaker interval), not per audio packet.
+            let room_id = t.room.clone();
             self.decide_speaker(&room_id);
         }
     }
@@ -2220,11 +2242,22 @@ impl Sfu {
             return;
         };
         let in_pt = p.header.payload_type;
-        // Opus RED (RFC 2198) arrives with the RED payload type of its primary codec.
-        let cc = s.rtc.codec_config();
-        let found = match cc.find(|c| c.pt() == in_pt) {
-            Some(c) => Some((*c, false)),
-            None => cc.find(|c| c.red() == Some(in_pt)).map(|c| (*c, true)),
+        let Some(t) = self.tracks.get_mut(&tk) else {
+            self.counters.rtp_dropped += 1;
+            return;
+        };
+        let found = match t.pt_codec.iter().find(|(pt, _)| *pt == in_pt) {
+            Some((_, v)) => *v,
+            None => {
+                // Opus RED (RFC 2198) arrives with the RED payload type of its primary codec.
+                let cc = s.rtc.codec_config();
+                let v = match cc.find(|c| c.pt() == in_pt) {
+                    Some(c) => Some((*c, false)),
+                    None => cc.find(|c| c.red() == Some(in_pt)).map(|c| (*c, true)),
+                };
+                t.pt_codec.push((in_pt, v));
+                v
+            }
         };
         let Some((params, red_in)) = found else {
             self.counters.rtp_dropped += 1;
@@ -2295,7 +2328,7 @@ impl Sfu {
             let Some(o) = s.tracks_out.get_mut(&tk) else {
                 continue;
             };
-            let OutState::Open(out_mid) = o.state else {
+            let (OutState::Open(_), Some(out_ssrc)) = (o.state, o.ssrc) else {
                 continue;
             };
             let was = o.fwd.current;
@@ -2357,7 +2390,7 @@ impl Sfu {
                 .nackable(is_video);
             let res = catch_unwind(AssertUnwindSafe(|| {
                 check_fault(s);
-                match s.rtc.direct_api().stream_tx_by_mid(out_mid, None) {
+                match s.rtc.direct_api().stream_tx(&out_ssrc) {
                     Some(tx) => {
                         tx.write_rtp(w);
                         true
