@@ -277,6 +277,9 @@ impl Net {
                     continue;
                 }
                 let source = match p.transport {
+                    // A UDP Peer reaches the network only from its current address (`wire`):
+                    // after a move, whatever it still sends from the old one is lost.
+                    Transport::Udp if src != p.wire => continue,
                     Transport::Udp => src,
                     Transport::Tcp => p.wire,
                 };
