@@ -314,8 +314,8 @@ impl Default for TurnConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            listen_udp: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 3478),
-            listen_tcp: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 3478),
+            listen_udp: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3478),
+            listen_tcp: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3478),
             listen_tls: None,
             tls_cert: None,
             tls_key: None,

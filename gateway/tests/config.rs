@@ -290,4 +290,34 @@ fn the_shipped_example_config_is_valid_and_equals_the_defaults() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../switchboard.example.toml");
     let c = Config::load_with_env(Some(&path), env(&[])).unwrap();
     assert_eq!(c, Config::default());
+    // Every key is written out (missing ones would silently take their defaults above).
+    fn keys(v: &toml::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+        if let toml::Value::Table(t) = v {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                if v.is_table() {
+                    keys(v, &key, out);
+                } else {
+                    out.insert(key);
+                }
+            }
+        }
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (mut example, mut defaults) = (Default::default(), Default::default());
+    keys(&toml::from_str(&text).unwrap(), "", &mut example);
+    keys(
+        &toml::Value::try_from(Config::default()).unwrap(),
+        "",
+        &mut defaults,
+    );
+    // `[[ice_servers]]` is empty by default; the example shows it commented out.
+    assert!(text.contains("# [[ice_servers]]"));
+    defaults.remove("ice_servers");
+    let missing: Vec<_> = defaults.difference(&example).collect();
+    assert!(missing.is_empty(), "keys missing from the example: {missing:?}");
 }

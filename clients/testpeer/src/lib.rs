@@ -4,8 +4,9 @@
 //! drive it over a simulated network; [`UdpPeer`] drives one over a real UDP socket on a tokio task,
 //! or, TCP-only ([`UdpPeer::tcp_only`]), over ICE-TCP connections with RFC 4571 framing.
 //! A Peer is a full-ICE offerer like a browser: it can publish one audio and one video track (fake
-//! Opus and VP8 frames: key frames on request), open a data channel, answer the gateway's
-//! renegotiation offers, and it counts what it receives per Track id.
+//! Opus frames, with RED when asked; fake VP8, VP9, H264 or AV1 frames, simulcast layers
+//! optional: key frames on request), open data channels, move and restart ICE, answer the
+//! gateway's renegotiation offers, and it counts what it receives per Track id.
 
 mod core;
 mod tcp;

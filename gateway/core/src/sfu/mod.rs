@@ -7,8 +7,10 @@
 //!
 //! str0m's single-mutation rule is kept here, one level up: every mutation of a Session's `Rtc`
 //! marks the Session dirty, and dirty Sessions are drained (to `Output::Timeout`) before any output
-//! leaves the core. Every touch of an `Rtc` runs under `catch_unwind`; a panic closes only that
-//! Session, with `SessionCloseReason::InternalError`.
+//! leaves the core. Driving an `Rtc` (input, timeouts, draining its output) and writing forwarded
+//! media run under `catch_unwind`; a panic there closes only that Session, with
+//! `SessionCloseReason::InternalError`. Plain reads and the few control mutations (closing a data
+//! channel, sizing the RTX cache) are not wrapped.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -429,7 +431,9 @@ impl Sfu {
         self.tracks.len()
     }
 
-    /// Number of (TrackIn → Session) forwarding routes.
+    /// Forwarding routes counted from both ends: each (TrackIn → Session) route once in the
+    /// Track's subscribers and once in the Session's TrackOuts (so twice the routes; a leak on
+    /// either side shows).
     pub fn n_routes(&self) -> usize {
         self.tracks
             .values()
