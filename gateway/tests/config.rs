@@ -319,5 +319,8 @@ fn the_shipped_example_config_is_valid_and_equals_the_defaults() {
     assert!(text.contains("# [[ice_servers]]"));
     defaults.remove("ice_servers");
     let missing: Vec<_> = defaults.difference(&example).collect();
-    assert!(missing.is_empty(), "keys missing from the example: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "keys missing from the example: {missing:?}"
+    );
 }

@@ -9,7 +9,7 @@
 //! decide, rewrite, encrypt and send one (its receive cost shared by the N copies).
 //!
 //! Run: `cargo bench -p switchboard-core --bench forward` (arguments: subscriber counts,
-//! default `1 10 50`). See BENCHMARKS.md.
+//! default `1 10 50`; `--no-bwe` turns bandwidth estimation off). See BENCHMARKS.md.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -52,12 +52,13 @@ fn timed<R>(acc: &mut Duration, f: impl FnOnce() -> R) -> R {
 }
 
 impl Run {
-    fn new(n: usize) -> Self {
+    fn new(n: usize, bwe: bool) -> Self {
         let now = Instant::now();
-        let config = SfuConfig {
+        let mut config = SfuConfig {
             candidate_addrs: vec![SFU_ADDR.parse().unwrap()],
             ..SfuConfig::default()
         };
+        config.bwe.enabled = bwe;
         let mut sfu = Sfu::new(now, config, [7; 32]).unwrap();
         let room = RoomSpec {
             id: Some(RoomId::parse("bench").unwrap()),
@@ -205,6 +206,9 @@ impl Run {
 }
 
 fn main() {
+    // `--no-bwe`: without the per-subscriber bandwidth estimation (TWCC, probing, allocation),
+    // to see what it costs.
+    let bwe = !std::env::args().any(|a| a == "--no-bwe");
     let counts: Vec<usize> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -220,7 +224,7 @@ fn main() {
         "N", "forwarded", "SFU µs/fwd", "pub µs/sent", "sub µs/recvd", "fwd/SFU-CPU-s", "ratio"
     );
     for n in counts {
-        let mut run = Run::new(n);
+        let mut run = Run::new(n, bwe);
         // Set up: everyone connected and receiving video.
         let setup_end = run.now + Duration::from_secs(10);
         while run.now < setup_end
