@@ -155,13 +155,12 @@ impl Gateway {
                 bus.clone(),
             )
             .map_err(|e| match e {
-                driver::SpawnError::Udp(source) | driver::SpawnError::Other(source) => {
-                    StartError::Bind {
-                        what: "worker UDP socket",
-                        addr,
-                        source,
-                    }
-                }
+                driver::SpawnError::Udp(source) => StartError::Bind {
+                    what: "worker UDP socket",
+                    addr,
+                    source,
+                },
+                driver::SpawnError::Other(e) => StartError::Other(format!("worker {i}: {e}")),
                 driver::SpawnError::Tcp(source) => StartError::Bind {
                     what: "worker TCP listener",
                     addr: tcp.map_or(addr, |t| t.bind),

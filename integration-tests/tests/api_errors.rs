@@ -390,3 +390,40 @@ async fn resource_exhausted_when_a_worker_queue_is_full() -> anyhow::Result<()> 
     gw.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn permission_denied_when_a_session_without_subscribe_subscribes() -> anyhow::Result<()> {
+    let (gw, c) = setup().await?;
+    c.create_room("perm").await?;
+    let s = c
+        .sessions
+        .clone()
+        .create_session(pb::CreateSessionRequest {
+            room_id: "perm".into(),
+            participant_id: "viewer".into(),
+            permissions: Some(pb::Permissions {
+                publish: true,
+                subscribe: false,
+                data: true,
+            }),
+            manual_subscribe: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .session
+        .unwrap()
+        .session_id;
+    let e = c
+        .sessions
+        .clone()
+        .subscribe(pb::SubscribeRequest {
+            session_id: s,
+            track_ids: vec!["tr_abcdefghijkmnpqrstuv".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    gw.shutdown().await;
+    Ok(())
+}

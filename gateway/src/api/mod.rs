@@ -40,9 +40,9 @@ impl Auth {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <api key>`"))?;
+            .ok_or_else(|| status::unauthenticated("missing `authorization: Bearer <api key>`"))?;
         if !constant_time_eq(given.as_bytes(), key.as_bytes()) {
-            return Err(Status::unauthenticated("invalid API key"));
+            return Err(status::unauthenticated("invalid API key"));
         }
         Ok(req)
     }

@@ -12,7 +12,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{FromProto, ToProto, room_id, session_id, track_ids};
-use super::status::invalid;
+use super::status::{events_lost, events_unread, invalid};
 use crate::events::{EventBody, EventFilter, EventStreamError};
 use crate::handle::{Candidate, DataMessage, GatewayHandle};
 
@@ -305,13 +305,7 @@ impl EventService for ControlService {
             loop {
                 let (item, last) = match sub.next().await {
                     Ok(ev) => (Ok((&*ev).to_proto()), ev.body == EventBody::Draining),
-                    Err(EventStreamError::Lagged { missed }) => (
-                        Err(Status::data_loss(format!(
-                            "the event stream fell behind and lost {missed} events; \
-                             reconnect and re-read state"
-                        ))),
-                        true,
-                    ),
+                    Err(EventStreamError::Lagged { missed }) => (Err(events_lost(missed)), true),
                     Err(EventStreamError::Closed) => break,
                 };
                 // A full per-stream buffer means the backend is not reading: end the stream
@@ -319,11 +313,7 @@ impl EventService for ControlService {
                 match tx.try_send(item) {
                     Ok(()) => {}
                     Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-                        let _ = tx
-                            .send(Err(Status::data_loss(
-                                "the backend read events too slowly; reconnect and re-read state",
-                            )))
-                            .await;
+                        let _ = tx.send(Err(events_unread())).await;
                         break;
                     }
                     Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => break,

@@ -1,5 +1,6 @@
-//! The one table from [`GatewayError`] to `tonic::Status`. Invalid fields carry a `BadRequest`
-//! detail naming the field, so backends can tell which one was wrong.
+//! The one table from [`GatewayError`] to `tonic::Status`, plus the statuses the API layer makes
+//! itself (bad fields, authentication, event streams cut short). Invalid fields carry a
+//! `BadRequest` detail naming the field, so backends can tell which one was wrong.
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -15,6 +16,23 @@ pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Status {
         format!("invalid {field}: {reason}"),
         ErrorDetails::with_bad_request_violation(field, reason),
     )
+}
+
+/// No or a wrong API key (`why` says which).
+pub(crate) fn unauthenticated(why: &str) -> Status {
+    Status::unauthenticated(why.to_string())
+}
+
+/// The event stream fell behind the gateway's buffer and lost `missed` events.
+pub(crate) fn events_lost(missed: u64) -> Status {
+    Status::data_loss(format!(
+        "the event stream fell behind and lost {missed} events; reconnect and re-read state"
+    ))
+}
+
+/// The backend did not read its event stream, which filled its buffer.
+pub(crate) fn events_unread() -> Status {
+    Status::data_loss("the backend read events too slowly; reconnect and re-read state")
 }
 
 impl From<GatewayError> for Status {
