@@ -46,16 +46,82 @@ pub struct Config {
 pub struct GrpcConfig {
     /// Address of the gRPC listener (port 0 picks a free port).
     pub listen: SocketAddr,
-    /// Bearer API key backends must send. Empty is allowed only on a loopback `listen` address.
-    pub api_key: String,
+    /// Bearer API key backends must send. Empty is allowed only on a loopback `listen` address;
+    /// on any other address it must be at least [`MIN_PUBLIC_API_KEY_LEN`] characters. Never
+    /// whitespace or control characters.
+    pub api_key: Secret,
+    /// Serve gRPC reflection (v1 and v1alpha), which lists the services and their messages.
+    pub reflection: bool,
+    /// Serve reflection without the API key even when one is set. By default reflection needs
+    /// the key whenever `api_key` is set (health never does).
+    pub reflection_public: bool,
+    /// PEM certificate chain: with `tls_key`, the API is served over TLS (HTTP/2 with ALPN `h2`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
+
+/// Shortest `grpc.api_key` accepted on a listener that is not a loopback address.
+pub const MIN_PUBLIC_API_KEY_LEN: usize = 16;
 
 impl Default for GrpcConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50051),
-            api_key: String::new(),
+            api_key: Secret::default(),
+            reflection: true,
+            reflection_public: false,
+            tls_cert: None,
+            tls_key: None,
         }
+    }
+}
+
+/// A secret setting (API key, shared secret, access token): its `Debug` never shows the value,
+/// so a logged or printed `Config` does not leak it. Read it through `Deref<Target = str>`.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"<redacted>\""
+        })
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl PartialEq<&str> for Secret {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
     }
 }
 
@@ -176,6 +242,12 @@ pub struct LimitsConfig {
     pub command_queue: usize,
     /// Events buffered per `WatchEvents` stream before it ends with DATA_LOSS.
     pub event_buffer: usize,
+    /// Bytes (encoded events) buffered per `WatchEvents` stream before it ends with DATA_LOSS.
+    pub event_stream_bytes: usize,
+    /// Recent events kept for `WatchEventsRequest.after_sequence` replay, at most this many...
+    pub event_replay_events: usize,
+    /// ...and at most this many bytes (approximate in-memory size); older ones are dropped.
+    pub event_replay_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -183,6 +255,21 @@ impl Default for LimitsConfig {
         Self {
             command_queue: 1024,
             event_buffer: 4096,
+            event_stream_bytes: 16 << 20,
+            event_replay_events: 10_000,
+            event_replay_bytes: 32 << 20,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The event bus sizes these limits set.
+    pub fn event_bus(&self) -> crate::events::EventBusLimits {
+        crate::events::EventBusLimits {
+            live_events: self.event_buffer,
+            replay_events: self.event_replay_events,
+            replay_bytes: self.event_replay_bytes,
+            stream_bytes: self.event_stream_bytes,
         }
     }
 }
@@ -243,8 +330,8 @@ impl Default for BweConfig {
     }
 }
 
-/// One `[[ice_servers]]` entry.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// One `[[ice_servers]]` entry. Its `Debug` hides `credential` and `shared_secret`.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct IceServerConfig {
     /// `stun:` or `turn:` URLs.
@@ -255,9 +342,21 @@ pub struct IceServerConfig {
     pub credential: String,
     /// coturn `static-auth-secret`: when set, the gateway mints a time-limited username and
     /// credential for this server per Session (`use-auth-secret` scheme).
-    pub shared_secret: String,
+    pub shared_secret: Secret,
     /// Lifetime of minted credentials in seconds; 0 = `turn.credential_ttl_secs`.
     pub credential_ttl_secs: u64,
+}
+
+impl std::fmt::Debug for IceServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceServerConfig")
+            .field("urls", &self.urls)
+            .field("username", &self.username)
+            .field("credential", &Secret(self.credential.clone()))
+            .field("shared_secret", &self.shared_secret)
+            .field("credential_ttl_secs", &self.credential_ttl_secs)
+            .finish()
+    }
 }
 
 /// `[turn]`: the embedded TURN server (also answers STUN Binding on its ports).
@@ -282,7 +381,7 @@ pub struct TurnConfig {
     pub realm: String,
     /// Shared secret of the `username = expiry:identity`, `password = base64(HMAC-SHA1(secret,
     /// username))` scheme. Empty = a random secret per start.
-    pub secret: String,
+    pub secret: Secret,
     /// Lifetime of minted credentials, in seconds.
     pub credential_ttl_secs: u64,
     /// Address relay sockets bind to. None = `media.bind_ip`.
@@ -321,7 +420,7 @@ impl Default for TurnConfig {
             tls_key: None,
             public_host: String::new(),
             realm: "switchboard".into(),
-            secret: String::new(),
+            secret: Secret::default(),
             credential_ttl_secs: 86400,
             relay_ip: None,
             relay_port_min: 49152,
@@ -366,8 +465,12 @@ pub struct LogConfig {
     /// `plain` or `json`.
     pub format: LogFormat,
     /// A `tracing` env-filter directive, e.g. `info` or `switchboard_gateway=debug`.
-    /// `RUST_LOG`, when set, takes precedence.
+    /// `RUST_LOG`, when set, takes precedence. Peer-driven lines of the WebRTC stack
+    /// (`sctp_proto`, `str0m`, `dimpl`) show only when the filter enables `debug` for them or
+    /// names them (see `telemetry`).
     pub filter: String,
+    /// Replace Peer IP addresses in the gateway's own log lines with `<redacted>`.
+    pub redact_ips: bool,
 }
 
 impl Default for LogConfig {
@@ -375,6 +478,7 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Plain,
             filter: "info".into(),
+            redact_ips: false,
         }
     }
 }
@@ -409,8 +513,13 @@ impl Default for ShutdownConfig {
 pub struct DemoConfig {
     /// Start the demo with the `switchboard` binary.
     pub enabled: bool,
-    /// Where the demo's HTTP/WebSocket server listens (port 0 picks a free port).
+    /// Where the demo's HTTP/WebSocket server listens (port 0 picks a free port). It can create
+    /// Rooms with the API key, so a non-loopback address needs `access_token`.
     pub listen: SocketAddr,
+    /// Token browsers must give (`?token=` on the page and the WebSocket) to use the demo. Empty
+    /// is allowed only on a loopback `listen`; otherwise at least [`MIN_PUBLIC_API_KEY_LEN`]
+    /// characters.
+    pub access_token: Secret,
 }
 
 impl Default for DemoConfig {
@@ -418,6 +527,7 @@ impl Default for DemoConfig {
         Self {
             enabled: true,
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+            access_token: Secret::default(),
         }
     }
 }
@@ -488,12 +598,7 @@ impl Config {
                 reason: reason.to_string(),
             })
         };
-        if self.grpc.api_key.is_empty() && !self.grpc.listen.ip().is_loopback() {
-            return bad(
-                "grpc.api_key",
-                "an API key is required when grpc.listen is not a loopback address",
-            );
-        }
+        self.validate_grpc()?;
         if self.media.workers > 64 {
             return bad("media.workers", "at most 64");
         }
@@ -619,6 +724,18 @@ impl Config {
         if self.limits.event_buffer < 16 {
             return bad("limits.event_buffer", "must be at least 16");
         }
+        if self.limits.event_stream_bytes < 1 << 20 {
+            return bad(
+                "limits.event_stream_bytes",
+                "must be at least 1048576 (one event can be a large SDP offer)",
+            );
+        }
+        if self.limits.event_replay_events == 0 {
+            return bad("limits.event_replay_events", "must be at least 1");
+        }
+        if self.limits.event_replay_bytes < 1 << 20 {
+            return bad("limits.event_replay_bytes", "must be at least 1048576");
+        }
         for s in &self.ice_servers {
             if s.urls.is_empty() {
                 return bad("ice_servers.urls", "each ICE server needs at least one URL");
@@ -646,6 +763,72 @@ impl Config {
         self.validate_turn()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return bad("log.filter", "not a valid tracing filter directive");
+        }
+        Ok(())
+    }
+
+    /// `[grpc]` and the demo, which holds the API key.
+    fn validate_grpc(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        let g = &self.grpc;
+        if g.api_key.is_empty() && !g.listen.ip().is_loopback() {
+            return bad(
+                "grpc.api_key",
+                "an API key is required when grpc.listen is not a loopback address",
+            );
+        }
+        // The messages name the key, never its value.
+        if g.api_key
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return bad(
+                "grpc.api_key",
+                "must not contain whitespace or control characters",
+            );
+        }
+        if !g.api_key.is_ascii() {
+            return bad(
+                "grpc.api_key",
+                "must be printable ASCII (it travels in an HTTP header)",
+            );
+        }
+        if !g.listen.ip().is_loopback() && g.api_key.len() < MIN_PUBLIC_API_KEY_LEN {
+            return bad(
+                "grpc.api_key",
+                "must be at least 16 characters when grpc.listen is not a loopback address",
+            );
+        }
+        if g.tls_cert.is_some() != g.tls_key.is_some() {
+            return bad("grpc.tls_key", "grpc.tls_cert and grpc.tls_key go together");
+        }
+        let d = &self.demo;
+        if d.enabled {
+            if d.access_token.chars().any(|c| !c.is_ascii_graphic()) {
+                return bad(
+                    "demo.access_token",
+                    "must be printable ASCII without whitespace",
+                );
+            }
+            if !d.listen.ip().is_loopback() && d.access_token.len() < MIN_PUBLIC_API_KEY_LEN {
+                return bad(
+                    "demo.access_token",
+                    "the demo can create Rooms: on a non-loopback demo.listen it needs an \
+                     access_token of at least 16 characters (or set demo.enabled = false)",
+                );
+            }
+            if g.tls_cert.is_some() {
+                return bad(
+                    "demo.enabled",
+                    "the demo talks plaintext gRPC to this gateway: set demo.enabled = false \
+                     when grpc.tls_cert is set",
+                );
+            }
         }
         Ok(())
     }

@@ -85,7 +85,7 @@ impl Gateway {
     /// Validates `config`, binds every socket, starts the Workers and the gRPC server.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         config.validate()?;
-        let bus = Arc::new(EventBus::new(config.limits.event_buffer));
+        let bus = Arc::new(EventBus::new(config.limits.event_bus()));
         let n = config.workers();
         let sfu_config = SfuConfig {
             worker: 0,
@@ -202,7 +202,7 @@ impl Gateway {
         let server = api::serve(
             listener,
             handle.clone(),
-            api::Auth::new(&config.grpc.api_key),
+            &config.grpc,
             config.limits.event_buffer,
             cancel.clone(),
         )

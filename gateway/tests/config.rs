@@ -226,6 +226,52 @@ fn bad_values_are_rejected_naming_the_key() {
             "ice_servers.shared_secret",
         ),
         ("", &[("SWITCHBOARD__NOPE__X", "1")], "nope"),
+        (
+            "[grpc]\nlisten = \"0.0.0.0:50051\"\napi_key = \"Zq9\"",
+            &[],
+            "grpc.api_key",
+        ),
+        (
+            "[grpc]\nlisten = \"0.0.0.0:50051\"\napi_key = \"                    \"",
+            &[],
+            "grpc.api_key",
+        ),
+        (
+            "[grpc]\napi_key = \"a key with spaces in it\"",
+            &[],
+            "grpc.api_key",
+        ),
+        ("[grpc]\ntls_cert = \"/tmp/c.pem\"", &[], "grpc.tls_key"),
+        (
+            "[grpc]\ntls_cert = \"/tmp/c.pem\"\ntls_key = \"/tmp/k.pem\"",
+            &[],
+            "demo.enabled",
+        ),
+        (
+            "[demo]\nlisten = \"0.0.0.0:8080\"",
+            &[],
+            "demo.access_token",
+        ),
+        (
+            "[demo]\nlisten = \"0.0.0.0:8080\"\naccess_token = \"short\"",
+            &[],
+            "demo.access_token",
+        ),
+        (
+            "[limits]\nevent_stream_bytes = 4096",
+            &[],
+            "limits.event_stream_bytes",
+        ),
+        (
+            "[limits]\nevent_replay_events = 0",
+            &[],
+            "limits.event_replay_events",
+        ),
+        (
+            "[limits]\nevent_replay_bytes = 10",
+            &[],
+            "limits.event_replay_bytes",
+        ),
     ];
     for (toml, vars, key) in cases {
         let msg = rejected(toml, vars);
@@ -233,6 +279,52 @@ fn bad_values_are_rejected_naming_the_key() {
             msg.contains(key),
             "{toml:?} {vars:?}: {msg:?} should name {key}"
         );
+    }
+}
+
+#[test]
+fn api_key_errors_never_show_the_key_and_strong_keys_pass() {
+    let msg = rejected("[grpc]\nlisten = \"0.0.0.0:50051\"\napi_key = \"Zq9\"", &[]);
+    assert!(!msg.contains("Zq9"), "{msg}");
+    let c = Config::load_with_env(
+        None,
+        env(&[
+            ("SWITCHBOARD__GRPC__LISTEN", "0.0.0.0:50051"),
+            ("SWITCHBOARD__GRPC__API_KEY", "Zq9-a-long-enough-key"),
+            ("SWITCHBOARD__DEMO__ENABLED", "false"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.grpc.api_key, "Zq9-a-long-enough-key");
+    // A public demo with its own token is allowed.
+    let f = file("[demo]\nlisten = \"0.0.0.0:8080\"\naccess_token = \"demo-token-0123456789\"");
+    assert!(Config::load_with_env(Some(&f.0), env(&[])).is_ok());
+}
+
+#[test]
+fn debug_of_config_never_prints_secrets() {
+    let f = file(
+        r#"
+[grpc]
+api_key = "SECRET-API-KEY-1"
+[turn]
+secret = "SECRET-TURN-2"
+[demo]
+access_token = "SECRET-DEMO-TOKEN-3"
+[[ice_servers]]
+urls = ["turn:x"]
+username = "u"
+credential = "SECRET-CREDENTIAL-4"
+[[ice_servers]]
+urls = ["turn:y"]
+shared_secret = "SECRET-SHARED-5"
+"#,
+    );
+    let c = Config::load_with_env(Some(&f.0), env(&[])).unwrap();
+    assert_eq!(c.grpc.api_key, "SECRET-API-KEY-1", "the value is there");
+    for shown in [format!("{c:?}"), format!("{c:#?}")] {
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 }
 

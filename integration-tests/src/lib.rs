@@ -141,7 +141,7 @@ impl Backend {
             .clone()
             .watch_events(pb::WatchEventsRequest {
                 room_id: room.into(),
-                session_id: String::new(),
+                ..Default::default()
             })
             .await?
             .into_inner();

@@ -177,7 +177,7 @@ async fn watch_events_filters_by_room_and_by_session() -> anyhow::Result<()> {
         .clone()
         .watch_events(pb::WatchEventsRequest {
             room_id: "b".into(),
-            session_id: String::new(),
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -199,8 +199,8 @@ async fn watch_events_filters_by_room_and_by_session() -> anyhow::Result<()> {
         .events
         .clone()
         .watch_events(pb::WatchEventsRequest {
-            room_id: String::new(),
             session_id: sb.clone(),
+            ..Default::default()
         })
         .await?
         .into_inner();
