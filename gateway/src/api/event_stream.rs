@@ -106,6 +106,13 @@ mod tests {
         )
     }
 
+    /// The next item, failing the test rather than waiting forever.
+    async fn next(stream: &mut EventStream) -> Option<Result<pb::Event, Status>> {
+        tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
+            .await
+            .expect("the stream yields or ends within 5 s")
+    }
+
     /// Waits until the forwarding task has taken every published event (it runs on the same
     /// runtime; yielding lets it run).
     async fn settle() {
@@ -131,7 +138,7 @@ mod tests {
         let mut bytes = 0;
         let mut n = 0;
         let status = loop {
-            match stream.next().await {
+            match next(&mut stream).await {
                 Some(Ok(e)) => {
                     assert_eq!(e.sequence, n + 1, "no gap before the end");
                     bytes += e.encoded_len();
@@ -149,7 +156,7 @@ mod tests {
         assert!(bytes <= 2 << 20, "{bytes} bytes were held");
         assert_eq!(n, 6, "2 MiB holds six 321 KB offers");
         assert!(
-            stream.next().await.is_none(),
+            next(&mut stream).await.is_none(),
             "the stream ends after DATA_LOSS"
         );
     }
@@ -164,7 +171,7 @@ mod tests {
         let mut stream = spawn(bus.subscribe(EventFilter::default()), limits);
         for i in 0..20u64 {
             bus.publish(offer(321_000));
-            let e = stream.next().await.unwrap().unwrap();
+            let e = next(&mut stream).await.unwrap().unwrap();
             assert_eq!(e.sequence, i + 1);
             assert_eq!(e.boot_id, BootId::from_u128(9).to_string());
         }
@@ -184,7 +191,7 @@ mod tests {
         settle().await;
         let mut n = 0;
         let status = loop {
-            match stream.next().await {
+            match next(&mut stream).await {
                 Some(Ok(_)) => n += 1,
                 Some(Err(s)) => break s,
                 None => panic!("no DATA_LOSS"),
