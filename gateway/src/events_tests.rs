@@ -29,7 +29,10 @@ fn ev(room_n: u32, sdp_bytes: usize) -> EventBody {
 async fn take(sub: &mut EventSubscription, n: usize) -> Vec<u64> {
     let mut out = Vec::new();
     for _ in 0..n {
-        out.push(sub.next().await.unwrap().sequence);
+        let e = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {out:?} within 5 s"));
+        out.push(e.unwrap().sequence);
     }
     out
 }
@@ -204,6 +207,7 @@ fn resume_races_with_publishers_without_gap_or_duplicate() {
         })
         .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .unwrap();
     for _ in 0..50 {

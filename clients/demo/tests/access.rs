@@ -50,15 +50,17 @@ async fn start(token: Option<&str>) -> SocketAddr {
 #[tokio::test]
 async fn a_non_loopback_demo_without_a_token_is_refused() {
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
-    let err = switchboard_demo::serve(
+    let serve = switchboard_demo::serve(
         listener,
         "http://127.0.0.1:9".into(),
         None,
         None,
         std::future::pending(),
-    )
-    .await
-    .unwrap_err();
+    );
+    let err = tokio::time::timeout(std::time::Duration::from_secs(5), serve)
+        .await
+        .expect("refused at once, not served")
+        .unwrap_err();
     assert!(err.to_string().contains("access token"), "{err}");
 }
 
