@@ -3,9 +3,10 @@
 //! subscribers ([`EventSubscription`]).
 //!
 //! Resuming: a subscriber that saw sequence `n` of boot `b` subscribes with
-//! [`EventBus::subscribe_after`]`(n)`: it gets the ring's events after `n`, then the live ones,
-//! without gap or duplicate (the replay is taken and the live receiver attached under the same
-//! lock that publishing holds). When events after `n` already left the ring, or `n` is not a
+//! [`EventBus::subscribe_after`]`(n)`: it reads the ring's events after `n` one by one, then the
+//! live ones, without gap or duplicate (it attaches its live receiver under the same lock that
+//! publishing holds, once it has read the last sequence). A catching-up subscriber holds nothing
+//! of its own: if the ring drops an event before it is read, the subscription lags. When events after `n` already left the ring, or `n` is not a
 //! sequence of this boot, the call fails with [`ResumeError`] naming the oldest sequence still
 //! available; the subscriber then re-reads state. Sequences restart at 1 with a new boot id when
 //! the gateway restarts. This is the design a cluster-wide stream shares: one sequence per
@@ -307,25 +308,22 @@ impl EventBus {
 
     /// Subscribes from the next event on.
     pub fn subscribe(&self, filter: EventFilter) -> EventSubscription {
-        let _ring = self.ring();
         EventSubscription {
-            replay: VecDeque::new(),
-            rx: self.tx.subscribe(),
+            from: Source::Live(self.tx.subscribe()),
             filter,
         }
     }
 
     /// Subscribes to every event after sequence `after` of boot `boot_id` (`None`: this one):
-    /// first those still in the ring (filtered), then live ones. `after` equal to the last
-    /// sequence is the same as [`EventBus::subscribe`].
+    /// first those still in the ring (filtered), read from the ring as the subscriber asks for
+    /// them, then live ones. `after` equal to the last sequence is the same as
+    /// [`EventBus::subscribe`].
     pub fn subscribe_after(
-        &self,
+        self: &Arc<Self>,
         after: u64,
         boot_id: Option<BootId>,
         filter: EventFilter,
     ) -> Result<EventSubscription, ResumeError> {
-        // Holding the ring lock, no event can be published between the replay and the live
-        // receiver: together they are exactly the events after `after`.
         let ring = self.ring();
         let oldest = ring.oldest();
         if let Some(given) = boot_id
@@ -348,16 +346,11 @@ impl EventBus {
         if after + 1 < oldest {
             return Err(ResumeError::TooOld { after, oldest });
         }
-        let replay = ring
-            .events
-            .iter()
-            .map(|(e, _)| e)
-            .filter(|e| e.sequence > after && filter.matches(e))
-            .cloned()
-            .collect();
         Ok(EventSubscription {
-            replay,
-            rx: self.tx.subscribe(),
+            from: Source::Ring {
+                bus: self.clone(),
+                next: after + 1,
+            },
             filter,
         })
     }
@@ -377,22 +370,63 @@ pub enum EventStreamError {
     Closed,
 }
 
-/// A stream of events that pass a filter: a replay, then live events.
+/// A stream of events that pass a filter: catching up from the replay ring, then live events.
 #[derive(Debug)]
 pub struct EventSubscription {
-    replay: VecDeque<Arc<GatewayEvent>>,
-    rx: broadcast::Receiver<Arc<GatewayEvent>>,
+    from: Source,
     filter: EventFilter,
 }
 
+/// Where an [`EventSubscription`] reads next.
+#[derive(Debug)]
+enum Source {
+    /// Catching up: the next sequence to read from the ring. Nothing is held for the subscriber
+    /// meanwhile; if the ring drops `next` before it is read, the subscription lags.
+    Ring { bus: Arc<EventBus>, next: u64 },
+    /// Caught up: live events.
+    Live(broadcast::Receiver<Arc<GatewayEvent>>),
+}
+
 impl EventSubscription {
+    /// Whether it is still catching up from the replay ring: right after [`Self::next`], whether
+    /// that event came from the ring. Those are held by the ring anyway, so a consumer may wait
+    /// for its reader while it passes them on.
+    pub fn catching_up(&self) -> bool {
+        matches!(self.from, Source::Ring { .. })
+    }
+
     /// The next matching event. After a `Draining` event the caller should stop.
     pub async fn next(&mut self) -> Result<Arc<GatewayEvent>, EventStreamError> {
-        if let Some(e) = self.replay.pop_front() {
-            return Ok(e);
-        }
         loop {
-            match self.rx.recv().await {
+            let rx = match &mut self.from {
+                Source::Ring { bus, next } => {
+                    let ring = bus.ring();
+                    if *next > ring.last {
+                        // Caught up. Attached under the publish lock: the receiver's first
+                        // event is exactly `next`.
+                        let rx = bus.tx.subscribe();
+                        drop(ring);
+                        self.from = Source::Live(rx);
+                        continue;
+                    }
+                    let oldest = ring.oldest();
+                    if *next < oldest {
+                        return Err(EventStreamError::Lagged {
+                            missed: oldest - *next,
+                        });
+                    }
+                    // The ring holds consecutive sequences from `oldest`.
+                    let e = ring.events[(*next - oldest) as usize].0.clone();
+                    *next += 1;
+                    drop(ring);
+                    if self.filter.matches(&e) {
+                        return Ok(e);
+                    }
+                    continue;
+                }
+                Source::Live(rx) => rx,
+            };
+            match rx.recv().await {
                 Ok(e) if self.filter.matches(&e) => return Ok(e),
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(missed)) => {

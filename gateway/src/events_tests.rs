@@ -39,7 +39,7 @@ async fn take(sub: &mut EventSubscription, n: usize) -> Vec<u64> {
 
 #[tokio::test]
 async fn resume_replays_the_ring_then_continues_live_without_gap_or_duplicate() {
-    let bus = EventBus::new(limits(100, 1 << 30));
+    let bus = Arc::new(EventBus::new(limits(100, 1 << 30)));
     for _ in 0..10 {
         bus.publish(ev(1, 10));
     }
@@ -65,7 +65,7 @@ async fn resume_replays_the_ring_then_continues_live_without_gap_or_duplicate() 
 
 #[tokio::test]
 async fn resume_applies_the_filter_to_the_replay() {
-    let bus = EventBus::new(limits(100, 1 << 30));
+    let bus = Arc::new(EventBus::new(limits(100, 1 << 30)));
     for i in 0..10 {
         bus.publish(ev(i % 2, 10));
     }
@@ -80,9 +80,29 @@ async fn resume_applies_the_filter_to_the_replay() {
     assert_eq!(take(&mut sub, 1).await, [12]);
 }
 
+#[tokio::test]
+async fn a_resuming_subscriber_that_falls_behind_the_ring_lags() {
+    let bus = Arc::new(EventBus::new(limits(5, 1 << 30)));
+    for _ in 0..10 {
+        bus.publish(ev(1, 10));
+    }
+    let mut sub = bus
+        .subscribe_after(5, None, EventFilter::default())
+        .unwrap();
+    assert_eq!(take(&mut sub, 1).await, [6]);
+    // While it does not read, the ring moves on past 7..=15: it holds nothing of its own.
+    for _ in 0..10 {
+        bus.publish(ev(1, 10));
+    }
+    assert_eq!(
+        sub.next().await.unwrap_err(),
+        EventStreamError::Lagged { missed: 9 }
+    );
+}
+
 #[test]
 fn too_old_is_refused_naming_the_oldest_kept() {
-    let bus = EventBus::new(limits(5, 1 << 30));
+    let bus = Arc::new(EventBus::new(limits(5, 1 << 30)));
     for _ in 0..12 {
         bus.publish(ev(1, 10));
     }
@@ -105,7 +125,7 @@ fn too_old_is_refused_naming_the_oldest_kept() {
 #[test]
 fn the_ring_is_bounded_by_bytes() {
     // Events of ~321 KB like NegotiationNeeded offers of a long Room: a 1 MiB ring keeps three.
-    let bus = EventBus::new(limits(10_000, 1 << 20));
+    let bus = Arc::new(EventBus::new(limits(10_000, 1 << 20)));
     for _ in 0..20 {
         bus.publish(ev(1, 321_000));
     }
@@ -123,7 +143,7 @@ fn the_ring_is_bounded_by_bytes() {
 
 #[test]
 fn an_event_larger_than_the_ring_is_not_kept_and_resume_past_it_is_refused() {
-    let bus = EventBus::new(limits(10, 1 << 20));
+    let bus = Arc::new(EventBus::new(limits(10, 1 << 20)));
     bus.publish(ev(1, 2 << 20));
     assert_eq!(bus.sequences(), (1, 2));
     assert!(matches!(
@@ -138,7 +158,10 @@ fn an_event_larger_than_the_ring_is_not_kept_and_resume_past_it_is_refused() {
 
 #[test]
 fn a_sequence_from_another_boot_is_refused() {
-    let bus = EventBus::with_boot_id(limits(10, 1 << 20), BootId::from_u128(0xab));
+    let bus = Arc::new(EventBus::with_boot_id(
+        limits(10, 1 << 20),
+        BootId::from_u128(0xab),
+    ));
     bus.publish(ev(1, 10));
     let err = bus
         .subscribe_after(500, None, EventFilter::default())
@@ -160,7 +183,10 @@ fn a_sequence_from_another_boot_is_refused() {
 
 #[test]
 fn a_boot_id_of_another_run_is_refused() {
-    let bus = EventBus::with_boot_id(limits(10, 1 << 20), BootId::from_u128(1));
+    let bus = Arc::new(EventBus::with_boot_id(
+        limits(10, 1 << 20),
+        BootId::from_u128(1),
+    ));
     bus.publish(ev(1, 10));
     let err = bus
         .subscribe_after(1, Some(BootId::from_u128(2)), EventFilter::default())

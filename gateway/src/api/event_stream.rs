@@ -5,11 +5,10 @@
 //! It owns no state beyond the queue and never blocks a publisher.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prost::Message;
 use switchboard::v1 as pb;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, TryAcquireError, mpsc};
 use tokio_stream::StreamExt;
 use tonic::Status;
 
@@ -29,11 +28,21 @@ pub(crate) struct StreamLimits {
 
 /// Starts forwarding `sub` and returns the response stream. The forwarding task ends when the
 /// subscription ends, the stream overflows (after queueing DATA_LOSS) or the reader goes away.
+///
+/// Live events never wait: a full queue ends the stream. Replayed events (a resume) wait for
+/// the reader instead, since they are held by the replay ring anyway; live events published
+/// meanwhile wait in the bus, and a reader too slow to catch up ends with DATA_LOSS there.
 pub(crate) fn spawn(mut sub: EventSubscription, limits: StreamLimits) -> EventStream {
     // One slot more than the bound, kept for the final status.
-    let (tx, rx) = mpsc::channel::<(usize, Result<pb::Event, Status>)>(limits.events + 1);
-    let queued = Arc::new(AtomicUsize::new(0));
-    let q = queued.clone();
+    let (tx, rx) = mpsc::channel::<(u32, Result<pb::Event, Status>)>(limits.events + 1);
+    // One permit per queued byte; an event larger than the whole budget needs all of it (an
+    // empty queue).
+    let budget_max = limits
+        .bytes
+        .min(Semaphore::MAX_PERMITS)
+        .min(u32::MAX as usize);
+    let budget = Arc::new(Semaphore::new(budget_max));
+    let returned = budget.clone();
     tokio::spawn(async move {
         loop {
             let (item, last) = match sub.next().await {
@@ -41,28 +50,30 @@ pub(crate) fn spawn(mut sub: EventSubscription, limits: StreamLimits) -> EventSt
                 Err(EventStreamError::Lagged { missed }) => (Err(events_lost(missed)), true),
                 Err(EventStreamError::Closed) => break,
             };
+            // Still catching up after returning it: it came from the ring.
+            let replayed = sub.catching_up();
             if tx.is_closed() {
                 break;
             }
-            let size = item.as_ref().map_or(0, Message::encoded_len);
-            // A full queue means the backend is not reading: end the stream rather than hold
-            // events without bound.
-            let before = q.fetch_add(size, Ordering::AcqRel);
-            let overflow = if tx.capacity() <= 1 {
-                Some("limits.event_buffer")
-            } else if before > 0 && before + size > limits.bytes {
-                Some("limits.event_stream_bytes")
+            // Clamped to the budget, which fits in u32.
+            let size = item
+                .as_ref()
+                .map_or(0, Message::encoded_len)
+                .min(budget_max) as u32;
+            let sent = if replayed {
+                replay_one(&tx, &budget, size, item).await
             } else {
-                None
+                live_one(&tx, &budget, size, item)
             };
-            if let Some(limit) = overflow {
-                q.fetch_sub(size, Ordering::AcqRel);
-                let _ = tx.try_send((0, Err(events_unread(limit))));
-                break;
-            }
-            if tx.try_send((size, item)).is_err() {
-                // Only this task sends and it keeps a slot free, so this is a closed reader.
-                break;
+            match sent {
+                Sent::Ok => {}
+                Sent::Closed => break,
+                Sent::Overflow(limit) => {
+                    // A full queue means the backend is not reading: end the stream rather
+                    // than hold events without bound.
+                    let _ = tx.try_send((0, Err(events_unread(limit))));
+                    break;
+                }
             }
             if last {
                 break;
@@ -71,10 +82,61 @@ pub(crate) fn spawn(mut sub: EventSubscription, limits: StreamLimits) -> EventSt
     });
     Box::pin(
         tokio_stream::wrappers::ReceiverStream::new(rx).map(move |(size, item)| {
-            queued.fetch_sub(size, Ordering::AcqRel);
+            returned.add_permits(size as usize);
             item
         }),
     )
+}
+
+enum Sent {
+    Ok,
+    Closed,
+    /// Which limit was reached.
+    Overflow(&'static str),
+}
+
+type Item = (u32, Result<pb::Event, Status>);
+
+/// Queues a live event now or reports the limit that is full.
+fn live_one(
+    tx: &mpsc::Sender<Item>,
+    budget: &Semaphore,
+    size: u32,
+    item: Result<pb::Event, Status>,
+) -> Sent {
+    if tx.capacity() <= 1 {
+        return Sent::Overflow("limits.event_buffer");
+    }
+    match budget.try_acquire_many(size) {
+        Ok(p) => p.forget(),
+        Err(TryAcquireError::NoPermits) => return Sent::Overflow("limits.event_stream_bytes"),
+        Err(TryAcquireError::Closed) => return Sent::Closed,
+    }
+    if tx.try_send((size, item)).is_err() {
+        // Only this task sends and it keeps a slot free, so this is a closed reader.
+        return Sent::Closed;
+    }
+    Sent::Ok
+}
+
+/// Queues a replayed event once the reader made room (or gives up when it went away).
+async fn replay_one(
+    tx: &mpsc::Sender<Item>,
+    budget: &Semaphore,
+    size: u32,
+    item: Result<pb::Event, Status>,
+) -> Sent {
+    let room = async {
+        let bytes = budget.acquire_many(size).await.ok()?;
+        // Two slots: one for this event, one kept free for a final status.
+        let mut slots = tx.reserve_many(2).await.ok()?;
+        bytes.forget();
+        slots.next().map(|s| s.send((size, item)))
+    };
+    tokio::select! {
+        sent = room => if sent.is_some() { Sent::Ok } else { Sent::Closed },
+        () = tx.closed() => Sent::Closed,
+    }
 }
 
 #[cfg(test)]
@@ -175,6 +237,39 @@ mod tests {
             assert_eq!(e.sequence, i + 1);
             assert_eq!(e.boot_id, BootId::from_u128(9).to_string());
         }
+    }
+
+    #[tokio::test]
+    async fn a_replay_larger_than_the_stream_bounds_reaches_a_reader_that_reads() {
+        let bus = Arc::new(EventBus::with_boot_id(
+            EventBusLimits {
+                live_events: 4096,
+                replay_events: 1000,
+                replay_bytes: 64 << 20,
+                stream_bytes: 1 << 20,
+            },
+            BootId::from_u128(9),
+        ));
+        for _ in 0..100 {
+            bus.publish(offer(321_000));
+        }
+        let sub = bus
+            .subscribe_after(0, None, EventFilter::default())
+            .unwrap();
+        // 100 offers (~32 MB) to replay through a queue of 16 events and 1 MiB: the replay waits
+        // for the reader instead of overflowing.
+        let limits = StreamLimits {
+            events: 16,
+            bytes: 1 << 20,
+        };
+        let mut stream = spawn(sub, limits);
+        settle().await;
+        for i in 1..=100u64 {
+            let e = next(&mut stream).await.unwrap().unwrap();
+            assert_eq!(e.sequence, i);
+        }
+        bus.publish(offer(10));
+        assert_eq!(next(&mut stream).await.unwrap().unwrap().sequence, 101);
     }
 
     #[tokio::test]

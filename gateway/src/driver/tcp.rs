@@ -137,7 +137,7 @@ impl TcpSide {
             || self.conns.contains_key(&remote)
         {
             self.counters.refused += 1;
-            tracing::debug!(%remote, "TCP connection refused (limit reached)");
+            tracing::debug!(remote = %crate::telemetry::Redact(remote), "TCP connection refused (limit reached)");
             drop(stream);
             return;
         }
@@ -230,7 +230,7 @@ impl TcpSide {
             .collect();
         for a in &gone {
             self.counters.idle += 1;
-            tracing::debug!(remote = %a, "TCP connection closed (idle)");
+            tracing::debug!(remote = %crate::telemetry::Redact(a), "TCP connection closed (idle)");
             self.close(*a, now);
         }
         gone

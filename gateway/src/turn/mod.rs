@@ -344,7 +344,7 @@ fn guarded(shared: &Arc<Shared>, five: FiveTuple, sink: &ClientSink, frame: &[u8
             .counters
             .malformed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::error!(client = %five.client, "TURN frame handler panicked; frame dropped");
+        tracing::error!(client = %crate::telemetry::Redact(five.client), "TURN frame handler panicked; frame dropped");
     }
 }
 
@@ -388,7 +388,7 @@ async fn serve_tcp(
             },
         };
         let Ok(permit) = conns.clone().try_acquire_owned() else {
-            tracing::debug!(client = %from, "TURN stream connection refused: too many");
+            tracing::debug!(client = %crate::telemetry::Redact(from), "TURN stream connection refused: too many");
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -409,7 +409,9 @@ async fn serve_tcp(
                 None => serve_stream(shared, stream, five).await,
                 Some(acc) => match tokio::time::timeout(TLS_HANDSHAKE, acc.accept(stream)).await {
                     Ok(Ok(s)) => serve_stream(shared, s, five).await,
-                    _ => tracing::debug!(client = %from, "TURN TLS handshake failed"),
+                    _ => {
+                        tracing::debug!(client = %crate::telemetry::Redact(from), "TURN TLS handshake failed")
+                    }
                 },
             }
         });

@@ -400,7 +400,7 @@ impl Shared {
             508 => bump(&c.refused_capacity),
             _ => bump(&c.refused_other),
         }
-        tracing::debug!(client = %five.client, transport = ?five.transport, method = method_name(msg), code = r.code, "TURN request refused");
+        tracing::debug!(client = %crate::telemetry::Redact(five.client), transport = ?five.transport, method = method_name(msg), code = r.code, "TURN request refused");
         let mut b = Message::builder_error(msg, MessageWriteVec::with_capacity(128));
         if r.code == ErrorCode::UNKNOWN_ATTRIBUTE {
             b = Message::unknown_attributes(msg, &r.unknown, MessageWriteVec::with_capacity(128));
@@ -633,7 +633,7 @@ impl Shared {
         });
         lock(&self.state).allocations.insert(five, alloc.clone());
         bump(&self.counters.allocations_created);
-        tracing::debug!(client = %five.client, transport = ?five.transport, relay = %alloc.relay_public, identity = %alloc.identity, "TURN allocation created");
+        tracing::debug!(client = %crate::telemetry::Redact(five.client), transport = ?five.transport, relay = %alloc.relay_public, identity = %alloc.identity, "TURN allocation created");
         let this = self.clone();
         let a = alloc.clone();
         tokio::spawn(async move { this.relay_loop(a).await });
@@ -698,7 +698,7 @@ impl Shared {
         if let Some(a) = a {
             a.cancel.cancel();
             self.release(a.port, &a.identity);
-            tracing::debug!(client = %five.client, relay = %a.relay_public, "TURN allocation removed");
+            tracing::debug!(client = %crate::telemetry::Redact(five.client), relay = %a.relay_public, "TURN allocation removed");
         }
     }
 
