@@ -59,6 +59,8 @@ pub struct GrpcConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Seconds a client has to finish its TLS handshake before the connection is dropped.
+    pub tls_handshake_timeout_secs: u64,
 }
 
 /// Shortest `grpc.api_key` accepted on a listener that is not a loopback address.
@@ -73,6 +75,7 @@ impl Default for GrpcConfig {
             reflection_public: false,
             tls_cert: None,
             tls_key: None,
+            tls_handshake_timeout_secs: 10,
         }
     }
 }
@@ -806,6 +809,12 @@ impl Config {
         }
         if g.tls_cert.is_some() != g.tls_key.is_some() {
             return bad("grpc.tls_key", "grpc.tls_cert and grpc.tls_key go together");
+        }
+        if !(1..=300).contains(&g.tls_handshake_timeout_secs) {
+            return bad(
+                "grpc.tls_handshake_timeout_secs",
+                "must be between 1 and 300",
+            );
         }
         let d = &self.demo;
         if d.enabled {

@@ -243,6 +243,11 @@ fn bad_values_are_rejected_naming_the_key() {
         ),
         ("[grpc]\ntls_cert = \"/tmp/c.pem\"", &[], "grpc.tls_key"),
         (
+            "[grpc]\ntls_handshake_timeout_secs = 0",
+            &[],
+            "grpc.tls_handshake_timeout_secs",
+        ),
+        (
             "[grpc]\ntls_cert = \"/tmp/c.pem\"\ntls_key = \"/tmp/k.pem\"",
             &[],
             "demo.enabled",

@@ -16,17 +16,19 @@ use tonic::{Code, Status};
 
 use super::ServeError;
 
-/// Longest a TLS handshake may take before its connection is dropped.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The connections of `listener`, each with `TCP_NODELAY` set: a reply of a few KB must not wait
 /// for Nagle's algorithm and the Peer's delayed ACK (~40 ms per reply).
 pub(crate) fn incoming(listener: tokio::net::TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-/// The TLS settings from the PEM files `cert` (chain) and `key`.
-pub(crate) fn tls_config(cert: &Path, key: &Path) -> Result<ServerTlsConfig, ServeError> {
+/// The TLS settings from the PEM files `cert` (chain) and `key`; a handshake may take at most
+/// `handshake_timeout`.
+pub(crate) fn tls_config(
+    cert: &Path,
+    key: &Path,
+    handshake_timeout: Duration,
+) -> Result<ServerTlsConfig, ServeError> {
     let read = |p: &Path| {
         std::fs::read(p).map_err(|e| ServeError::Tls {
             path: p.display().to_string(),
@@ -36,7 +38,7 @@ pub(crate) fn tls_config(cert: &Path, key: &Path) -> Result<ServerTlsConfig, Ser
     let identity = Identity::from_pem(read(cert)?, read(key)?);
     Ok(ServerTlsConfig::new()
         .identity(identity)
-        .timeout(TLS_HANDSHAKE_TIMEOUT))
+        .timeout(handshake_timeout))
 }
 
 /// The prefix of prost's decode errors (`prost::DecodeError`'s display), which tonic's codec

@@ -99,7 +99,11 @@ pub(crate) async fn serve(
     let mut builder = tonic::transport::Server::builder();
     if let (Some(cert), Some(key)) = (&grpc.tls_cert, &grpc.tls_key) {
         builder = builder
-            .tls_config(edge::tls_config(cert, key)?)
+            .tls_config(edge::tls_config(
+                cert,
+                key,
+                std::time::Duration::from_secs(grpc.tls_handshake_timeout_secs),
+            )?)
             .map_err(|e| ServeError::Tls {
                 path: cert.display().to_string(),
                 reason: e.to_string(),
