@@ -122,6 +122,29 @@ impl From<String> for Secret {
     }
 }
 
+/// Secret bytes (a TURN shared secret in use): like [`Secret`], its `Debug` never shows them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretBytes(Vec<u8>);
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} secret bytes>", self.0.len())
+    }
+}
+
+impl std::ops::Deref for SecretBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for SecretBytes {
+    fn from(v: Vec<u8>) -> Self {
+        Self(v)
+    }
+}
+
 impl PartialEq<&str> for Secret {
     fn eq(&self, other: &&str) -> bool {
         self.0 == *other

@@ -327,6 +327,9 @@ shared_secret = "SECRET-SHARED-5"
     );
     let c = Config::load_with_env(Some(&f.0), env(&[])).unwrap();
     assert_eq!(c.grpc.api_key, "SECRET-API-KEY-1", "the value is there");
+    // The TURN secret in use (turn::Settings, the embedded server's minting) is SecretBytes.
+    let bytes = switchboard_gateway::config::SecretBytes::from(b"SECRET-BYTES-6".to_vec());
+    assert_eq!(format!("{bytes:?}"), "<14 secret bytes>");
     for shown in [format!("{c:?}"), format!("{c:#?}")] {
         assert!(!shown.contains("SECRET"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");

@@ -107,7 +107,7 @@ pub struct TurnAddrs {
 #[derive(Debug, Clone)]
 pub(crate) struct EmbeddedTurn {
     pub urls: Vec<String>,
-    pub secret: Vec<u8>,
+    pub secret: crate::config::SecretBytes,
     pub ttl: Duration,
 }
 
@@ -162,13 +162,13 @@ impl TurnServer {
         } else {
             relay_bind
         };
-        let secret = if t.secret.is_empty() {
+        let secret = crate::config::SecretBytes::from(if t.secret.is_empty() {
             let mut s = [0u8; 32];
             getrandom::getrandom(&mut s).map_err(|e| TurnError::Config(e.to_string()))?;
             s.to_vec()
         } else {
             t.secret.as_bytes().to_vec()
-        };
+        });
         let mut own: Vec<SocketAddr> = media_addrs.to_vec();
         for a in media_addrs {
             for ip in &announce {

@@ -48,7 +48,7 @@ const MAX_RELAY_DATAGRAM: usize = 65536;
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub realm: String,
-    pub secret: Vec<u8>,
+    pub secret: crate::config::SecretBytes,
     pub relay_bind: IpAddr,
     pub relay_public: IpAddr,
     pub port_min: u16,
