@@ -172,15 +172,19 @@ impl Gateway {
         let udp_addrs: Vec<SocketAddr> = workers.iter().map(|w| w.local_addr).collect();
         let tcp_addrs = workers.iter().filter_map(|w| w.tcp_addr).collect();
         let turn = if config.turn.enabled {
-            Some(turn::TurnServer::start(&config, &udp_addrs).await?)
+            let media = turn::MediaAddrs {
+                bind_ip: config.media.bind_ip,
+                announce_ips: announce.clone(),
+                sockets: udp_addrs.clone(),
+            };
+            Some(turn::TurnServer::start(&config.turn, &media).await?)
         } else {
             None
         };
-        let ice = handle::IceServers {
-            configured: config.ice_servers.clone(),
-            default_ttl: Duration::from_secs(config.turn.credential_ttl_secs),
-            embedded: turn.as_ref().map(turn::TurnServer::embedded),
-        };
+        let ice = turn::IceServers::new(
+            config.ice_servers.clone(),
+            turn.as_ref().map(turn::TurnServer::embedded),
+        );
         let handle =
             GatewayHandle::new(workers.iter().map(|w| w.handle.clone()).collect(), bus, ice)
                 .map_err(|e| StartError::Other(e.to_string()))?;

@@ -259,7 +259,8 @@ fn turn_keys_come_from_the_environment() {
         c.turn.tls_key.as_deref(),
         Some(std::path::Path::new("/tmp/k.pem"))
     );
-    assert_eq!(c.turn.allow_peers, ["127.0.0.0/8", "::1"]);
+    let allow: Vec<String> = c.turn.allow_peers.iter().map(|c| c.to_string()).collect();
+    assert_eq!(allow, ["127.0.0.0/8", "::1/128"]);
     assert_eq!(c.turn.relay_ip, Some("127.0.0.1".parse().unwrap()));
     assert_eq!(c.turn.max_allocations_per_identity, 3);
     assert_eq!(c.turn.deny_peers, Config::default().turn.deny_peers);

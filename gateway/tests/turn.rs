@@ -353,7 +353,7 @@ fn config() -> Config {
     c.turn.listen_tcp = "127.0.0.1:0".parse().unwrap();
     c.turn.secret = SECRET.into();
     c.turn.realm = REALM.into();
-    c.turn.allow_peers = vec!["127.0.0.0/8".into()];
+    c.turn.allow_peers = vec!["127.0.0.0/8".parse().unwrap()];
     c.turn.relay_port_min = 42000;
     c.turn.relay_port_max = 42999;
     c
@@ -697,7 +697,7 @@ async fn a_public_gateway_ip_is_reachable_only_at_its_media_ports() {
     // any other service bound on the host.
     let mut cfg = config();
     cfg.turn.allow_peers.clear();
-    cfg.turn.deny_peers = vec!["10.0.0.0/8".into()];
+    cfg.turn.deny_peers = vec!["10.0.0.0/8".parse().unwrap()];
     let gw = Gateway::start(cfg).await.unwrap();
     let a = gw.turn_addrs().unwrap();
     let (u, p) = creds("ss_own_host");

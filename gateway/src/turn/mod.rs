@@ -40,8 +40,10 @@
 //! `turn.credential_ttl_secs` bounds how long one relayed connection lasts.
 
 pub mod credentials;
+mod ice_servers;
 pub mod policy;
 mod server;
+pub mod settings;
 
 use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
@@ -56,10 +58,12 @@ use tokio::task::JoinHandle;
 pub use credentials::{
     CredentialError, TurnCredential, check_username, mint_credential, password_for,
 };
+pub use ice_servers::IceServer;
+pub(crate) use ice_servers::IceServers;
 pub use policy::{Cidr, PeerPolicy, PeerVerdict};
 pub use server::{Transport, TurnStats};
+pub use settings::{IceServerConfig, TurnConfig};
 
-use crate::config::Config;
 use server::{ClientSink, FiveTuple, Settings, Shared};
 
 /// A stream connection with no allocation is closed after this long without a complete frame
@@ -141,13 +145,26 @@ fn bracket(ip: IpAddr) -> String {
     }
 }
 
+/// The gateway's media addresses, as the TURN server needs them: to bind relays next to them, to
+/// name itself in URLs, and to keep its own host unreachable except at the Workers' ports.
+#[derive(Debug, Clone)]
+pub struct MediaAddrs {
+    /// `media.bind_ip`.
+    pub bind_ip: IpAddr,
+    /// The announced media IPs (`media.announce_ips`, else `bind_ip`); never empty.
+    pub announce_ips: Vec<IpAddr>,
+    /// The Workers' bound UDP sockets (always reachable as peers).
+    pub sockets: Vec<SocketAddr>,
+}
+
 impl TurnServer {
-    /// Binds the listeners of `config.turn` and starts serving. `media_addrs` are the gateway's
-    /// own media addresses (always reachable as peers).
-    pub async fn start(config: &Config, media_addrs: &[SocketAddr]) -> Result<Self, TurnError> {
-        let t = &config.turn;
-        let announce = config.announce_ips();
-        let relay_bind = t.relay_ip.unwrap_or(config.media.bind_ip);
+    /// Binds the listeners of `t` (a validated `[turn]`) and starts serving.
+    pub async fn start(t: &TurnConfig, media: &MediaAddrs) -> Result<Self, TurnError> {
+        let announce = &media.announce_ips;
+        if announce.is_empty() {
+            return Err(TurnError::Config("no media announce IP".into()));
+        }
+        let relay_bind = t.relay_ip.unwrap_or(media.bind_ip);
         let relay_public = if relay_bind.is_unspecified() {
             announce
                 .iter()
@@ -169,20 +186,19 @@ impl TurnServer {
         } else {
             t.secret.as_bytes().to_vec()
         };
-        let mut own: Vec<SocketAddr> = media_addrs.to_vec();
-        for a in media_addrs {
-            for ip in &announce {
+        let mut own: Vec<SocketAddr> = media.sockets.clone();
+        for a in &media.sockets {
+            for ip in announce {
                 own.push(SocketAddr::new(*ip, a.port()));
             }
         }
         // Every other IP of this host we know of: reachable only at the media ports.
-        let hosts = [relay_bind, relay_public, config.media.bind_ip]
+        let hosts = [relay_bind, relay_public, media.bind_ip]
             .into_iter()
             .chain(announce.iter().copied())
             .chain([t.listen_udp.ip(), t.listen_tcp.ip()])
             .chain(t.listen_tls.map(|a| a.ip()));
-        let policy = PeerPolicy::new(&t.deny_peers, &t.allow_peers, own, hosts)
-            .map_err(|e| TurnError::Config(format!("turn.deny_peers/allow_peers: {e}")))?;
+        let policy = PeerPolicy::new(&t.deny_peers, &t.allow_peers, own, hosts);
         let settings = Settings {
             realm: t.realm.clone(),
             secret: secret.clone(),
