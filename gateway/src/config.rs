@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::turn::settings::{IceServerConfig, InvalidSetting, TurnConfig};
 
+mod workers;
+
 /// The whole configuration. See `switchboard.example.toml` for every key, commented.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

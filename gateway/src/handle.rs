@@ -374,3 +374,24 @@ impl GatewayHandle {
         self.inner.draining.load(Ordering::Acquire)
     }
 }
+
+/// The steps of [`crate::Gateway::shutdown`]; nothing else calls them.
+impl GatewayHandle {
+    /// Refuses new Rooms and Sessions from now on (`is_draining` turns true).
+    pub(crate) fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+    }
+
+    /// Has every Worker close its Sessions (Peers get a DTLS close) and stop; returns once each
+    /// has answered or is gone.
+    pub(crate) async fn shutdown_workers(&self) {
+        for w in &self.inner.workers {
+            w.shutdown().await;
+        }
+    }
+
+    /// Publishes `Draining`, the last event of every stream.
+    pub(crate) fn publish_draining(&self) {
+        self.inner.bus.publish(crate::events::EventBody::Draining);
+    }
+}
