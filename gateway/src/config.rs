@@ -85,6 +85,12 @@ pub struct MediaConfig {
     pub tcp_port_base: u16,
     /// Most open TCP connections per Worker; more are closed as soon as they are accepted.
     pub tcp_max_connections: usize,
+    /// Most open TCP connections per Worker from one source (an IPv4 address or an IPv6 /64);
+    /// more are closed as soon as they are accepted. Raise it when many Peers share one NAT.
+    pub tcp_max_connections_per_ip: usize,
+    /// Seconds a new TCP connection has to carry a valid STUN check for a live Session (a frame
+    /// a Session accepted) before it is closed.
+    pub tcp_first_check_timeout_secs: u64,
     /// Seconds a TCP connection may go without a frame a Session accepted (STUN, DTLS, media)
     /// before it is closed. ICE consent checks every few seconds keep a live one open.
     pub tcp_idle_timeout_secs: u64,
@@ -106,6 +112,8 @@ impl Default for MediaConfig {
             tcp_enabled: true,
             tcp_port_base: 40000,
             tcp_max_connections: 1000,
+            tcp_max_connections_per_ip: 100,
+            tcp_first_check_timeout_secs: 5,
             tcp_idle_timeout_secs: 30,
             tcp_max_frame_bytes: 4096,
             tcp_send_queue_frames: 256,
@@ -429,6 +437,12 @@ impl Config {
         }
         if self.media.tcp_max_connections == 0 {
             return bad("media.tcp_max_connections", "must be at least 1");
+        }
+        if self.media.tcp_max_connections_per_ip == 0 {
+            return bad("media.tcp_max_connections_per_ip", "must be at least 1");
+        }
+        if self.media.tcp_first_check_timeout_secs == 0 {
+            return bad("media.tcp_first_check_timeout_secs", "must be at least 1");
         }
         if self.media.tcp_idle_timeout_secs == 0 {
             return bad("media.tcp_idle_timeout_secs", "must be at least 1");

@@ -23,6 +23,7 @@
 
 pub mod api;
 pub mod config;
+mod conns;
 mod driver;
 pub mod events;
 pub mod handle;
@@ -127,7 +128,9 @@ impl Gateway {
                 announce_ips: announce.clone(),
                 sockets: udp_addrs.clone(),
             };
-            Some(turn::TurnServer::start(&config.turn, &media).await?)
+            let mut t = turn::TurnServer::start(&config.turn, &media).await?;
+            t.revoke_closed_sessions(bus.subscribe(Default::default()));
+            Some(t)
         } else {
             None
         };

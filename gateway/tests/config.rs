@@ -99,9 +99,18 @@ format = "json"
             ("SWITCHBOARD__MEDIA__TCP_IDLE_TIMEOUT_SECS", "9"),
             ("SWITCHBOARD__MEDIA__TCP_MAX_FRAME_BYTES", "1500"),
             ("SWITCHBOARD__MEDIA__TCP_SEND_QUEUE_FRAMES", "64"),
+            ("SWITCHBOARD__MEDIA__TCP_MAX_CONNECTIONS_PER_IP", "3"),
+            ("SWITCHBOARD__MEDIA__TCP_FIRST_CHECK_TIMEOUT_SECS", "2"),
         ]),
     )
     .unwrap();
+    assert_eq!(
+        (
+            c.media.tcp_max_connections_per_ip,
+            c.media.tcp_first_check_timeout_secs
+        ),
+        (3, 2)
+    );
     assert!(!c.media.tcp_enabled);
     assert_eq!(
         (
@@ -221,6 +230,26 @@ fn bad_values_are_rejected_naming_the_key() {
         ),
         ("[turn]\nrealm = \"\"", &[], "turn.realm"),
         (
+            "[media]\ntcp_max_connections_per_ip = 0",
+            &[],
+            "media.tcp_max_connections_per_ip",
+        ),
+        (
+            "[media]\ntcp_first_check_timeout_secs = 0",
+            &[],
+            "media.tcp_first_check_timeout_secs",
+        ),
+        (
+            "[turn]\nmax_stream_connections_per_ip = 0",
+            &[],
+            "turn.max_stream_connections_per_ip",
+        ),
+        (
+            "[turn]\nfirst_request_timeout_secs = 0",
+            &[],
+            "turn.first_request_timeout_secs",
+        ),
+        (
             "[[ice_servers]]\nurls = [\"turn:x\"]\nusername = \"u\"\nshared_secret = \"s\"",
             &[],
             "ice_servers.shared_secret",
@@ -249,6 +278,8 @@ fn turn_keys_come_from_the_environment() {
             ("SWITCHBOARD__TURN__ALLOW_PEERS", "127.0.0.0/8,::1"),
             ("SWITCHBOARD__TURN__RELAY_IP", "127.0.0.1"),
             ("SWITCHBOARD__TURN__MAX_ALLOCATIONS_PER_IDENTITY", "3"),
+            ("SWITCHBOARD__TURN__MAX_STREAM_CONNECTIONS_PER_IP", "4"),
+            ("SWITCHBOARD__TURN__FIRST_REQUEST_TIMEOUT_SECS", "6"),
         ]),
     )
     .unwrap();
@@ -263,6 +294,8 @@ fn turn_keys_come_from_the_environment() {
     assert_eq!(allow, ["127.0.0.0/8", "::1/128"]);
     assert_eq!(c.turn.relay_ip, Some("127.0.0.1".parse().unwrap()));
     assert_eq!(c.turn.max_allocations_per_identity, 3);
+    assert_eq!(c.turn.max_stream_connections_per_ip, 4);
+    assert_eq!(c.turn.first_request_timeout_secs, 6);
     assert_eq!(c.turn.deny_peers, Config::default().turn.deny_peers);
 }
 

@@ -51,6 +51,8 @@ impl Config {
         let m = &self.media;
         TcpLimits {
             max_connections: m.tcp_max_connections,
+            max_connections_per_ip: m.tcp_max_connections_per_ip,
+            first_check_timeout: Duration::from_secs(m.tcp_first_check_timeout_secs),
             idle_timeout: Duration::from_secs(m.tcp_idle_timeout_secs),
             max_frame_bytes: m.tcp_max_frame_bytes,
             send_queue_frames: m.tcp_send_queue_frames,
@@ -162,8 +164,12 @@ mod tests {
         c.media.port_base = 0;
         assert_eq!(c.worker_udp_addr(5).port(), 0);
         assert_eq!(port_of(65535, 3), 65535);
+        c.media.tcp_max_connections_per_ip = 3;
+        c.media.tcp_first_check_timeout_secs = 4;
         let t = c.tcp_limits();
         assert_eq!(t.max_connections, c.media.tcp_max_connections);
+        assert_eq!(t.max_connections_per_ip, 3);
+        assert_eq!(t.first_check_timeout, Duration::from_secs(4));
         assert_eq!(
             t.idle_timeout,
             Duration::from_secs(c.media.tcp_idle_timeout_secs)

@@ -43,7 +43,7 @@ impl IceServers {
     pub(crate) fn for_session(&self, identity: &str, now: SystemTime) -> Vec<IceServer> {
         let mut out = Vec::with_capacity(self.configured.len() + 1);
         if let Some(e) = &self.embedded {
-            let c = e.mint(identity, now);
+            let c = e.mint_for_session(identity, now);
             out.push(IceServer {
                 urls: e.urls.clone(),
                 username: c.username,

@@ -102,7 +102,9 @@ pub struct TurnConfig {
     /// Shared secret of the `username = expiry:identity`, `password = base64(HMAC-SHA1(secret,
     /// username))` scheme. Empty = a random secret per start.
     pub secret: String,
-    /// Lifetime of minted credentials, in seconds.
+    /// Lifetime of minted credentials, in seconds: how long a new allocation can be made with
+    /// them. A Session's credentials keep its allocations refreshable past it while the Session
+    /// lives, and are revoked when it closes (see [`crate::turn`]).
     pub credential_ttl_secs: u64,
     /// Address relay sockets bind to. None = `media.bind_ip`.
     pub relay_ip: Option<IpAddr>,
@@ -123,6 +125,12 @@ pub struct TurnConfig {
     pub max_permissions_per_allocation: u32,
     /// Most simultaneous TCP and TLS client connections.
     pub max_stream_connections: u32,
+    /// Most simultaneous TCP and TLS client connections from one source (an IPv4 address or an
+    /// IPv6 /64); more are closed at accept. Raise it when many Peers share one NAT.
+    pub max_stream_connections_per_ip: u32,
+    /// Seconds a TCP or TLS client has, from its accept (TLS handshake included), to send its
+    /// first authenticated request; otherwise the connection is closed.
+    pub first_request_timeout_secs: u64,
     /// Peer address ranges (CIDR) never relayed to.
     pub deny_peers: Vec<Cidr>,
     /// Peer address ranges (CIDR) relayed to even when `deny_peers` matches.
@@ -141,7 +149,7 @@ impl Default for TurnConfig {
             public_host: String::new(),
             realm: "switchboard".into(),
             secret: String::new(),
-            credential_ttl_secs: 86400,
+            credential_ttl_secs: 600,
             relay_ip: None,
             relay_port_min: 49152,
             relay_port_max: 65535,
@@ -151,6 +159,8 @@ impl Default for TurnConfig {
             allocation_max_lifetime_secs: 3600,
             max_permissions_per_allocation: 32,
             max_stream_connections: 1024,
+            max_stream_connections_per_ip: 100,
+            first_request_timeout_secs: 5,
             deny_peers: default_deny(),
             allow_peers: Vec::new(),
         }
@@ -163,7 +173,7 @@ impl TurnConfig {
         if !self.enabled {
             return Ok(());
         }
-        let positive: [(&'static str, u64); 5] = [
+        let positive: [(&'static str, u64); 7] = [
             ("turn.credential_ttl_secs", self.credential_ttl_secs),
             ("turn.max_allocations", self.max_allocations.into()),
             (
@@ -177,6 +187,14 @@ impl TurnConfig {
             (
                 "turn.max_stream_connections",
                 self.max_stream_connections.into(),
+            ),
+            (
+                "turn.max_stream_connections_per_ip",
+                self.max_stream_connections_per_ip.into(),
+            ),
+            (
+                "turn.first_request_timeout_secs",
+                self.first_request_timeout_secs,
             ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
