@@ -29,6 +29,11 @@ use turn_types::stun::message::{
 };
 use turn_types::stun::prelude::MessageWrite;
 
+#[path = "turn/sessions.rs"]
+mod sessions;
+#[path = "turn/streams.rs"]
+mod streams;
+
 const SECRET: &str = "test-secret";
 const REALM: &str = "test.local";
 const WAIT: Duration = Duration::from_secs(5);
