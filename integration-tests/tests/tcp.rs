@@ -261,6 +261,71 @@ async fn with_tcp_disabled_there_is_no_listener() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A TCP connection to `to` from the loopback address `from` (another host, as far as the
+/// gateway can tell).
+async fn connect_from(from: &str, to: SocketAddr) -> anyhow::Result<TcpStream> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.bind(SocketAddr::new(from.parse()?, 0))?;
+    Ok(s.connect(to).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_filling_its_quota_does_not_lock_out_another() -> anyhow::Result<()> {
+    // Eight slots, four per source; neither the idle timeout nor the first-check deadline frees
+    // a slot during the test, so only the per-source limit can let Alice in.
+    let mut c = tcp_config(8, 60);
+    c.media.tcp_max_connections_per_ip = 4;
+    c.media.tcp_first_check_timeout_secs = 60;
+    let gw = start(c).await?;
+    let tcp_addr: SocketAddr = gw.tcp_addrs()[0];
+    // One host opens as many connections as the Worker takes in total.
+    let mut hogs = Vec::new();
+    for _ in 0..8 {
+        hogs.push(connect_from("127.0.0.2", tcp_addr).await?);
+    }
+    for h in &mut hogs[4..] {
+        closed_by_gateway(h, Duration::from_secs(10)).await?;
+    }
+    still_open(&mut hogs[0], Duration::from_millis(300)).await;
+
+    // A Peer on another address still connects, its checks for its live Session are answered,
+    // and the call works.
+    let backend = Backend::new(Clients::connect(&gw, None).await?, "tcp-per-source").await?;
+    let (sa, a) = backend.join_tcp("alice", av("chat")).await?;
+    let (sb, b) = backend.join("bob", av("chat")).await?;
+    media_both_ways(&backend, (&sa, &a), (&sb, &b), 10).await?;
+    assert_eq!(a.tcp_stats().unwrap().connections, 1);
+    gw.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_without_a_valid_check_is_closed_at_the_first_check_deadline()
+-> anyhow::Result<()> {
+    // The idle timeout is a minute: any close seen here is the one-second first-check deadline.
+    let mut c = tcp_config(16, 60);
+    c.media.tcp_first_check_timeout_secs = 1;
+    let gw = start(c).await?;
+    let tcp_addr: SocketAddr = gw.tcp_addrs()[0];
+    let backend = Backend::new(Clients::connect(&gw, None).await?, "tcp-first-check").await?;
+    let (sa, a) = backend.join_tcp("alice", av("chat")).await?;
+    let (sb, b) = backend.join("bob", av("chat")).await?;
+    media_both_ways(&backend, (&sa, &a), (&sb, &b), 10).await?;
+
+    let mut silent = TcpStream::connect(tcp_addr).await?;
+    // Well-formed STUN for nobody's ufrag: no Session accepts it, so it is no valid check.
+    let mut stray = TcpStream::connect(tcp_addr).await?;
+    stray.write_all(&framed(&stun_binding(b"nobody:x"))).await?;
+    closed_by_gateway(&mut silent, Duration::from_secs(10)).await?;
+    closed_by_gateway(&mut stray, Duration::from_secs(10)).await?;
+
+    // Alice's connection passed its first check long ago: it stays, and media flows on it.
+    media_keeps_flowing(&backend, (&sa, &a), (&sb, &b), "after the deadline").await?;
+    assert_eq!(a.tcp_stats().unwrap().connections, 1);
+    gw.shutdown().await;
+    Ok(())
+}
+
 /// One RFC 4571 frame.
 fn framed(msg: &[u8]) -> Vec<u8> {
     let mut f = (msg.len() as u16).to_be_bytes().to_vec();

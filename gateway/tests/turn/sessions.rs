@@ -81,6 +81,21 @@ async fn closing_a_session_ends_its_allocations_and_refuses_its_credentials() {
         .allocate(&ice2[0].username, &ice2[0].credential)
         .await
         .expect("another Session allocates");
+
+    // RemoveParticipant ends a Session the same way.
+    use switchboard::v1 as pb;
+    let url = format!("http://{}", gw.grpc_addr());
+    pb::room_service_client::RoomServiceClient::connect(url)
+        .await
+        .unwrap()
+        .remove_participant(pb::RemoveParticipantRequest {
+            room_id: "turnroom".into(),
+            participant_id: "alice".into(),
+        })
+        .await
+        .unwrap();
+    crate_wait(|| gw.turn().unwrap().stats().allocations == 0).await;
+    assert_eq!(other.refresh(600).await, Err(401));
     gw.shutdown().await;
 }
 
