@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use switchboard_core::{EventKind, SfuEvent};
+use switchboard_core::{EventKind, SessionCloseReason, SfuEvent};
 
 use super::{FiveTuple, Shared, lock};
 use crate::events::{EventBody, EventStreamError, EventSubscription};
@@ -103,16 +103,25 @@ impl Shared {
                 ev = events.next() => ev,
             };
             match ev {
-                Ok(e) => {
-                    if let EventBody::Sfu(SfuEvent {
+                Ok(e) => match &e.body {
+                    // At shutdown the Sessions' DTLS close alerts may still be on their way
+                    // through the relays; the server stops after the Workers and drops
+                    // everything then.
+                    EventBody::Sfu(SfuEvent {
+                        kind:
+                            EventKind::SessionClosed {
+                                reason: SessionCloseReason::GatewayShutdown,
+                                ..
+                            },
+                        ..
+                    }) => {}
+                    EventBody::Sfu(SfuEvent {
                         session: Some(id),
                         kind: EventKind::SessionClosed { .. },
                         ..
-                    }) = &e.body
-                    {
-                        self.revoke(id.as_str());
-                    }
-                }
+                    }) => self.revoke(id.as_str()),
+                    _ => {}
+                },
                 Err(EventStreamError::Lagged { missed }) => {
                     tracing::warn!(
                         missed,
