@@ -364,6 +364,17 @@ fn config() -> Config {
     c
 }
 
+/// A gateway with [`config`] changed by `f`, and its TURN addresses.
+async fn start_with(
+    f: impl FnOnce(&mut Config),
+) -> (Gateway, switchboard_gateway::turn::TurnAddrs) {
+    let mut c = config();
+    f(&mut c);
+    let gw = Gateway::start(c).await.unwrap();
+    let a = gw.turn_addrs().unwrap();
+    (gw, a)
+}
+
 fn creds(identity: &str) -> (String, String) {
     let c = mint_credential(
         SECRET.as_bytes(),

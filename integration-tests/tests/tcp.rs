@@ -3,6 +3,7 @@
 //! listener's limits (connections, idle time, framing) close only the offending connection.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard::v1 as pb;
@@ -10,6 +11,20 @@ use switchboard_gateway::Config;
 use switchboard_integration_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+type Joined = (String, Arc<switchboard_testpeer::UdpPeer>);
+
+/// A call in a new Room named `room`: Alice over ICE-TCP, Bob over UDP, media flowing both ways.
+async fn tcp_call(
+    gw: &switchboard_gateway::Gateway,
+    room: &str,
+) -> anyhow::Result<(Backend, Joined, Joined)> {
+    let backend = Backend::new(Clients::connect(gw, None).await?, room).await?;
+    let (sa, a) = backend.join_tcp("alice", av("chat")).await?;
+    let (sb, b) = backend.join("bob", av("chat")).await?;
+    media_both_ways(&backend, (&sa, &a), (&sb, &b), 10).await?;
+    Ok((backend, (sa, a), (sb, b)))
+}
 
 /// One Worker (so every connection counts against the same limit), ICE-TCP on a free port.
 fn tcp_config(max_connections: usize, idle_secs: u64) -> Config {
@@ -107,10 +122,7 @@ async fn a_connection_that_never_sends_a_check_is_closed_after_the_idle_timeout(
 -> anyhow::Result<()> {
     let gw = start(tcp_config(16, 2)).await?;
     let tcp_addr: SocketAddr = gw.tcp_addrs()[0];
-    let backend = Backend::new(Clients::connect(&gw, None).await?, "tcp-idle").await?;
-    let (sa, a) = backend.join_tcp("alice", av("chat")).await?;
-    let (sb, b) = backend.join("bob", av("chat")).await?;
-    media_both_ways(&backend, (&sa, &a), (&sb, &b), 10).await?;
+    let (backend, (sa, a), (sb, b)) = tcp_call(&gw, "tcp-idle").await?;
 
     let mut silent = TcpStream::connect(tcp_addr).await?;
     // Framed, well-formed STUN for nobody's ufrag: routed nowhere, so it does not count as life.
@@ -147,10 +159,7 @@ async fn a_connection_that_never_sends_a_check_is_closed_after_the_idle_timeout(
 async fn garbage_framing_closes_only_that_connection() -> anyhow::Result<()> {
     let gw = start(tcp_config(16, 60)).await?;
     let tcp_addr: SocketAddr = gw.tcp_addrs()[0];
-    let backend = Backend::new(Clients::connect(&gw, None).await?, "tcp-garbage").await?;
-    let (sa, a) = backend.join_tcp("alice", av("chat")).await?;
-    let (sb, b) = backend.join("bob", av("chat")).await?;
-    media_both_ways(&backend, (&sa, &a), (&sb, &b), 10).await?;
+    let (backend, (sa, a), (sb, b)) = tcp_call(&gw, "tcp-garbage").await?;
 
     // A length far above tcp_max_frame_bytes (what an HTTP request looks like as RFC 4571).
     let mut oversize = TcpStream::connect(tcp_addr).await?;
@@ -201,10 +210,7 @@ async fn a_tcp_peer_that_hangs_up_is_disconnected_then_closed_after_the_grace_pe
     let mut c = tcp_config(16, 60);
     c.sessions.disconnect_grace_secs = 1;
     let gw = start(c).await?;
-    let backend = Backend::new(Clients::connect(&gw, None).await?, "tcp-gone").await?;
-    let (sa, a) = backend.join_tcp("alice", av("chat")).await?;
-    let (sb, b) = backend.join("bob", av("chat")).await?;
-    media_both_ways(&backend, (&sa, &a), (&sb, &b), 10).await?;
+    let (backend, (sa, a), (sb, b)) = tcp_call(&gw, "tcp-gone").await?;
     a.stop();
     wait_until(Duration::from_secs(20), || {
         let kinds = backend.events_of(&sa);
@@ -290,10 +296,7 @@ async fn one_source_filling_its_quota_does_not_lock_out_another() -> anyhow::Res
 
     // A Peer on another address still connects, its checks for its live Session are answered,
     // and the call works.
-    let backend = Backend::new(Clients::connect(&gw, None).await?, "tcp-per-source").await?;
-    let (sa, a) = backend.join_tcp("alice", av("chat")).await?;
-    let (sb, b) = backend.join("bob", av("chat")).await?;
-    media_both_ways(&backend, (&sa, &a), (&sb, &b), 10).await?;
+    let (backend, (sa, a), (sb, b)) = tcp_call(&gw, "tcp-per-source").await?;
     assert_eq!(a.tcp_stats().unwrap().connections, 1);
     gw.shutdown().await;
     Ok(())
@@ -307,10 +310,7 @@ async fn a_connection_without_a_valid_check_is_closed_at_the_first_check_deadlin
     c.media.tcp_first_check_timeout_secs = 1;
     let gw = start(c).await?;
     let tcp_addr: SocketAddr = gw.tcp_addrs()[0];
-    let backend = Backend::new(Clients::connect(&gw, None).await?, "tcp-first-check").await?;
-    let (sa, a) = backend.join_tcp("alice", av("chat")).await?;
-    let (sb, b) = backend.join("bob", av("chat")).await?;
-    media_both_ways(&backend, (&sa, &a), (&sb, &b), 10).await?;
+    let (backend, (sa, a), (sb, b)) = tcp_call(&gw, "tcp-first-check").await?;
 
     let mut silent = TcpStream::connect(tcp_addr).await?;
     // Well-formed STUN for nobody's ufrag: no Session accepts it, so it is no valid check.

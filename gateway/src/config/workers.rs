@@ -93,27 +93,35 @@ mod tests {
 
     #[test]
     fn units_are_converted_and_every_key_reaches_the_core() {
-        let mut c = Config::default();
-        c.rooms.default_max_sessions = 7;
-        c.rooms.max_sessions_limit = 70;
-        c.rooms.empty_timeout_secs = 9;
-        c.rooms.max_rooms_per_worker = 11;
-        c.rooms.active_speaker_interval_ms = 250;
-        c.rooms.active_speaker_smoothing = 0.5;
-        c.rooms.active_speaker_threshold_dbov = -70;
-        c.sessions.connect_timeout_secs = 12;
-        c.sessions.disconnect_grace_secs = 13;
-        c.sessions.keyframe_min_interval_ms = 140;
-        c.sessions.rtx_cache_packets = 15;
-        c.data.max_message_bytes = 1600;
-        c.data.send_buffer_bytes = 1700;
-        c.data.backend_max_bytes = 180;
-        c.bwe.enabled = false;
-        c.bwe.initial_bitrate_kbps = 190;
-        c.bwe.down_hold_ms = 200;
-        c.bwe.up_hold_ms = 210;
-        c.bwe.up_headroom_percent = 25;
-        c.bwe.min_switch_interval_ms = 230;
+        let c: Config = toml::from_str(
+            r#"
+            [rooms]
+            default_max_sessions = 7
+            max_sessions_limit = 70
+            empty_timeout_secs = 9
+            max_rooms_per_worker = 11
+            active_speaker_interval_ms = 250
+            active_speaker_smoothing = 0.5
+            active_speaker_threshold_dbov = -70
+            [sessions]
+            connect_timeout_secs = 12
+            disconnect_grace_secs = 13
+            keyframe_min_interval_ms = 140
+            rtx_cache_packets = 15
+            [data]
+            max_message_bytes = 1600
+            send_buffer_bytes = 1700
+            backend_max_bytes = 180
+            [bwe]
+            enabled = false
+            initial_bitrate_kbps = 190
+            down_hold_ms = 200
+            up_hold_ms = 210
+            up_headroom_percent = 25
+            min_switch_interval_ms = 230
+            "#,
+        )
+        .unwrap();
         let s = c.sfu_config();
         assert_eq!(
             (s.default_max_sessions, s.max_sessions_limit, s.max_rooms),

@@ -29,8 +29,7 @@ async fn nothing_relayed(c: &mut TurnClient) -> bool {
 
 #[tokio::test]
 async fn closing_a_session_ends_its_allocations_and_refuses_its_credentials() {
-    let gw = Gateway::start(config()).await.unwrap();
-    let a = gw.turn_addrs().unwrap();
+    let (gw, a) = start_with(|_| {}).await;
     let (sid, ice) = create_session(&gw).await;
     let turn = &ice[0];
     let mut c = TurnClient::udp(a.udp).await.unwrap();
@@ -101,10 +100,7 @@ async fn closing_a_session_ends_its_allocations_and_refuses_its_credentials() {
 
 #[tokio::test]
 async fn a_live_session_refreshes_past_its_credential_expiry_and_others_do_not() {
-    let mut cfg = config();
-    cfg.turn.credential_ttl_secs = 2;
-    let gw = Gateway::start(cfg).await.unwrap();
-    let a = gw.turn_addrs().unwrap();
+    let (gw, a) = start_with(|c| c.turn.credential_ttl_secs = 2).await;
     let (sid, ice) = create_session(&gw).await;
     let mut c = TurnClient::udp(a.udp).await.unwrap();
     let relayed = c

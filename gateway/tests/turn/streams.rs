@@ -15,28 +15,20 @@ async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
 
 /// Whether the server closes `s` (end of stream or reset) within `within`.
 async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
-    let mut buf = [0u8; 512];
-    tokio::time::timeout(within, async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok()
+    tokio::time::timeout(within, s.read_to_end(&mut Vec::new()))
+        .await
+        .is_ok()
 }
 
 #[tokio::test]
 async fn one_source_cannot_take_every_stream_slot() {
-    let mut cfg = config();
-    cfg.turn.max_stream_connections = 4;
-    cfg.turn.max_stream_connections_per_ip = 2;
-    // Long enough that no slot frees itself during the test.
-    cfg.turn.first_request_timeout_secs = 60;
-    let gw = Gateway::start(cfg).await.unwrap();
-    let a = gw.turn_addrs().unwrap();
+    let (gw, a) = start_with(|c| {
+        c.turn.max_stream_connections = 4;
+        c.turn.max_stream_connections_per_ip = 2;
+        // Long enough that no slot frees itself during the test.
+        c.turn.first_request_timeout_secs = 60;
+    })
+    .await;
     let mut hogs = Vec::new();
     for _ in 0..4 {
         hogs.push(connect_from("127.0.0.2", a.tcp).await);
@@ -56,10 +48,7 @@ async fn one_source_cannot_take_every_stream_slot() {
 
 #[tokio::test]
 async fn a_stream_connection_that_does_not_authenticate_in_time_is_closed() {
-    let mut cfg = config();
-    cfg.turn.first_request_timeout_secs = 1;
-    let gw = Gateway::start(cfg).await.unwrap();
-    let a = gw.turn_addrs().unwrap();
+    let (gw, a) = start_with(|c| c.turn.first_request_timeout_secs = 1).await;
     // Sends nothing.
     let mut silent = TcpStream::connect(a.tcp).await.unwrap();
     // Sends only unauthenticated requests: Binding is answered, but it is no TURN use.
