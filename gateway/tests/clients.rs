@@ -11,18 +11,8 @@ use common::repo;
 use std::process::Command;
 use std::time::Instant;
 
-use switchboard_gateway::{Config, Gateway};
-
-fn config() -> Config {
-    let mut c = Config::default();
-    c.grpc.listen = "127.0.0.1:0".parse().unwrap();
-    c.media.port_base = 0;
-    c.media.tcp_port_base = 0;
-    c.media.workers = 2;
-    c.turn.listen_udp = "127.0.0.1:0".parse().unwrap();
-    c.turn.listen_tcp = "127.0.0.1:0".parse().unwrap();
-    c
-}
+use switchboard_gateway::Gateway;
+use switchboard_integration_tests::test_config;
 
 fn python() -> PathBuf {
     let p = repo().join("clients/python/.venv/bin/python");
@@ -72,7 +62,7 @@ fn bounded(secs: u64, program: impl AsRef<std::ffi::OsStr>, args: &[&std::ffi::O
 
 #[tokio::test]
 async fn the_python_example_runs() {
-    let gw = Gateway::start(config()).await.unwrap();
+    let gw = Gateway::start(test_config()).await.unwrap();
     let (script, addr) = (
         repo().join("clients/python/example.py"),
         gw.grpc_addr().to_string(),
@@ -91,7 +81,7 @@ async fn the_node_example_runs() {
             .exists(),
         "@grpc/grpc-js missing: `bash scripts/test.sh` runs `npm ci` in clients/node"
     );
-    let gw = Gateway::start(config()).await.unwrap();
+    let gw = Gateway::start(test_config()).await.unwrap();
     let (script, addr) = (
         repo().join("clients/node/example.mjs"),
         gw.grpc_addr().to_string(),
@@ -106,7 +96,7 @@ async fn the_node_example_runs() {
 async fn aiortc_peers_publish_subscribe_and_exchange_data() {
     // WebRTC: only inside a namespace that has just `lo` (the test command makes one).
     common::assert_loopback_only_namespace();
-    let gw = Gateway::start(config()).await.unwrap();
+    let gw = Gateway::start(test_config()).await.unwrap();
     let (script, addr) = (
         repo().join("clients/python/tests/aiortc_call.py"),
         gw.grpc_addr().to_string(),

@@ -14,11 +14,16 @@ use switchboard::v1::room_service_client::RoomServiceClient;
 use switchboard::v1::session_service_client::SessionServiceClient;
 use switchboard_gateway::{Config, Gateway};
 use switchboard_testpeer::{Publish, UdpPeer};
+/// Re-exported so that every test names one builder for each: a call Peer's tracks, a raw STUN
+/// Binding request.
+pub use switchboard_testpeer::{av, stun_binding_request};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-/// A test configuration: loopback, free ports, two Workers.
+/// The one test configuration of the gateway (the integration tests and `gateway/tests` use it):
+/// gRPC, media (UDP and ICE-TCP) and the embedded TURN server on free loopback ports, so parallel
+/// tests never collide; two Workers. Tests change what they test on top of it.
 pub fn test_config() -> Config {
     let mut c = Config::default();
     c.grpc.listen = "127.0.0.1:0".parse().unwrap();
@@ -343,15 +348,6 @@ pub fn min_frames(peer: &UdpPeer, tracks: &[String]) -> u64 {
             .min()
             .unwrap_or(0)
     })
-}
-
-pub fn av(label: &'static str) -> Publish {
-    Publish {
-        audio: true,
-        video: true,
-        data_label: Some(label),
-        simulcast: false,
-    }
 }
 
 /// Waits (up to 15 s) until both Peers receive both Tracks (audio and video) of the other, at

@@ -115,7 +115,9 @@ async fn a_connection_that_never_sends_a_check_is_closed_after_the_idle_timeout(
     let mut silent = TcpStream::connect(tcp_addr).await?;
     // Framed, well-formed STUN for nobody's ufrag: routed nowhere, so it does not count as life.
     let mut stray = TcpStream::connect(tcp_addr).await?;
-    stray.write_all(&framed(&stun_binding(b"nobody:x"))).await?;
+    stray
+        .write_all(&framed(&stun_binding_request(b"nobody:x")))
+        .await?;
     // Not closed before the timeout (half of it is well before; a coarse bound, not a speed test).
     still_open(&mut silent, Duration::from_millis(800)).await;
     closed_by_gateway(&mut silent, Duration::from_secs(15)).await?;
@@ -266,20 +268,4 @@ fn framed(msg: &[u8]) -> Vec<u8> {
     let mut f = (msg.len() as u16).to_be_bytes().to_vec();
     f.extend_from_slice(msg);
     f
-}
-
-/// A STUN binding request with only a USERNAME attribute (no integrity: nobody accepts it).
-fn stun_binding(user: &[u8]) -> Vec<u8> {
-    let mut attr = vec![0x00, 0x06];
-    attr.extend_from_slice(&(user.len() as u16).to_be_bytes());
-    attr.extend_from_slice(user);
-    while attr.len() % 4 != 0 {
-        attr.push(0);
-    }
-    let mut m = vec![0x00, 0x01];
-    m.extend_from_slice(&(attr.len() as u16).to_be_bytes());
-    m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
-    m.extend_from_slice(&[7; 12]);
-    m.extend_from_slice(&attr);
-    m
 }
