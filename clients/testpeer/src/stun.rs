@@ -15,7 +15,7 @@ pub fn stun_binding_request(username: &[u8]) -> Vec<u8> {
     let mut attr = ATTR_USERNAME.to_be_bytes().to_vec();
     attr.extend_from_slice(&(username.len() as u16).to_be_bytes());
     attr.extend_from_slice(username);
-    while attr.len() % 4 != 0 {
+    while !attr.len().is_multiple_of(4) {
         attr.push(0);
     }
     let mut m = BINDING_REQUEST.to_be_bytes().to_vec();
