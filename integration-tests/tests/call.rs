@@ -38,46 +38,74 @@ async fn two_peers_exchange_media_and_data_through_the_gateway() -> anyhow::Resu
     Ok(())
 }
 
+/// The gateway is ICE-lite: it never sends checks, so it learns a Peer's address only from the
+/// Peer's own checks, and no trickled candidate can make or break connectivity (the Peer below
+/// would connect without them). What trickling does do, and what this test holds it to: a
+/// candidate reaches the Session on its Worker (an unknown Session is NOT_FOUND), every kind a
+/// browser sends is accepted (its own host, mDNS, TCP, end of candidates), and a trickled
+/// candidate that never sends a check does not hold the Session up: when the Peer goes silent
+/// the Session is still Disconnected, then closed after the grace period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trickled_candidates_are_accepted_and_checked() -> anyhow::Result<()> {
-    let gw = start(test_config()).await?;
+async fn trickled_candidates_are_routed_accepted_and_never_hold_a_session_up() -> anyhow::Result<()>
+{
+    let mut config = test_config();
+    config.sessions.disconnect_grace_secs = 1;
+    let gw = start(config).await?;
     let clients = Clients::connect(&gw, None).await?;
     let backend = Backend::new(clients.clone(), "trickle").await?;
     let (sa, a) = backend.join("alice", av("chat")).await?;
     let port = a.addr.port();
     let mut sessions = clients.sessions.clone();
-    // The Peer's own host candidate, as a browser would trickle it.
-    let line = format!("candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host");
-    sessions
-        .add_ice_candidate(pb::AddIceCandidateRequest {
-            session_id: sa.clone(),
-            candidate: line,
-            sdp_mid: "0".into(),
-            end_of_candidates: false,
-        })
-        .await?;
-    // An mDNS candidate is accepted (and ignored: the gateway is ICE-lite).
-    sessions
-        .add_ice_candidate(pb::AddIceCandidateRequest {
-            session_id: sa.clone(),
-            candidate: "candidate:2 1 udp 2130706431 4f1b2c3d-aaaa.local 5000 typ host".into(),
-            sdp_mid: "0".into(),
-            end_of_candidates: false,
-        })
-        .await?;
-    sessions
-        .add_ice_candidate(pb::AddIceCandidateRequest {
-            session_id: sa.clone(),
-            candidate: String::new(),
-            sdp_mid: String::new(),
-            end_of_candidates: true,
-        })
-        .await?;
+    let trickle = |session: &str, candidate: &str| pb::AddIceCandidateRequest {
+        session_id: session.into(),
+        candidate: candidate.into(),
+        sdp_mid: "0".into(),
+        end_of_candidates: candidate.is_empty(),
+    };
+    let never_checks = "candidate:3 1 udp 2130706175 127.0.0.1 9 typ host";
+    let e = sessions
+        .add_ice_candidate(trickle("ss_00abcdefghijkmnpqrstuv", never_checks))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+    for candidate in [
+        // The Peer's own host candidate, as a browser would trickle it.
+        format!("candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host"),
+        // mDNS: accepted and ignored.
+        "candidate:2 1 udp 2130706431 4f1b2c3d-aaaa.local 5000 typ host".into(),
+        // An address that never sends a check.
+        never_checks.into(),
+        // TCP: accepted and ignored (ICE-TCP pairs are learned from the connection).
+        "candidate:4 1 tcp 1518280447 127.0.0.1 9 typ host tcptype active".into(),
+        // The end of candidates.
+        String::new(),
+    ] {
+        sessions
+            .add_ice_candidate(trickle(&sa, &candidate))
+            .await
+            .map_err(|e| anyhow::anyhow!("{candidate:?}: {e}"))?;
+    }
     wait_until(Duration::from_secs(10), || {
         if a.with(|p| p.stats.connected) {
             Ok(())
         } else {
             Err("alice not connected".into())
+        }
+    })
+    .await?;
+    a.stop();
+    wait_until(Duration::from_secs(30), || {
+        let kinds = backend.events_of(&sa);
+        let disconnected = kinds
+            .iter()
+            .position(|k| matches!(k, pb::event::Kind::SessionDisconnected(_)));
+        let closed = kinds.iter().position(|k| {
+            matches!(k, pb::event::Kind::SessionClosed(c)
+                if c.reason == pb::SessionCloseReason::DisconnectTimeout as i32)
+        });
+        match (disconnected, closed) {
+            (Some(d), Some(c)) if d < c => Ok(()),
+            other => Err(format!("alice disconnected/closed at {other:?}")),
         }
     })
     .await?;
