@@ -486,3 +486,39 @@ pub async fn channels_open(peers: &[&UdpPeer], labels: &[&str]) -> anyhow::Resul
     })
     .await
 }
+
+/// Waits (up to 10 s) until `peer` (named `who` in the failure) is connected: ICE, DTLS and SRTP up.
+pub async fn connected(peer: &UdpPeer, who: &str) -> anyhow::Result<()> {
+    wait_until(Duration::from_secs(10), || {
+        if peer.with(|p| p.stats.connected) {
+            Ok(())
+        } else {
+            Err(format!("{who} not connected"))
+        }
+    })
+    .await
+}
+
+/// Waits (up to `timeout`) until Session `session` was reported Disconnected and then closed with
+/// `DISCONNECT_TIMEOUT`.
+pub async fn disconnected_then_closed(
+    backend: &Backend,
+    session: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    wait_until(timeout, || {
+        let kinds = backend.events_of(session);
+        let disconnected = kinds
+            .iter()
+            .position(|k| matches!(k, pb::event::Kind::SessionDisconnected(_)));
+        let closed = kinds.iter().position(|k| {
+            matches!(k, pb::event::Kind::SessionClosed(c)
+                if c.reason == pb::SessionCloseReason::DisconnectTimeout as i32)
+        });
+        match (disconnected, closed) {
+            (Some(d), Some(c)) if d < c => Ok(()),
+            other => Err(format!("{session} disconnected/closed at events {other:?}")),
+        }
+    })
+    .await
+}

@@ -34,6 +34,16 @@ async fn two_peers_exchange_media_and_data_through_the_gateway() -> anyhow::Resu
     let evs = backend.events.lock().unwrap().clone();
     assert!(evs.windows(2).all(|w| w[0].sequence < w[1].sequence));
     assert!(matches!(evs[0].kind, Some(pb::event::Kind::RoomCreated(_))));
+    let first_of_alice = |is: fn(&pb::event::Kind) -> bool| {
+        evs.iter()
+            .position(|e| e.session_id == sa && e.kind.as_ref().is_some_and(is))
+    };
+    let connected = first_of_alice(|k| matches!(k, pb::event::Kind::SessionConnected(_)));
+    let published = first_of_alice(|k| matches!(k, pb::event::Kind::TrackPublished(_)));
+    assert!(
+        matches!((connected, published), (Some(c), Some(p)) if c < p),
+        "alice connected at event {connected:?}, published her first track at {published:?}"
+    );
     gw.shutdown().await;
     Ok(())
 }
@@ -85,30 +95,9 @@ async fn trickled_candidates_are_routed_accepted_and_never_hold_a_session_up() -
             .await
             .map_err(|e| anyhow::anyhow!("{candidate:?}: {e}"))?;
     }
-    wait_until(Duration::from_secs(10), || {
-        if a.with(|p| p.stats.connected) {
-            Ok(())
-        } else {
-            Err("alice not connected".into())
-        }
-    })
-    .await?;
+    connected(&a, "alice").await?;
     a.stop();
-    wait_until(Duration::from_secs(30), || {
-        let kinds = backend.events_of(&sa);
-        let disconnected = kinds
-            .iter()
-            .position(|k| matches!(k, pb::event::Kind::SessionDisconnected(_)));
-        let closed = kinds.iter().position(|k| {
-            matches!(k, pb::event::Kind::SessionClosed(c)
-                if c.reason == pb::SessionCloseReason::DisconnectTimeout as i32)
-        });
-        match (disconnected, closed) {
-            (Some(d), Some(c)) if d < c => Ok(()),
-            other => Err(format!("alice disconnected/closed at {other:?}")),
-        }
-    })
-    .await?;
+    disconnected_then_closed(&backend, &sa, Duration::from_secs(30)).await?;
     gw.shutdown().await;
     Ok(())
 }
@@ -193,14 +182,7 @@ async fn glare_over_grpc_the_gateway_yields_then_reoffers() -> anyhow::Result<()
     let gw = start(test_config()).await?;
     let backend = Backend::new(Clients::connect(&gw, None).await?, "glare").await?;
     let (sa, a) = backend.join("alice", av("chat")).await?;
-    wait_until(Duration::from_secs(10), || {
-        if a.with(|p| p.stats.connected) {
-            Ok(())
-        } else {
-            Err("not connected".into())
-        }
-    })
-    .await?;
+    connected(&a, "alice").await?;
     backend.hold.lock().unwrap().insert(sa.clone(), Vec::new());
     let (sb, b) = backend.join("bob", av("chat")).await?;
     wait_until(Duration::from_secs(5), || {
@@ -280,14 +262,7 @@ async fn shutdown_closes_sessions_and_ends_streams_with_a_final_event() -> anyho
         .into_inner();
     let backend = Backend::new(clients.clone(), "bye").await?;
     let (sa, a) = backend.join("alice", av("chat")).await?;
-    wait_until(Duration::from_secs(10), || {
-        if a.with(|p| p.stats.connected) {
-            Ok(())
-        } else {
-            Err("not connected".into())
-        }
-    })
-    .await?;
+    connected(&a, "alice").await?;
     let started = std::time::Instant::now();
     gw.shutdown().await;
     assert!(started.elapsed() < Duration::from_secs(10));

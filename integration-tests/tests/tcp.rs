@@ -208,21 +208,7 @@ async fn a_tcp_peer_that_hangs_up_is_disconnected_then_closed_after_the_grace_pe
     let (sb, b) = backend.join("bob", av("chat")).await?;
     media_both_ways(&backend, (&sa, &a), (&sb, &b), 10).await?;
     a.stop();
-    wait_until(Duration::from_secs(20), || {
-        let kinds = backend.events_of(&sa);
-        let disc = kinds
-            .iter()
-            .position(|k| matches!(k, pb::event::Kind::SessionDisconnected(_)));
-        let closed = kinds.iter().position(|k| {
-            matches!(k, pb::event::Kind::SessionClosed(c)
-                if c.reason == pb::SessionCloseReason::DisconnectTimeout as i32)
-        });
-        match (disc, closed) {
-            (Some(d), Some(c)) if d < c => Ok(()),
-            other => Err(format!("disconnected/closed at {other:?}")),
-        }
-    })
-    .await?;
+    disconnected_then_closed(&backend, &sa, Duration::from_secs(20)).await?;
     // Bob is unaffected.
     assert!(
         !backend
