@@ -1,6 +1,12 @@
 //! Shared support for the black-box tests: start a real gateway on loopback, connect gRPC clients,
 //! and act as a minimal backend that relays signaling between the gateway and str0m test Peers
 //! over real UDP (or ICE-TCP).
+//!
+//! It also holds the one [`test_config`] (the gateway's own tests in `gateway/tests` use it too)
+//! and the waits every test synchronises with: bounded polls of observable state ([`wait_until`]
+//! and the helpers built on it) that fail naming what they waited for. Tests never sleep and
+//! hope; a test that checks that something does *not* happen first waits for a control that
+//! shows it would have happened by then (see the mute and manual-subscription tests).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
