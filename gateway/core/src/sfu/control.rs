@@ -12,6 +12,7 @@ use str0m::bwe::Bitrate;
 use str0m::ice::IceCreds;
 use str0m::{Candidate, Rtc};
 
+use super::guard::RtcGuard;
 use super::room::Room;
 use super::session::Session;
 use super::track::{OutState, release_track_out};
@@ -184,17 +185,30 @@ impl Sfu {
                 self.config.bwe.initial_bitrate_bps.max(1),
             )));
         }
-        let mut rtc = builder.build(now);
-        for a in &self.config.candidate_addrs {
-            // Validated in Sfu::new: every announced address makes a host candidate.
-            let c = Candidate::host(*a, "udp").expect("validated in Sfu::new");
-            rtc.add_local_candidate(c);
-        }
-        for a in &self.config.tcp_candidate_addrs {
-            // Validated in Sfu::new likewise.
-            let c = tcp_passive_candidate(*a).expect("validated in Sfu::new");
-            rtc.add_local_candidate(c);
-        }
+        let (udp, tcp) = (
+            &self.config.candidate_addrs,
+            &self.config.tcp_candidate_addrs,
+        );
+        let built = RtcGuard::build(|| {
+            let mut rtc = builder.build(now);
+            for a in udp {
+                // Validated in Sfu::new: every announced address makes a host candidate.
+                let c = Candidate::host(*a, "udp").expect("validated in Sfu::new");
+                rtc.add_local_candidate(c);
+            }
+            for a in tcp {
+                // Validated in Sfu::new likewise.
+                let c = tcp_passive_candidate(*a).expect("validated in Sfu::new");
+                rtc.add_local_candidate(c);
+            }
+            rtc
+        });
+        let Ok(rtc) = built else {
+            // Nothing refers to the Session yet: it simply never exists.
+            self.counters.session_panics += 1;
+            tracing::error!(session = %id, "internal fault while creating the session");
+            return Err(CoreError::Internal(id));
+        };
         let key = self.key();
         let connect_deadline = now + self.config.connect_timeout;
         let session = Session {
@@ -224,7 +238,6 @@ impl Sfu {
             alloc_at: None,
             bwe_set: (0, 0),
             dirty: false,
-            fault: false,
         };
         self.sessions.insert(key, session);
         self.session_keys.insert(id.clone(), key);
@@ -524,7 +537,7 @@ impl Sfu {
     pub fn inject_fault(&mut self, id: &SessionId) -> Result<(), CoreError> {
         let key = self.session_key(id)?;
         let s = self.sessions.get_mut(&key).expect("key from index");
-        s.fault = true;
+        s.rtc.inject_fault();
         self.touch(key);
         Ok(())
     }

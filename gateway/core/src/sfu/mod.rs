@@ -8,7 +8,8 @@
 //! This file holds the `Sfu` itself (its state, construction, getters) and its IO surface
 //! (`handle_datagram`, `handle_tcp_closed`, `handle_timeout`, `poll_output`). Every decision lives
 //! in a file of its own, and none of them reads a clock or does IO:
-//! - `session.rs`: a Session, the guard around its `Rtc`, driving it, its timers, its teardown;
+//! - `session.rs`: a Session, driving its `Rtc`, its timers, its teardown; `guard.rs`: the one
+//!   door to an `Rtc` (`catch_unwind`);
 //! - `room.rs`: a Room, its teardown and its active speaker;
 //! - `track.rs`: TrackIn and TrackOut, publishing, layer statistics, ranking and choice;
 //! - `negotiation.rs`: offers, answers, glare, trickled candidates and SDP filtering;
@@ -17,16 +18,18 @@
 //! - `data.rs`: the data-channel relay; `forward.rs` and `alloc.rs`: pure forwarding and
 //!   allocation logic without an `Rtc`.
 //!
-//! str0m's single-mutation rule is kept here, one level up: every mutation of a Session's `Rtc`
-//! marks the Session dirty, and dirty Sessions are drained (to `Output::Timeout`) before any output
-//! leaves the core. Driving an `Rtc` (input, timeouts, draining its output) and writing forwarded
-//! media run under `catch_unwind`; a panic there closes only that Session, with
-//! `SessionCloseReason::InternalError`. Plain reads and the few control mutations (closing a data
-//! channel, sizing the RTX cache) are not wrapped.
+//! str0m's single-mutation rule is kept here, one level up: a Session that received a datagram or
+//! a timeout is drained (to `Output::Timeout`) at once, before the next input; a Session written to
+//! from elsewhere (forwarded media, relayed data, a control call) is marked dirty, and dirty
+//! Sessions are drained before any output leaves the core.
+//!
+//! Every touch of a Session's `Rtc`, reads included, goes through its `RtcGuard` (`guard.rs`),
+//! which runs it under `catch_unwind`; the `Rtc` is a private field of the guard, so there is no
+//! other way to reach it. A panic closes only that Session, with
+//! `SessionCloseReason::InternalError`, and its `Rtc` is never touched again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha20Rng;
@@ -43,6 +46,7 @@ pub(crate) mod alloc;
 mod control;
 mod data;
 pub(crate) mod forward;
+mod guard;
 mod media;
 mod negotiation;
 mod room;
@@ -52,8 +56,9 @@ mod track;
 pub use alloc::BweConfig;
 pub use data::DIRECT_LABEL;
 
+use guard::RtcPanicked;
 use room::Room;
-use session::{Session, check_fault};
+use session::Session;
 use track::TrackIn;
 
 const MAX_ADDRS_PER_SESSION: usize = 8;
@@ -345,9 +350,16 @@ impl Sfu {
         };
         if via_ufrag {
             // The ufrag is public (it is in the SDP): str0m checks the message integrity.
-            if !s.rtc.accepts(&input) {
-                self.counters.datagrams_rejected += 1;
-                return false;
+            match s.rtc.read(|rtc| rtc.accepts(&input)) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.counters.datagrams_rejected += 1;
+                    return false;
+                }
+                Err(RtcPanicked) => {
+                    self.fail(key);
+                    return false;
+                }
             }
             let addr = (d.transport, d.source);
             if s.addrs.len() < MAX_ADDRS_PER_SESSION && !s.addrs.contains(&addr) {
@@ -355,10 +367,7 @@ impl Sfu {
                 self.demux.insert_addr(addr, key);
             }
         }
-        let res = catch_unwind(AssertUnwindSafe(|| {
-            check_fault(s);
-            s.rtc.handle_input(input)
-        }));
+        let res = s.rtc.with(|rtc| rtc.handle_input(input));
         match res {
             Err(_) => {
                 self.fail(key);
@@ -409,12 +418,11 @@ impl Sfu {
             None,
             None,
         );
-        let res = catch_unwind(AssertUnwindSafe(|| {
-            check_fault(s);
-            s.rtc.direct_api().invalidate_candidate(&prflx);
+        let res = s.rtc.with(|rtc| {
+            rtc.direct_api().invalidate_candidate(&prflx);
             // Lets the ICE agent re-evaluate its state now rather than at its next timeout.
-            s.rtc.handle_input(Input::Timeout(now))
-        }));
+            rtc.handle_input(Input::Timeout(now))
+        });
         match res {
             Err(_) => self.fail(key),
             Ok(Err(e)) => {

@@ -5,7 +5,6 @@
 //! It owns the TrackOut states between ToOpen and Open (and ToStop to gone). It must not forward
 //! media or decide layers: an opened TrackOut is handed to `media.rs` with a key-frame request.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use str0m::Candidate;
@@ -14,7 +13,7 @@ use str0m::media::{Direction, MediaKind};
 use str0m::net::Protocol;
 
 use super::track::OutState;
-use super::{RemoteCandidate, Sfu, check_fault};
+use super::{RemoteCandidate, Sfu};
 use crate::demux::SessionKey;
 use crate::error::CoreError;
 use crate::ids::SessionId;
@@ -49,10 +48,7 @@ impl Sfu {
         }
         let s = self.sessions.get_mut(&key).expect("key from index");
         let glare = s.pending.take().is_some();
-        let res = catch_unwind(AssertUnwindSafe(|| {
-            check_fault(s);
-            s.rtc.sdp_api().accept_offer(offer)
-        }));
+        let res = s.rtc.with(|rtc| rtc.sdp_api().accept_offer(offer));
         if glare {
             self.finish_negotiation(key, false);
         }
@@ -79,7 +75,13 @@ impl Sfu {
         }
         // An ICE restart by the Peer gives this side new credentials too: keep the ufrag index
         // right, or checks from the Peer's new address could not be routed.
-        let ufrag = s.rtc.direct_api().local_ice_credentials().ufrag;
+        let Ok(ufrag) = s
+            .rtc
+            .with(|rtc| rtc.direct_api().local_ice_credentials().ufrag)
+        else {
+            self.fail(key);
+            return Err(CoreError::Internal(id.clone()));
+        };
         if ufrag != s.ufrag {
             let old = std::mem::replace(&mut s.ufrag, ufrag.clone());
             self.demux.remove(&old, &[], key);
@@ -131,10 +133,9 @@ impl Sfu {
             });
         }
         let pending = s.pending.take().expect("checked above");
-        let res = catch_unwind(AssertUnwindSafe(|| {
-            check_fault(s);
-            s.rtc.sdp_api().accept_answer(pending.offer, answer)
-        }));
+        let res = s
+            .rtc
+            .with(|rtc| rtc.sdp_api().accept_answer(pending.offer, answer));
         match res {
             Err(_) => {
                 self.fail(key);
@@ -197,10 +198,7 @@ impl Sfu {
             return Ok(());
         }
         let s = self.sessions.get_mut(&key).expect("key from index");
-        let res = catch_unwind(AssertUnwindSafe(|| {
-            check_fault(s);
-            s.rtc.add_remote_candidate(c)
-        }));
+        let res = s.rtc.with(|rtc| rtc.add_remote_candidate(c));
         if res.is_err() {
             self.fail(key);
             return Err(CoreError::Internal(id.clone()));
@@ -228,10 +226,10 @@ impl Sfu {
             return;
         }
         let tracks = &self.tracks;
-        let res = catch_unwind(AssertUnwindSafe(|| {
-            check_fault(s);
-            let mut api = s.rtc.sdp_api();
-            for (tk, o) in s.tracks_out.iter_mut() {
+        let tracks_out = &mut s.tracks_out;
+        let res = s.rtc.with(|rtc| {
+            let mut api = rtc.sdp_api();
+            for (tk, o) in tracks_out.iter_mut() {
                 match o.state {
                     OutState::ToOpen => {
                         let Some(t) = tracks.get(tk) else { continue };
@@ -252,7 +250,7 @@ impl Sfu {
                 }
             }
             api.apply()
-        }));
+        });
         match res {
             Err(_) => self.fail(key),
             Ok(None) => {
@@ -316,20 +314,26 @@ impl Sfu {
             s.tracks_out.remove(&tk);
         }
         let rtx = self.config.rtx_cache_packets;
-        for (tk, mid, kind) in &opened {
-            let mut api = s.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(*mid, None) else {
-                continue;
-            };
-            if *kind == MediaKind::Video {
-                tx.set_rtx_cache(rtx, Duration::from_secs(3), Some(0.15));
+        let tracks_out = &mut s.tracks_out;
+        let res = s.rtc.with(|rtc| {
+            for (tk, mid, kind) in &opened {
+                let mut api = rtc.direct_api();
+                let Some(tx) = api.stream_tx_by_mid(*mid, None) else {
+                    continue;
+                };
+                if *kind == MediaKind::Video {
+                    tx.set_rtx_cache(rtx, Duration::from_secs(3), Some(0.15));
+                }
+                let ssrc = tx.ssrc();
+                if let Some(o) = tracks_out.get_mut(tk) {
+                    o.ssrc = Some(ssrc);
+                }
             }
-            let ssrc = tx.ssrc();
-            if let Some(o) = s.tracks_out.get_mut(tk) {
-                o.ssrc = Some(ssrc);
-            }
-        }
-        let connected = s.rtc.is_connected();
+            rtc.is_connected()
+        });
+        let Ok(connected) = res else {
+            return self.fail(key);
+        };
         if connected {
             for (tk, _, kind) in opened {
                 if kind == MediaKind::Video {

@@ -7,15 +7,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant, SystemTime};
 
 use str0m::bwe::BweKind;
 use str0m::channel::ChannelId;
 use str0m::media::{MediaKind, Mid, Rid};
 use str0m::rtp::Ssrc;
-use str0m::{Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
+use str0m::{Event, IceConnectionState, Input, Output as RtcOutput};
 
+use super::guard::{RtcGuard, RtcPanicked};
 use super::negotiation::PendingOffer;
 use super::track::{OutState, TrackOut};
 use super::{Sfu, TimerKey, TrackKey, data, transport_of};
@@ -34,7 +34,8 @@ pub(super) struct Session {
     pub(super) permissions: Permissions,
     pub(super) created_at: SystemTime,
     pub(super) state: SessionState,
-    pub(super) rtc: Rtc,
+    /// The Session's `Rtc`, reachable only through its guard (`guard.rs`).
+    pub(super) rtc: RtcGuard,
     pub(super) ufrag: String,
     pub(super) addrs: Vec<(Transport, SocketAddr)>,
     pub(super) rtc_timeout: Instant,
@@ -58,7 +59,6 @@ pub(super) struct Session {
     /// The (minimum, desired) bitrates last given to str0m's BWE.
     pub(super) bwe_set: (u64, u64),
     pub(super) dirty: bool,
-    pub(super) fault: bool,
 }
 
 impl Sfu {
@@ -82,10 +82,7 @@ impl Sfu {
             return;
         };
         if s.rtc_timeout <= now {
-            let res = catch_unwind(AssertUnwindSafe(|| {
-                check_fault(s);
-                s.rtc.handle_input(Input::Timeout(now))
-            }));
+            let res = s.rtc.with(|rtc| rtc.handle_input(Input::Timeout(now)));
             match res {
                 Err(_) => return self.fail(key),
                 Ok(Err(e)) => {
@@ -144,12 +141,12 @@ impl Sfu {
         s.dirty = false;
         let mut events = std::mem::take(&mut self.scratch_events);
         let transmits = &mut self.transmits;
-        let res = catch_unwind(AssertUnwindSafe(|| {
-            check_fault(s);
+        let rtc_timeout = &mut s.rtc_timeout;
+        let res = s.rtc.with(|rtc| {
             loop {
-                match s.rtc.poll_output()? {
+                match rtc.poll_output()? {
                     RtcOutput::Timeout(t) => {
-                        s.rtc_timeout = t;
+                        *rtc_timeout = t;
                         return Ok(());
                     }
                     RtcOutput::Transmit(t) => transmits.push_back(Transmit {
@@ -161,7 +158,7 @@ impl Sfu {
                     RtcOutput::Event(e) => events.push(e),
                 }
             }
-        }));
+        });
         match res {
             Err(_) => return self.fail(key),
             Ok(Err(e)) => {
@@ -277,9 +274,13 @@ impl Sfu {
                 self.emit(&room, Some(&id), EventKind::SessionDisconnected { grace });
             }
             IceConnectionState::Connected | IceConnectionState::Completed
-                if s.state == SessionState::Disconnected && s.rtc.is_connected() =>
+                if s.state == SessionState::Disconnected =>
             {
-                self.set_connected(key);
+                match s.rtc.is_connected() {
+                    Ok(true) => self.set_connected(key),
+                    Ok(false) => {}
+                    Err(RtcPanicked) => self.fail(key),
+                }
             }
             _ => {}
         }
@@ -303,12 +304,12 @@ impl Sfu {
         }
         if graceful {
             let transmits = &mut self.transmits;
-            let _ = catch_unwind(AssertUnwindSafe(|| {
-                check_fault(&s);
-                let _ = s.rtc.close();
+            // A panic here changes nothing: the Session is being removed anyway.
+            let _ = s.rtc.with(|rtc| {
+                let _ = rtc.close();
                 // Bounded: a closed Rtc only flushes what it has queued.
                 for _ in 0..64 {
-                    match s.rtc.poll_output() {
+                    match rtc.poll_output() {
                         Ok(RtcOutput::Transmit(t)) => transmits.push_back(Transmit {
                             transport: transport_of(t.proto),
                             source: t.source,
@@ -319,7 +320,7 @@ impl Sfu {
                         Ok(RtcOutput::Timeout(_)) | Err(_) => break,
                     }
                 }
-            }));
+            });
         }
         self.demux.remove(&s.ufrag, &s.addrs, key);
         if let Some(t) = s.timer {
@@ -365,12 +366,5 @@ impl Sfu {
                 EventKind::ParticipantLeft(s.participant),
             );
         }
-    }
-}
-
-/// The fault-injection hook: a Session marked faulty panics where a bug would.
-pub(super) fn check_fault(s: &Session) {
-    if s.fault {
-        panic!("injected fault in session {}", s.id);
     }
 }

@@ -28,9 +28,7 @@ pub(super) struct TrackOut {
     pub(super) wanted: bool,
     pub(super) kind: MediaKind,
     /// Publisher payload type → subscriber payload type, learned on first use.
-    /// With RED (RFC 2198) in: `true` when the subscriber did not negotiate RED and gets the
-    /// primary encoding only.
-    pub(super) pt_map: Vec<(Pt, Option<(Pt, bool)>)>,
+    pub(super) pt_map: Vec<PtMapping>,
     /// Layer choice, key-frame gating and sequence/timestamp rewriting.
     pub(super) fwd: forward::Forwarder,
     /// The bandwidth cap on the layer (with hysteresis).
@@ -77,9 +75,44 @@ pub(super) struct TrackIn {
     /// Smoothed loudness of an audio track (0–127) and when it was last updated.
     pub(super) loudness: f32,
     pub(super) loudness_at: Option<Instant>,
-    /// Publisher payload type → (its codec, whether it is the RED wrapper of that codec),
-    /// learned on first use so forwarding does not scan the codec table per packet.
-    pub(super) pt_codec: Vec<(Pt, Option<(PayloadParams, bool)>)>,
+    /// What each of the publisher's payload types carries, learned on first use so forwarding
+    /// does not scan the codec table per packet.
+    pub(super) pt_codec: Vec<PtCodec>,
+}
+
+/// What a publisher's payload type carries.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct InCodec {
+    /// The codec (of the primary encoding, for RED).
+    pub(super) params: PayloadParams,
+    /// The payload type is the Opus RED (RFC 2198) wrapper of that codec.
+    pub(super) red: bool,
+}
+
+/// One learned entry of a TrackIn's payload-type table.
+pub(super) struct PtCodec {
+    /// The publisher's payload type.
+    pub(super) pt: Pt,
+    /// Its codec; `None` when the publisher did not negotiate it (its packets are dropped).
+    pub(super) codec: Option<InCodec>,
+}
+
+/// How one of the publisher's payload types goes out to one subscriber.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OutPt {
+    /// The subscriber's payload type.
+    pub(super) pt: Pt,
+    /// The publisher sends RED and the subscriber did not negotiate it: it gets the primary
+    /// encoding only.
+    pub(super) strip_red: bool,
+}
+
+/// One learned entry of a TrackOut's payload-type map.
+pub(super) struct PtMapping {
+    /// The publisher's payload type.
+    pub(super) input: Pt,
+    /// The subscriber's; `None` when it does not support the codec (nothing is sent).
+    pub(super) output: Option<OutPt>,
 }
 
 pub(super) struct LayerStat {
