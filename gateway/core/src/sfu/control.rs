@@ -180,6 +180,9 @@ impl Sfu {
                 ufrag: ufrag.clone(),
                 pass,
             });
+        if let Some(cert) = &self.dtls_cert {
+            builder = builder.set_dtls_cert(cert.clone());
+        }
         if self.config.bwe.enabled {
             builder = builder.enable_bwe(Some(Bitrate::bps(
                 self.config.bwe.initial_bitrate_bps.max(1),

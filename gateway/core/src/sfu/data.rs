@@ -299,6 +299,12 @@ impl Sfu {
                 ),
             });
         }
+        if !binary && std::str::from_utf8(data).is_err() {
+            return Err(CoreError::InvalidArgument {
+                field: "data",
+                reason: "a text message (binary = false) must be UTF-8".into(),
+            });
+        }
         let r = self
             .rooms
             .get(room)

@@ -34,9 +34,11 @@ use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
+use str0m::config::DtlsCert;
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, CandidateKind, Event, Input};
 
+use crate::command::{Command, CommandCounts};
 use crate::demux::{Demux, SessionKey};
 use crate::error::CoreError;
 use crate::ids::{RoomId, SessionId, TrackId};
@@ -202,6 +204,11 @@ pub struct Sfu {
     transmits: VecDeque<Transmit>,
     events: VecDeque<SfuEvent>,
     counters: Counters,
+    /// Commands handled, per kind.
+    commands: CommandCounts,
+    /// A DTLS certificate every new Session uses; `None` (always, outside tests): str0m draws a
+    /// fresh one per Session.
+    dtls_cert: Option<DtlsCert>,
     draining: bool,
 }
 
@@ -249,6 +256,8 @@ impl Sfu {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
+            commands: CommandCounts::default(),
+            dtls_cert: None,
             draining: false,
         })
     }
@@ -261,6 +270,23 @@ impl Sfu {
     /// Drop and forward counters.
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// Commands handled ([`Sfu::handle_command`]), per kind.
+    pub fn command_counts(&self) -> CommandCounts {
+        self.commands
+    }
+
+    /// Test hook: every Session created from now on uses `cert` as its DTLS certificate, instead
+    /// of one str0m draws from the crypto provider's randomness, so that a replayed run produces
+    /// the same SDP (its fingerprint) as another replay.
+    #[cfg(feature = "testing")]
+    pub fn pin_dtls_cert(&mut self, cert: DtlsCert) {
+        self.dtls_cert = Some(cert);
+    }
+
+    pub(crate) fn count_command(&mut self, cmd: &Command) {
+        self.commands.count(cmd);
     }
 
     /// Number of Rooms.
