@@ -127,7 +127,9 @@ async fn a_connection_that_never_sends_a_check_is_closed_after_the_idle_timeout(
     let mut silent = TcpStream::connect(tcp_addr).await?;
     // Framed, well-formed STUN for nobody's ufrag: routed nowhere, so it does not count as life.
     let mut stray = TcpStream::connect(tcp_addr).await?;
-    stray.write_all(&framed(&stun_binding(b"nobody:x"))).await?;
+    stray
+        .write_all(&framed(&stun_binding_request(b"nobody:x")))
+        .await?;
     // Not closed before the timeout (half of it is well before; a coarse bound, not a speed test).
     still_open(&mut silent, Duration::from_millis(800)).await;
     closed_by_gateway(&mut silent, Duration::from_secs(15)).await?;
@@ -210,23 +212,9 @@ async fn a_tcp_peer_that_hangs_up_is_disconnected_then_closed_after_the_grace_pe
     let mut c = tcp_config(16, 60);
     c.sessions.disconnect_grace_secs = 1;
     let gw = start(c).await?;
-    let (backend, (sa, a), (sb, b)) = tcp_call(&gw, "tcp-gone").await?;
+    let (backend, (sa, a), (sb, _)) = tcp_call(&gw, "tcp-gone").await?;
     a.stop();
-    wait_until(Duration::from_secs(20), || {
-        let kinds = backend.events_of(&sa);
-        let disc = kinds
-            .iter()
-            .position(|k| matches!(k, pb::event::Kind::SessionDisconnected(_)));
-        let closed = kinds.iter().position(|k| {
-            matches!(k, pb::event::Kind::SessionClosed(c)
-                if c.reason == pb::SessionCloseReason::DisconnectTimeout as i32)
-        });
-        match (disc, closed) {
-            (Some(d), Some(c)) if d < c => Ok(()),
-            other => Err(format!("disconnected/closed at {other:?}")),
-        }
-    })
-    .await?;
+    disconnected_then_closed(&backend, &sa, Duration::from_secs(20)).await?;
     // Bob is unaffected.
     assert!(
         !backend
@@ -296,7 +284,7 @@ async fn one_source_filling_its_quota_does_not_lock_out_another() -> anyhow::Res
 
     // A Peer on another address still connects, its checks for its live Session are answered,
     // and the call works.
-    let (backend, (sa, a), (sb, b)) = tcp_call(&gw, "tcp-per-source").await?;
+    let (_, (_, a), _) = tcp_call(&gw, "tcp-per-source").await?;
     assert_eq!(a.tcp_stats().unwrap().connections, 1);
     gw.shutdown().await;
     Ok(())
@@ -315,7 +303,7 @@ async fn a_connection_without_a_valid_check_is_closed_at_the_first_check_deadlin
     let mut silent = TcpStream::connect(tcp_addr).await?;
     // Well-formed STUN for nobody's ufrag: no Session accepts it, so it is no valid check.
     let mut stray = TcpStream::connect(tcp_addr).await?;
-    stray.write_all(&framed(&stun_binding(b"nobody:x"))).await?;
+    stray.write_all(&framed(&stun_binding_request(b"nobody:x"))).await?;
     closed_by_gateway(&mut silent, Duration::from_secs(10)).await?;
     closed_by_gateway(&mut stray, Duration::from_secs(10)).await?;
 
@@ -331,20 +319,4 @@ fn framed(msg: &[u8]) -> Vec<u8> {
     let mut f = (msg.len() as u16).to_be_bytes().to_vec();
     f.extend_from_slice(msg);
     f
-}
-
-/// A STUN binding request with only a USERNAME attribute (no integrity: nobody accepts it).
-fn stun_binding(user: &[u8]) -> Vec<u8> {
-    let mut attr = vec![0x00, 0x06];
-    attr.extend_from_slice(&(user.len() as u16).to_be_bytes());
-    attr.extend_from_slice(user);
-    while attr.len() % 4 != 0 {
-        attr.push(0);
-    }
-    let mut m = vec![0x00, 0x01];
-    m.extend_from_slice(&(attr.len() as u16).to_be_bytes());
-    m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
-    m.extend_from_slice(&[7; 12]);
-    m.extend_from_slice(&attr);
-    m
 }
