@@ -303,7 +303,9 @@ async fn a_connection_without_a_valid_check_is_closed_at_the_first_check_deadlin
     let mut silent = TcpStream::connect(tcp_addr).await?;
     // Well-formed STUN for nobody's ufrag: no Session accepts it, so it is no valid check.
     let mut stray = TcpStream::connect(tcp_addr).await?;
-    stray.write_all(&framed(&stun_binding_request(b"nobody:x"))).await?;
+    stray
+        .write_all(&framed(&stun_binding_request(b"nobody:x")))
+        .await?;
     closed_by_gateway(&mut silent, Duration::from_secs(10)).await?;
     closed_by_gateway(&mut stray, Duration::from_secs(10)).await?;
 
