@@ -33,6 +33,7 @@ use turn_types::stun::prelude::MessageWrite;
 
 #[path = "turn/client.rs"]
 mod client;
+mod common;
 #[path = "turn/interop.rs"]
 mod interop;
 #[path = "turn/policy.rs"]

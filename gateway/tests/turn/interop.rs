@@ -3,6 +3,7 @@
 //! client, which proves the shared-secret scheme and the client's protocol.
 
 use super::*;
+use crate::common::coturn_command;
 
 /// Kills the child process when dropped.
 struct Child(std::process::Child);
@@ -26,27 +27,16 @@ async fn coturn_accepts_credentials_minted_by_the_gateway() {
     };
     let secret = "coturn-interop-secret";
     let _child = Child(
-        std::process::Command::new(bin)
-            .args([
-                "-n",
-                "--listening-ip=127.0.0.1",
-                &format!("--listening-port={port}"),
-                "--relay-ip=127.0.0.1",
-                "--min-port=43000",
-                "--max-port=43999",
-                "--use-auth-secret",
-                &format!("--static-auth-secret={secret}"),
-                "--realm=test.local",
-                "--allow-loopback-peers",
-                "--no-cli",
-                "--no-tls",
-                "--no-dtls",
-                "--log-file=stdout",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start turnserver"),
+        coturn_command(
+            &bin,
+            port,
+            secret,
+            &["--min-port=43000", "--max-port=43999"],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start turnserver"),
     );
     let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
 
