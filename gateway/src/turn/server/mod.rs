@@ -32,7 +32,7 @@ use turn_types::stun::attribute::{ErrorCode, XorMappedAddress};
 use turn_types::stun::message::{BINDING, Message, MessageClass, MessageWriteExt};
 use turn_types::stun::prelude::MessageWrite;
 
-use super::credentials::{NonceKey, TurnCredential, mint_credential};
+use super::credentials::{self, NonceKey, TurnCredential, mint_credential};
 use super::policy::PeerPolicy;
 use super::settings::TurnConfig;
 use allocations::Allocation;
@@ -290,9 +290,12 @@ impl Shared {
     }
 
     /// Drops expired allocations, permissions and channels, and revocations whose credentials
-    /// expired anyway. Called about once a second.
+    /// expired anyway. An allocation also ends when its credential has expired and its identity
+    /// is not a live Session (only a live Session's allocation outlives its credential). Called
+    /// about once a second.
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
+        let wall = std::time::SystemTime::now();
         let all: Vec<Arc<Allocation>> = lock(&self.state).allocations.values().cloned().collect();
         for a in all {
             let expired = {
@@ -301,11 +304,13 @@ impl Shared {
                 inner.prune_channels(now);
                 inner.expires <= now
             };
-            if expired {
+            let orphaned = credentials::seconds_left(&a.username, wall) == 0
+                && !lock(&self.sessions).is_live(&a.identity);
+            if expired || orphaned {
                 self.remove(&a.five);
             }
         }
-        lock(&self.sessions).forget_expired(std::time::SystemTime::now());
+        lock(&self.sessions).forget_expired(wall);
     }
 
     /// Credentials for `identity` valid `turn.credential_ttl_secs` from `now`.

@@ -95,7 +95,7 @@ impl Shared {
 
     /// Revokes the identity of every Session that closes, until the event stream ends. When it
     /// falls behind, closes may have been missed: every live Session loses its exception to
-    /// credential expiry (safe: nothing outlives its credential any more).
+    /// credential expiry (safe: the sweep then ends every allocation whose credential expired).
     pub(crate) async fn watch_sessions(self: Arc<Self>, mut events: EventSubscription) {
         loop {
             let ev = tokio::select! {
