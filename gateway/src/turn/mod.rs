@@ -37,15 +37,17 @@
 //! in one address family: that of the relay address (`turn.relay_ip`, else `media.bind_ip`);
 //! an Allocate for the other family gets 440, a peer of the other family 443.
 //!
-//! Credentials and Sessions: credentials are checked on every request. An Allocate needs an
-//! unexpired credential (`turn.credential_ttl_secs`, 10 minutes by default). The credentials the
-//! gateway mints for a Session (identity = Session id) are tied to it: while the Session lives,
-//! Refresh, CreatePermission and ChannelBind on an allocation made with them keep working past
-//! the credential's expiry (the allocation lives as long as it is refreshed, each grant at most
-//! `allocation_max_lifetime_secs`); when the Session closes (its `SessionClosed` event), its
-//! allocations end at once and every request with its credentials is refused with 401, until
-//! those credentials would have expired. Any other identity (minted with [`TurnServer::mint`])
-//! gets no lifetime past its credential's expiry and cannot Refresh after it.
+//! Credentials and Sessions: credentials are checked on every request and live
+//! `turn.credential_ttl_secs` (10 minutes by default). The credentials the gateway mints for a
+//! Session (identity = Session id) are tied to it: while this gateway knows the Session is live,
+//! they keep working past that expiry for every request (Allocate too, so an ICE restart over
+//! TURN works in a long call; Refresh, CreatePermission, ChannelBind), each lifetime granted at
+//! most `allocation_max_lifetime_secs`; when the Session closes (its `SessionClosed` event), its
+//! allocations end at once and every request with its credentials is refused with 401 until
+//! they would have expired. The expiry still bounds them whenever the gateway does not know the
+//! Session as live: after a restart with the same `turn.secret`, on another gateway sharing it,
+//! or after its event subscription lagged. Any other identity (minted with [`TurnServer::mint`])
+//! gets no lifetime past its credential's expiry and nothing after it.
 
 pub mod credentials;
 mod ice_servers;

@@ -102,9 +102,8 @@ pub struct TurnConfig {
     /// Shared secret of the `username = expiry:identity`, `password = base64(HMAC-SHA1(secret,
     /// username))` scheme. Empty = a random secret per start.
     pub secret: String,
-    /// Lifetime of minted credentials, in seconds: how long a new allocation can be made with
-    /// them. A Session's credentials keep its allocations refreshable past it while the Session
-    /// lives, and are revoked when it closes (see [`crate::turn`]).
+    /// Lifetime of minted credentials, in seconds. A Session's credentials keep working past it
+    /// while the Session lives, and are revoked when it closes (see [`crate::turn`]).
     pub credential_ttl_secs: u64,
     /// Address relay sockets bind to. None = `media.bind_ip`.
     pub relay_ip: Option<IpAddr>,

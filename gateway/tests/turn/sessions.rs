@@ -2,7 +2,7 @@
 //! Session through the API ends its allocations and its credentials are refused with 401 (the
 //! code for an expired credential: a revoked one is treated exactly like it, so a client learns
 //! nothing more than "these credentials no longer work"), while a live Session's allocation
-//! stays refreshable past the credential's expiry and nobody else's does.
+//! keeps allocating and refreshing past the credential's expiry and nobody else does.
 
 use super::*;
 
@@ -99,7 +99,7 @@ async fn closing_a_session_ends_its_allocations_and_refuses_its_credentials() {
 }
 
 #[tokio::test]
-async fn a_live_session_refreshes_past_its_credential_expiry_and_others_do_not() {
+async fn a_live_session_s_credentials_work_past_their_expiry_and_others_do_not() {
     let (gw, a) = start_with(|c| c.turn.credential_ttl_secs = 2).await;
     let (sid, ice) = create_session(&gw).await;
     let mut c = TurnClient::udp(a.udp).await.unwrap();
@@ -125,7 +125,15 @@ async fn a_live_session_refreshes_past_its_credential_expiry_and_others_do_not()
         .await
         .expect("a live Session refreshes past the expiry");
     relay_both_ways(&mut c, relayed, "past expiry").await;
+    // An ICE restart allocates again with the same credentials.
+    let mut restarted = TurnClient::tcp(a.tcp).await.unwrap();
+    restarted
+        .allocate(&ice[0].username, &ice[0].credential)
+        .await
+        .expect("a live Session allocates past the expiry");
     assert_eq!(o.refresh(600).await, Err(401), "anyone else cannot");
+    let mut o2 = TurnClient::udp(a.udp).await.unwrap();
+    assert_eq!(o2.allocate(&m.username, &m.password).await, Err(401));
 
     close_session(&gw, &sid).await;
     crate_wait(|| gw.turn().unwrap().stats().allocations == 0).await;

@@ -4,7 +4,7 @@
 //! Owns each [`Allocation`]'s record and its relay socket's place in the port range; its
 //! permissions and channels are `permissions`' business, its data path `relay`'s. A granted
 //! lifetime never exceeds `allocation_max_lifetime_secs`, nor the credential's expiry unless the
-//! identity is a live Session (see `auth`).
+//! identity is a live Session (see `auth` and `sessions`).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -61,7 +61,7 @@ impl Shared {
         sink: &ClientSink,
         msg: &Message<'_>,
     ) -> Result<Vec<u8>, Refusal> {
-        let auth = self.authenticate(five, msg, false)?;
+        let auth = self.authenticate(five, msg)?;
         if let Some(a) = self.allocation(&five) {
             if a.txid == msg.transaction_id() && a.username == auth.username {
                 // A retransmitted Allocate: answer it again.

@@ -112,14 +112,13 @@ impl Shared {
         b.finish()
     }
 
-    /// The long-term credential check. `on_allocation`: the request is for an existing
-    /// allocation (Refresh, CreatePermission, ChannelBind), where a live Session's credential
-    /// keeps working past its expiry. A revoked identity is refused like an expired credential.
+    /// The long-term credential check. A live Session's credential works past its expiry (the
+    /// Session's end revokes it instead); a revoked identity is refused like an expired
+    /// credential.
     pub(super) fn authenticate(
         &self,
         five: FiveTuple,
         msg: &Message<'_>,
-        on_allocation: bool,
     ) -> Result<Authed, Refusal> {
         if !msg.has_attribute(MessageIntegrity::TYPE)
             && !msg.has_attribute(MessageIntegritySha256::TYPE)
@@ -143,7 +142,7 @@ impl Shared {
         let username = user.username();
         let identity = match credentials::check_username(username, now) {
             Ok(identity) => identity,
-            Err(CredentialError::Expired) if on_allocation => credentials::identity_of(username),
+            Err(CredentialError::Expired) => credentials::identity_of(username),
             Err(_) => return Err(Refusal::challenge(ErrorCode::UNAUTHORIZED)),
         };
         let (live, revoked) = {
@@ -183,7 +182,7 @@ impl Shared {
         msg: &Message<'_>,
         known: &[AttributeType],
     ) -> Result<(Authed, Arc<Allocation>), Refusal> {
-        let auth = self.authenticate(five, msg, true)?;
+        let auth = self.authenticate(five, msg)?;
         let Some(alloc) = self.allocation(&five) else {
             return Err(Refusal::signed(ErrorCode::ALLOCATION_MISMATCH, &auth));
         };
