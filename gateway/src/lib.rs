@@ -10,8 +10,10 @@
 //! - [`handle`]: the typed control surface and dispatch to Workers.
 //! - [`api`]: the gRPC edge (the only module that knows protobuf).
 //! - [`events`]: sequence-stamped event fan-out.
-//! - [`turn`]: the embedded TURN/STUN server and TURN credential minting.
-//! - [`config`], [`telemetry`]: settings and logging.
+//! - [`turn`]: the embedded TURN/STUN server, TURN credential minting and the `[turn]` keys.
+//! - `conns`: TCP plumbing shared by the ICE-TCP side and the TURN listeners (accept back-off,
+//!   per-source connection limits, the batching queue writer).
+//! - [`config`], [`telemetry`]: settings (and what the Workers are built from) and logging.
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
