@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //! - `switchboard_core` (crate): the sans-IO SFU; every decision.
-//! - [`driver`]: Worker threads, each with a UDP socket, an ICE-TCP listener and one core.
+//! - `driver`: Worker threads, each with a UDP socket, an ICE-TCP listener and one core.
 //! - [`handle`]: the typed control surface and dispatch to Workers.
 //! - [`api`]: the gRPC edge (the only module that knows protobuf).
 //! - [`events`]: sequence-stamped event fan-out.
