@@ -1,6 +1,7 @@
 //! ICE over TCP through the real gateway: str0m Peers whose only candidate is an active TCP one
 //! reach a Worker's passive TCP listener (RFC 6544, RFC 4571 framing) and call UDP Peers; the
-//! listener's limits (connections, idle time, framing) close only the offending connection.
+//! listener's limits (connections in total and per source, the first-check deadline, idle time,
+//! framing) close only the offending connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
