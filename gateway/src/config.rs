@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::turn::settings::{IceServerConfig, InvalidSetting, TurnConfig};
+
+mod workers;
+
 /// The whole configuration. See `switchboard.example.toml` for every key, commented.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -122,29 +126,6 @@ impl From<String> for Secret {
     }
 }
 
-/// Secret bytes (a TURN shared secret in use): like [`Secret`], its `Debug` never shows them.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct SecretBytes(Vec<u8>);
-
-impl std::fmt::Debug for SecretBytes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "<{} secret bytes>", self.0.len())
-    }
-}
-
-impl std::ops::Deref for SecretBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl From<Vec<u8>> for SecretBytes {
-    fn from(v: Vec<u8>) -> Self {
-        Self(v)
-    }
-}
-
 impl PartialEq<&str> for Secret {
     fn eq(&self, other: &&str) -> bool {
         self.0 == *other
@@ -173,6 +154,12 @@ pub struct MediaConfig {
     pub tcp_port_base: u16,
     /// Most open TCP connections per Worker; more are closed as soon as they are accepted.
     pub tcp_max_connections: usize,
+    /// Most open TCP connections per Worker from one source (an IPv4 address or an IPv6 /64);
+    /// more are closed as soon as they are accepted. Raise it when many Peers share one NAT.
+    pub tcp_max_connections_per_ip: usize,
+    /// Seconds a new TCP connection has to carry a valid STUN check for a live Session (a frame
+    /// a Session accepted) before it is closed.
+    pub tcp_first_check_timeout_secs: u64,
     /// Seconds a TCP connection may go without a frame a Session accepted (STUN, DTLS, media)
     /// before it is closed. ICE consent checks every few seconds keep a live one open.
     pub tcp_idle_timeout_secs: u64,
@@ -194,6 +181,8 @@ impl Default for MediaConfig {
             tcp_enabled: true,
             tcp_port_base: 40000,
             tcp_max_connections: 1000,
+            tcp_max_connections_per_ip: 100,
+            tcp_first_check_timeout_secs: 5,
             tcp_idle_timeout_secs: 30,
             tcp_max_frame_bytes: 4096,
             tcp_send_queue_frames: 256,
@@ -356,134 +345,6 @@ impl Default for BweConfig {
     }
 }
 
-/// One `[[ice_servers]]` entry. Its `Debug` hides `credential` and `shared_secret`.
-#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct IceServerConfig {
-    /// `stun:` or `turn:` URLs.
-    pub urls: Vec<String>,
-    /// TURN username (static; leave empty with `shared_secret`).
-    pub username: String,
-    /// TURN password (static; leave empty with `shared_secret`).
-    pub credential: String,
-    /// coturn `static-auth-secret`: when set, the gateway mints a time-limited username and
-    /// credential for this server per Session (`use-auth-secret` scheme).
-    pub shared_secret: Secret,
-    /// Lifetime of minted credentials in seconds; 0 = `turn.credential_ttl_secs`.
-    pub credential_ttl_secs: u64,
-}
-
-impl std::fmt::Debug for IceServerConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IceServerConfig")
-            .field("urls", &self.urls)
-            .field("username", &self.username)
-            .field("credential", &Secret(self.credential.clone()))
-            .field("shared_secret", &self.shared_secret)
-            .field("credential_ttl_secs", &self.credential_ttl_secs)
-            .finish()
-    }
-}
-
-/// `[turn]`: the embedded TURN server (also answers STUN Binding on its ports).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct TurnConfig {
-    /// Run the embedded TURN server.
-    pub enabled: bool,
-    /// UDP listener (port 0 picks a free port; the minted URLs carry the real one).
-    pub listen_udp: SocketAddr,
-    /// TCP listener (plain STUN framing, RFC 8656).
-    pub listen_tcp: SocketAddr,
-    /// TLS listener (`turns:`); needs `tls_cert` and `tls_key`. None = no TLS.
-    pub listen_tls: Option<SocketAddr>,
-    /// PEM certificate chain for the TLS listener.
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for the TLS listener.
-    pub tls_key: Option<PathBuf>,
-    /// Host put into the `turn:`/`turns:` URLs. Empty = the first media announce IP.
-    pub public_host: String,
-    /// REALM of the long-term credentials.
-    pub realm: String,
-    /// Shared secret of the `username = expiry:identity`, `password = base64(HMAC-SHA1(secret,
-    /// username))` scheme. Empty = a random secret per start.
-    pub secret: Secret,
-    /// Lifetime of minted credentials, in seconds.
-    pub credential_ttl_secs: u64,
-    /// Address relay sockets bind to. None = `media.bind_ip`.
-    pub relay_ip: Option<IpAddr>,
-    /// Lowest relay port.
-    pub relay_port_min: u16,
-    /// Highest relay port.
-    pub relay_port_max: u16,
-    /// Most live allocations per identity (the part of the username after the expiry).
-    pub max_allocations_per_identity: u32,
-    /// Most live allocations in total.
-    pub max_allocations: u32,
-    /// Relayed bitrate per allocation (both directions), in kbit/s; over it packets are
-    /// dropped. 0 = unlimited.
-    pub max_relay_bitrate_kbps: u32,
-    /// Longest lifetime an Allocate or Refresh may obtain, in seconds.
-    pub allocation_max_lifetime_secs: u32,
-    /// Most permissions (peer IPs) per allocation; channel bindings are capped the same.
-    pub max_permissions_per_allocation: u32,
-    /// Most simultaneous TCP and TLS client connections.
-    pub max_stream_connections: u32,
-    /// Peer address ranges (CIDR) never relayed to.
-    pub deny_peers: Vec<String>,
-    /// Peer address ranges (CIDR) relayed to even when `deny_peers` matches.
-    pub allow_peers: Vec<String>,
-}
-
-impl Default for TurnConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            listen_udp: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3478),
-            listen_tcp: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3478),
-            listen_tls: None,
-            tls_cert: None,
-            tls_key: None,
-            public_host: String::new(),
-            realm: "switchboard".into(),
-            secret: Secret::default(),
-            credential_ttl_secs: 86400,
-            relay_ip: None,
-            relay_port_min: 49152,
-            relay_port_max: 65535,
-            max_allocations_per_identity: 10,
-            max_allocations: 1000,
-            max_relay_bitrate_kbps: 10_000,
-            allocation_max_lifetime_secs: 3600,
-            max_permissions_per_allocation: 32,
-            max_stream_connections: 1024,
-            deny_peers: [
-                "0.0.0.0/8",
-                "10.0.0.0/8",
-                "100.64.0.0/10",
-                "127.0.0.0/8",
-                "169.254.0.0/16",
-                "172.16.0.0/12",
-                "192.0.0.0/24",
-                "192.168.0.0/16",
-                "198.18.0.0/15",
-                "224.0.0.0/4",
-                "240.0.0.0/4",
-                "::/128",
-                "::1/128",
-                "64:ff9b::/96",
-                "64:ff9b:1::/48",
-                "fc00::/7",
-                "fe80::/10",
-                "ff00::/8",
-            ]
-            .map(String::from)
-            .to_vec(),
-            allow_peers: Vec::new(),
-        }
-    }
-}
-
 /// `[log]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -572,6 +433,15 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+}
+
+impl From<InvalidSetting> for ConfigError {
+    fn from(e: InvalidSetting) -> Self {
+        Self::Invalid {
+            key: e.key,
+            reason: e.reason,
+        }
+    }
 }
 
 impl Config {
@@ -663,6 +533,12 @@ impl Config {
         }
         if self.media.tcp_max_connections == 0 {
             return bad("media.tcp_max_connections", "must be at least 1");
+        }
+        if self.media.tcp_max_connections_per_ip == 0 {
+            return bad("media.tcp_max_connections_per_ip", "must be at least 1");
+        }
+        if self.media.tcp_first_check_timeout_secs == 0 {
+            return bad("media.tcp_first_check_timeout_secs", "must be at least 1");
         }
         if self.media.tcp_idle_timeout_secs == 0 {
             return bad("media.tcp_idle_timeout_secs", "must be at least 1");
@@ -763,30 +639,9 @@ impl Config {
             return bad("limits.event_replay_bytes", "must be at least 1048576");
         }
         for s in &self.ice_servers {
-            if s.urls.is_empty() {
-                return bad("ice_servers.urls", "each ICE server needs at least one URL");
-            }
-            if let Some(u) = s.urls.iter().find(|u| {
-                !["stun:", "stuns:", "turn:", "turns:"]
-                    .iter()
-                    .any(|p| u.starts_with(p))
-            }) {
-                return Err(ConfigError::Invalid {
-                    key: "ice_servers.urls",
-                    reason: format!("{u:?} is not a stun:, stuns:, turn: or turns: URL"),
-                });
-            }
+            s.validate()?;
         }
-        for s in &self.ice_servers {
-            let minted = !s.shared_secret.is_empty();
-            if minted && (!s.username.is_empty() || !s.credential.is_empty()) {
-                return bad(
-                    "ice_servers.shared_secret",
-                    "with a shared_secret the gateway mints username and credential: leave them empty",
-                );
-            }
-        }
-        self.validate_turn()?;
+        self.turn.validate()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return bad("log.filter", "not a valid tracing filter directive");
         }
@@ -861,80 +716,6 @@ impl Config {
                      when grpc.tls_cert is set",
                 );
             }
-        }
-        Ok(())
-    }
-
-    fn validate_turn(&self) -> Result<(), ConfigError> {
-        let t = &self.turn;
-        let bad = |key, reason: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                reason: reason.to_string(),
-            })
-        };
-        for (key, list) in [
-            ("turn.deny_peers", &t.deny_peers),
-            ("turn.allow_peers", &t.allow_peers),
-        ] {
-            for c in list {
-                if let Err(e) = c.parse::<crate::turn::Cidr>() {
-                    return Err(ConfigError::Invalid {
-                        key,
-                        reason: format!("{c:?}: {e}"),
-                    });
-                }
-            }
-        }
-        if !t.enabled {
-            return Ok(());
-        }
-        if t.realm.is_empty() || t.realm.len() > 127 {
-            return bad("turn.realm", "must be 1 to 127 bytes");
-        }
-        if t.credential_ttl_secs == 0 {
-            return bad("turn.credential_ttl_secs", "must be at least 1");
-        }
-        if t.relay_port_min == 0 || t.relay_port_min > t.relay_port_max {
-            return bad(
-                "turn.relay_port_min",
-                "must be at least 1 and not above turn.relay_port_max",
-            );
-        }
-        if t.max_allocations == 0 {
-            return bad("turn.max_allocations", "must be at least 1");
-        }
-        if t.max_allocations_per_identity == 0 {
-            return bad("turn.max_allocations_per_identity", "must be at least 1");
-        }
-        if t.allocation_max_lifetime_secs < 60 {
-            return bad("turn.allocation_max_lifetime_secs", "must be at least 60");
-        }
-        if t.max_permissions_per_allocation == 0 {
-            return bad("turn.max_permissions_per_allocation", "must be at least 1");
-        }
-        if t.max_stream_connections == 0 {
-            return bad("turn.max_stream_connections", "must be at least 1");
-        }
-        if t.listen_tls.is_some() != (t.tls_cert.is_some() && t.tls_key.is_some()) {
-            return bad(
-                "turn.listen_tls",
-                "turn.listen_tls, turn.tls_cert and turn.tls_key must be set together",
-            );
-        }
-        if t.tls_cert.is_some() != t.tls_key.is_some() {
-            return bad("turn.tls_key", "turn.tls_cert and turn.tls_key go together");
-        }
-        if let Some(ip) = t.relay_ip
-            && ip.is_multicast()
-        {
-            return bad("turn.relay_ip", "must be a unicast address");
-        }
-        if t.public_host.contains(['/', '?', ' ']) {
-            return bad(
-                "turn.public_host",
-                "a host name or IP address, nothing else",
-            );
         }
         Ok(())
     }

@@ -99,9 +99,18 @@ format = "json"
             ("SWITCHBOARD__MEDIA__TCP_IDLE_TIMEOUT_SECS", "9"),
             ("SWITCHBOARD__MEDIA__TCP_MAX_FRAME_BYTES", "1500"),
             ("SWITCHBOARD__MEDIA__TCP_SEND_QUEUE_FRAMES", "64"),
+            ("SWITCHBOARD__MEDIA__TCP_MAX_CONNECTIONS_PER_IP", "3"),
+            ("SWITCHBOARD__MEDIA__TCP_FIRST_CHECK_TIMEOUT_SECS", "2"),
         ]),
     )
     .unwrap();
+    assert_eq!(
+        (
+            c.media.tcp_max_connections_per_ip,
+            c.media.tcp_first_check_timeout_secs
+        ),
+        (3, 2)
+    );
     assert!(!c.media.tcp_enabled);
     assert_eq!(
         (
@@ -221,6 +230,26 @@ fn bad_values_are_rejected_naming_the_key() {
         ),
         ("[turn]\nrealm = \"\"", &[], "turn.realm"),
         (
+            "[media]\ntcp_max_connections_per_ip = 0",
+            &[],
+            "media.tcp_max_connections_per_ip",
+        ),
+        (
+            "[media]\ntcp_first_check_timeout_secs = 0",
+            &[],
+            "media.tcp_first_check_timeout_secs",
+        ),
+        (
+            "[turn]\nmax_stream_connections_per_ip = 0",
+            &[],
+            "turn.max_stream_connections_per_ip",
+        ),
+        (
+            "[turn]\nfirst_request_timeout_secs = 0",
+            &[],
+            "turn.first_request_timeout_secs",
+        ),
+        (
             "[[ice_servers]]\nurls = [\"turn:x\"]\nusername = \"u\"\nshared_secret = \"s\"",
             &[],
             "ice_servers.shared_secret",
@@ -327,9 +356,6 @@ shared_secret = "SECRET-SHARED-5"
     );
     let c = Config::load_with_env(Some(&f.0), env(&[])).unwrap();
     assert_eq!(c.grpc.api_key, "SECRET-API-KEY-1", "the value is there");
-    // The TURN secret in use (turn::Settings, the embedded server's minting) is SecretBytes.
-    let bytes = switchboard_gateway::config::SecretBytes::from(b"SECRET-BYTES-6".to_vec());
-    assert_eq!(format!("{bytes:?}"), "<14 secret bytes>");
     for shown in [format!("{c:?}"), format!("{c:#?}")] {
         assert!(!shown.contains("SECRET"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");
@@ -349,6 +375,8 @@ fn turn_keys_come_from_the_environment() {
             ("SWITCHBOARD__TURN__ALLOW_PEERS", "127.0.0.0/8,::1"),
             ("SWITCHBOARD__TURN__RELAY_IP", "127.0.0.1"),
             ("SWITCHBOARD__TURN__MAX_ALLOCATIONS_PER_IDENTITY", "3"),
+            ("SWITCHBOARD__TURN__MAX_STREAM_CONNECTIONS_PER_IP", "4"),
+            ("SWITCHBOARD__TURN__FIRST_REQUEST_TIMEOUT_SECS", "6"),
         ]),
     )
     .unwrap();
@@ -359,9 +387,12 @@ fn turn_keys_come_from_the_environment() {
         c.turn.tls_key.as_deref(),
         Some(std::path::Path::new("/tmp/k.pem"))
     );
-    assert_eq!(c.turn.allow_peers, ["127.0.0.0/8", "::1"]);
+    let allow: Vec<String> = c.turn.allow_peers.iter().map(|c| c.to_string()).collect();
+    assert_eq!(allow, ["127.0.0.0/8", "::1/128"]);
     assert_eq!(c.turn.relay_ip, Some("127.0.0.1".parse().unwrap()));
     assert_eq!(c.turn.max_allocations_per_identity, 3);
+    assert_eq!(c.turn.max_stream_connections_per_ip, 4);
+    assert_eq!(c.turn.first_request_timeout_secs, 6);
     assert_eq!(c.turn.deny_peers, Config::default().turn.deny_peers);
 }
 

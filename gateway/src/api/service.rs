@@ -15,7 +15,7 @@ use super::convert::{FromProto, ToProto, room_id, session_id, track_ids};
 use super::event_stream::{self, StreamLimits};
 use super::status::{events_not_kept, invalid};
 use crate::events::{BootId, EventFilter};
-use crate::handle::{Candidate, DataMessage, GatewayHandle};
+use crate::handle::{DataMessage, GatewayError, GatewayHandle, IceCandidate};
 
 /// Implements every `switchboard.v1` service over one [`GatewayHandle`].
 #[derive(Clone)]
@@ -182,22 +182,8 @@ impl SessionService for ControlService {
     ) -> Result<Response<pb::AddIceCandidateResponse>, Status> {
         let r = req.into_inner();
         let id = session_id("session_id", &r.session_id)?;
-        let c = match (r.end_of_candidates, r.candidate.is_empty()) {
-            (true, true) => Candidate::End,
-            (true, false) => {
-                return Err(invalid(
-                    "candidate",
-                    "must be empty when end_of_candidates is set",
-                ));
-            }
-            (false, true) => {
-                return Err(invalid(
-                    "candidate",
-                    "must not be empty unless end_of_candidates is set",
-                ));
-            }
-            (false, false) => Candidate::Line(r.candidate),
-        };
+        let c = IceCandidate::from_parts(r.candidate, r.end_of_candidates)
+            .map_err(GatewayError::from)?;
         self.handle.add_ice_candidate(id, c).await?;
         Ok(Response::new(pb::AddIceCandidateResponse {}))
     }

@@ -46,9 +46,12 @@ pub(crate) fn events_not_kept(e: &crate::events::ResumeError) -> Status {
 impl From<GatewayError> for Status {
     fn from(e: GatewayError) -> Self {
         match e {
-            GatewayError::InvalidArgument { field, reason } => invalid(field, reason),
             GatewayError::Busy { .. } => Self::resource_exhausted(e.to_string()),
             GatewayError::Unavailable(_) => Self::unavailable(e.to_string()),
+            GatewayError::WrongReply { .. } => {
+                tracing::error!(error = %e, "internal error");
+                Self::internal(e.to_string())
+            }
             GatewayError::Core(c) => match c {
                 CoreError::InvalidArgument { field, reason } => invalid(field, reason),
                 CoreError::PermissionDenied(_) => Self::permission_denied(c.to_string()),
