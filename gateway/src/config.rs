@@ -42,6 +42,28 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// The group-call demo (reference backend + page) started by the binary.
     pub demo: DemoConfig,
+    /// The admin listener (Prometheus `/metrics`).
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Serve the admin listener (`GET /metrics`, Prometheus text format).
+    pub enabled: bool,
+    /// Where it listens. Loopback by default: it has no authentication, so open it (e.g.
+    /// `0.0.0.0:9464`) only toward a trusted scraper. Port 0 picks a free port.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
 }
 
 /// `[grpc]`
@@ -236,6 +258,13 @@ pub struct SessionsConfig {
     pub keyframe_min_interval_ms: u64,
     /// RTP packets kept per outgoing video stream to answer NACKs.
     pub rtx_cache_packets: usize,
+    /// Milliseconds a packet stays in that cache: older ones are too late to be worth resending.
+    pub rtx_cache_max_age_ms: u64,
+    /// Most bytes resent per stream, as a percentage of its bitrate (str0m's RTX ratio cap).
+    pub rtx_ratio_percent: u32,
+    /// Milliseconds between two statistics reports of a Session (RTT, loss, NACKs, PLIs: the
+    /// metrics' NACK/PLI counters); 0 turns them off.
+    pub stats_interval_ms: u64,
 }
 
 impl Default for SessionsConfig {
@@ -245,6 +274,9 @@ impl Default for SessionsConfig {
             disconnect_grace_secs: 10,
             keyframe_min_interval_ms: 500,
             rtx_cache_packets: 512,
+            rtx_cache_max_age_ms: 3000,
+            rtx_ratio_percent: 15,
+            stats_interval_ms: 1000,
         }
     }
 }

@@ -306,6 +306,12 @@ impl EventBus {
         (ring.last, ring.oldest())
     }
 
+    /// Events published but not yet read by the slowest live subscriber (the bus's lag; a
+    /// subscriber that falls `live_events` behind ends with `Lagged`).
+    pub fn live_backlog(&self) -> usize {
+        self.tx.len()
+    }
+
     /// Subscribes from the next event on.
     pub fn subscribe(&self, filter: EventFilter) -> EventSubscription {
         EventSubscription {

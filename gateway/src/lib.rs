@@ -13,6 +13,7 @@
 //! - [`turn`]: the embedded TURN/STUN server, TURN credential minting and the `[turn]` keys.
 //! - `conns`: TCP plumbing shared by the ICE-TCP side and the TURN listeners (accept back-off,
 //!   per-source connection limits, the batching queue writer).
+//! - `metrics`: the admin listener (`GET /metrics`, Prometheus text) over Worker snapshots.
 //! - [`config`], [`telemetry`]: settings (and what the Workers are built from) and logging.
 //!
 //! ```no_run
@@ -29,6 +30,7 @@ mod conns;
 mod driver;
 pub mod events;
 pub mod handle;
+mod metrics;
 pub mod telemetry;
 pub mod turn;
 
@@ -73,6 +75,7 @@ pub enum StartError {
 pub struct Gateway {
     handle: GatewayHandle,
     grpc_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
     cancel: CancellationToken,
@@ -167,6 +170,23 @@ impl Gateway {
         )
         .await
         .map_err(|e| StartError::Other(e.to_string()))?;
+        let admin_addr = if config.admin.enabled {
+            let bind_err = |source| StartError::Bind {
+                what: "admin listener",
+                addr: config.admin.listen,
+                source,
+            };
+            let l = metrics::bind(config.admin.listen).await.map_err(bind_err)?;
+            let addr = l.local_addr().map_err(bind_err)?;
+            let sources = metrics::Sources {
+                handle: handle.clone(),
+                turn: turn.as_ref().map(turn::TurnServer::embedded),
+            };
+            metrics::serve(l, sources, cancel.clone());
+            Some(addr)
+        } else {
+            None
+        };
         if config.grpc.api_key.is_empty() {
             tracing::warn!(
                 listen = %grpc_addr,
@@ -177,6 +197,7 @@ impl Gateway {
         Ok(Self {
             handle,
             grpc_addr,
+            admin_addr,
             udp_addrs,
             tcp_addrs,
             cancel,
@@ -205,6 +226,11 @@ impl Gateway {
     /// Where gRPC listens.
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// Where the admin listener (`/metrics`) listens, when `admin.enabled`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Where each Worker's UDP socket is bound.

@@ -55,6 +55,9 @@ async fn main() -> anyhow::Result<()> {
     for (i, a) in gateway.udp_addrs().iter().enumerate() {
         println!("  worker {i}: UDP {a}");
     }
+    if let Some(a) = gateway.admin_addr() {
+        println!("  metrics: http://{a}/metrics");
+    }
     if let Some(turn) = gateway.turn() {
         let a = turn.addrs();
         print!("  TURN: UDP {} TCP {}", a.udp, a.tcp);

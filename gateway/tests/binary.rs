@@ -12,6 +12,7 @@ use switchboard::v1::room_service_client::RoomServiceClient;
 async fn runs_serves_and_stops_on_sigterm() -> anyhow::Result<()> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .env("SWITCHBOARD__GRPC__LISTEN", "127.0.0.1:0")
+        .env("SWITCHBOARD__ADMIN__LISTEN", "127.0.0.1:0")
         .env("SWITCHBOARD__MEDIA__PORT_BASE", "0")
         .env("SWITCHBOARD__TURN__LISTEN_UDP", "127.0.0.1:0")
         .env("SWITCHBOARD__TURN__LISTEN_TCP", "127.0.0.1:0")

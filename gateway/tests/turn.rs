@@ -73,6 +73,7 @@ async fn echo_peer_on(ip: &str) -> SocketAddr {
 fn config() -> Config {
     let mut c = Config::default();
     c.grpc.listen = "127.0.0.1:0".parse().unwrap();
+    c.admin.listen = "127.0.0.1:0".parse().unwrap();
     c.media.port_base = 0;
     c.media.tcp_port_base = 0;
     c.media.workers = 1;

@@ -33,6 +33,7 @@ use tonic::transport::Channel;
 pub fn test_config() -> Config {
     let mut c = Config::default();
     c.grpc.listen = "127.0.0.1:0".parse().unwrap();
+    c.admin.listen = "127.0.0.1:0".parse().unwrap();
     c.media.port_base = 0;
     c.media.tcp_port_base = 0;
     c.media.workers = 2;

@@ -406,4 +406,22 @@ pub struct Counters {
     pub session_panics: u64,
     /// Keyframe requests sent to publishers.
     pub keyframe_requests: u64,
+    /// Datagrams (UDP datagrams and TCP frames) handed to the core.
+    pub datagrams_in: u64,
+    /// Bytes of those datagrams.
+    pub bytes_in: u64,
+    /// Datagrams the core output for the Peers.
+    pub datagrams_out: u64,
+    /// Bytes of those datagrams.
+    pub bytes_out: u64,
+    /// Times a subscriber's TrackOut started or switched to another simulcast layer.
+    pub layer_switches: u64,
+    /// NACKs received from subscribers (str0m's egress stats; needs `stats_interval`).
+    pub nacks_received: u64,
+    /// NACKs sent to publishers (str0m's ingress stats).
+    pub nacks_sent: u64,
+    /// PLIs and FIRs received from subscribers (str0m's egress stats).
+    pub plis_received: u64,
+    /// PLIs and FIRs sent to publishers (str0m's ingress stats).
+    pub plis_sent: u64,
 }

@@ -29,6 +29,10 @@ impl Config {
             disconnect_grace: Duration::from_secs(sessions.disconnect_grace_secs),
             keyframe_min_interval: Duration::from_millis(sessions.keyframe_min_interval_ms),
             rtx_cache_packets: sessions.rtx_cache_packets,
+            rtx_cache_max_age: Duration::from_millis(sessions.rtx_cache_max_age_ms),
+            rtx_ratio: Some(sessions.rtx_ratio_percent as f32 / 100.0),
+            stats_interval: (sessions.stats_interval_ms > 0)
+                .then(|| Duration::from_millis(sessions.stats_interval_ms)),
             data_max_message_bytes: data.max_message_bytes,
             data_send_buffer_bytes: data.send_buffer_bytes,
             data_backend_max_bytes: data.backend_max_bytes,

@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::events::{EventBody, EventBus};
 
+pub(crate) use tcp::TcpCounters;
 pub(crate) use tcp::TcpLimits;
 use tcp::{ConnEvent, TcpSide};
 
@@ -54,6 +55,26 @@ enum WorkerMsg {
     /// A backend operation, applied with [`Sfu::handle_command`].
     Command(Command, ReplyTx),
     Shutdown(oneshot::Sender<()>),
+    /// A request for the Worker's counters (metrics), sent at the instant given.
+    Snapshot(Instant, oneshot::Sender<WorkerSnapshot>),
+}
+
+/// A Worker's counters and gauges at one instant, for the metrics.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerSnapshot {
+    pub(crate) rooms: usize,
+    pub(crate) sessions: usize,
+    pub(crate) tracks: usize,
+    pub(crate) counters: switchboard_core::Counters,
+    pub(crate) commands: switchboard_core::CommandCounts,
+    /// Each Session's downlink estimate (bps), where there is one.
+    pub(crate) estimates: Vec<u64>,
+    /// UDP datagrams dropped because the socket buffer was full.
+    pub(crate) udp_drops: u64,
+    /// The ICE-TCP side's counters, when enabled.
+    pub(crate) tcp: Option<TcpCounters>,
+    /// How long the request waited for the loop: the loop's lag behind its queue.
+    pub(crate) loop_lag: Duration,
 }
 
 /// Why a command did not reach a Worker.
@@ -82,6 +103,21 @@ impl WorkerHandle {
                 mpsc::error::TrySendError::Closed(_) => SendError::Stopped,
             })?;
         rx.await.map_err(|_| SendError::Stopped)
+    }
+
+    /// The Worker's counters, or `None` when its queue is full or it has stopped (the metrics
+    /// then skip it rather than wait).
+    pub(crate) async fn snapshot(&self) -> Option<WorkerSnapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .try_send(WorkerMsg::Snapshot(Instant::now(), tx))
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// Messages waiting in the Worker's queue.
+    pub(crate) fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 
     /// Asks the Worker to close everything and stop; resolves when it has.
@@ -270,6 +306,19 @@ async fn run(
                     }
                     let _ = done.send(());
                     break;
+                }
+                Some(WorkerMsg::Snapshot(sent, reply)) => {
+                let _ = reply.send(WorkerSnapshot {
+                    rooms: sfu.n_rooms(),
+                    sessions: sfu.n_sessions(),
+                    tracks: sfu.n_tracks(),
+                    counters: sfu.counters(),
+                    commands: sfu.command_counts(),
+                    estimates: sfu.estimates().collect(),
+                    udp_drops,
+                    tcp: tcp.as_ref().map(|t| t.counters),
+                    loop_lag: sent.elapsed(),
+                });
                 }
                 None => break,
             },

@@ -124,6 +124,11 @@ impl std::fmt::Debug for EmbeddedTurn {
 }
 
 impl EmbeddedTurn {
+    /// The embedded TURN server's counters (for the metrics).
+    pub(crate) fn stats(&self) -> TurnStats {
+        self.shared.stats()
+    }
+
     /// Fresh credentials for the Session `identity`, which from now on counts as live (see the
     /// module docs) until its `SessionClosed`.
     pub(crate) fn mint_for_session(&self, identity: &str, now: SystemTime) -> TurnCredential {

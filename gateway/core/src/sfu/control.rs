@@ -176,6 +176,7 @@ impl Sfu {
             .enable_opus(true, true)
             .set_ice_lite(true)
             .set_rtp_mode(true)
+            .set_stats_interval(self.config.stats_interval)
             .set_local_ice_credentials(IceCreds {
                 ufrag: ufrag.clone(),
                 pass,
@@ -238,6 +239,7 @@ impl Sfu {
             channels: HashMap::new(),
             auto_subscribe: spec.auto_subscribe,
             estimate: None,
+            link: Default::default(),
             alloc_at: None,
             bwe_set: (0, 0),
             dirty: false,

@@ -335,6 +335,7 @@ impl Sfu {
         };
         if layer_changed {
             changed = true;
+            self.counters.layer_switches += 1;
             self.report_layer(sub, tk);
         }
         let Some(out) = self.map_payload_type(sub, tk, pkt) else {

@@ -53,6 +53,7 @@ mod media;
 mod negotiation;
 mod room;
 mod session;
+mod stats;
 mod track;
 
 pub use alloc::BweConfig;
@@ -96,6 +97,10 @@ pub struct SfuConfig {
     pub keyframe_min_interval: Duration,
     /// Packets kept per outgoing video stream to answer NACKs.
     pub rtx_cache_packets: usize,
+    /// How long a packet stays in that cache.
+    pub rtx_cache_max_age: Duration,
+    /// Most of a stream's bitrate spent on retransmissions (str0m's RTX ratio); `None`: no cap.
+    pub rtx_ratio: Option<f32>,
     /// Largest data-channel message relayed; larger ones are dropped and counted.
     pub data_max_message_bytes: usize,
     /// Most bytes queued toward one receiving channel. Past it, unreliable messages are dropped
@@ -111,6 +116,8 @@ pub struct SfuConfig {
     pub speaker_min_loudness: u8,
     /// Bandwidth estimation toward subscribers and the layer choice it drives.
     pub bwe: BweConfig,
+    /// How often str0m reports each Session's statistics (RTT, loss, NACKs, PLIs); `None`: never.
+    pub stats_interval: Option<Duration>,
 }
 
 impl Default for SfuConfig {
@@ -127,12 +134,15 @@ impl Default for SfuConfig {
             disconnect_grace: Duration::from_secs(10),
             keyframe_min_interval: Duration::from_millis(500),
             rtx_cache_packets: 512,
+            rtx_cache_max_age: Duration::from_secs(3),
+            rtx_ratio: Some(0.15),
             data_max_message_bytes: 64 * 1024,
             data_send_buffer_bytes: 1024 * 1024,
             data_backend_max_bytes: 16 * 1024,
             speaker_interval: Duration::from_millis(500),
             speaker_smoothing: 0.3,
             speaker_min_loudness: 127 - 70,
+            stats_interval: Some(Duration::from_secs(1)),
             bwe: BweConfig::default(),
         }
     }
@@ -289,6 +299,11 @@ impl Sfu {
         self.commands.count(cmd);
     }
 
+    /// Each Session's latest downlink estimate (bps), for those that have one.
+    pub fn estimates(&self) -> impl Iterator<Item = u64> + '_ {
+        self.sessions.values().filter_map(|s| s.estimate)
+    }
+
     /// Number of Rooms.
     pub fn n_rooms(&self) -> usize {
         self.rooms.len()
@@ -357,6 +372,8 @@ impl Sfu {
     /// while it carries such traffic).
     pub fn handle_datagram(&mut self, now: Instant, d: Datagram<'_>) -> bool {
         self.now = now;
+        self.counters.datagrams_in += 1;
+        self.counters.bytes_in += d.contents.len() as u64;
         let Some((key, via_ufrag)) = self.demux.route(d.transport, d.source, d.contents) else {
             self.counters.datagrams_unrouted += 1;
             return false;
@@ -490,6 +507,8 @@ impl Sfu {
             self.drive(k);
         }
         if let Some(t) = self.transmits.pop_front() {
+            self.counters.datagrams_out += 1;
+            self.counters.bytes_out += t.contents.len() as u64;
             return Output::Transmit(t);
         }
         if let Some(e) = self.events.pop_front() {

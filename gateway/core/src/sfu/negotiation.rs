@@ -5,7 +5,7 @@
 //! It owns the TrackOut states between ToOpen and Open (and ToStop to gone). It must not forward
 //! media or decide layers: an opened TrackOut is handed to `media.rs` with a key-frame request.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use str0m::Candidate;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -313,7 +313,11 @@ impl Sfu {
         for tk in gone {
             s.tracks_out.remove(&tk);
         }
-        let rtx = self.config.rtx_cache_packets;
+        let (rtx, rtx_age, rtx_ratio) = (
+            self.config.rtx_cache_packets,
+            self.config.rtx_cache_max_age,
+            self.config.rtx_ratio,
+        );
         let tracks_out = &mut s.tracks_out;
         let res = s.rtc.with(|rtc| {
             for (tk, mid, kind) in &opened {
@@ -322,7 +326,7 @@ impl Sfu {
                     continue;
                 };
                 if *kind == MediaKind::Video {
-                    tx.set_rtx_cache(rtx, Duration::from_secs(3), Some(0.15));
+                    tx.set_rtx_cache(rtx, rtx_age, rtx_ratio);
                 }
                 let ssrc = tx.ssrc();
                 if let Some(o) = tracks_out.get_mut(tk) {

@@ -58,6 +58,8 @@ pub(super) struct Session {
     pub(super) alloc_at: Option<Instant>,
     /// The (minimum, desired) bitrates last given to str0m's BWE.
     pub(super) bwe_set: (u64, u64),
+    /// The latest connection statistics (str0m's stats events).
+    pub(super) link: super::stats::Link,
     pub(super) dirty: bool,
 }
 
@@ -233,6 +235,18 @@ impl Sfu {
                 let s = self.sessions.get_mut(&key).expect("checked above");
                 s.estimate = Some(estimate.as_u64());
                 self.allocate(key);
+            }
+            Event::PeerStats(st) => {
+                let s = self.sessions.get_mut(&key).expect("checked above");
+                s.link.on_peer(&st);
+            }
+            Event::MediaEgressStats(st) => {
+                let s = self.sessions.get_mut(&key).expect("checked above");
+                s.link.on_egress(&st, &mut self.counters);
+            }
+            Event::MediaIngressStats(st) => {
+                let s = self.sessions.get_mut(&key).expect("checked above");
+                s.link.on_ingress(&st, &mut self.counters);
             }
             Event::Closed => self.close(key, SessionCloseReason::PeerClosed, false),
             _ => {}

@@ -1,0 +1,105 @@
+//! The admin listener: `/metrics` scraped over HTTP after a real call (two str0m Peers over UDP,
+//! driven over gRPC) shows the counters that moved and the gauges of what is open.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use switchboard_integration_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// `GET path` over plain HTTP/1.1; the status line and the body.
+async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(String, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no header end in {raw:?}"))?;
+    let status = head.lines().next().unwrap_or_default().to_string();
+    Ok((status, body.to_string()))
+}
+
+/// Each sample `name{labels} value`, summed over the label sets of one name (the Workers).
+fn totals(body: &str) -> HashMap<String, f64> {
+    let mut m = HashMap::new();
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let name = series.split('{').next().unwrap_or(series).to_string();
+        let v: f64 = value.parse().unwrap_or(f64::NAN);
+        *m.entry(name).or_insert(0.0) += v;
+        // Also keep labelled series one by one, for per-kind checks.
+        *m.entry(series.to_string()).or_insert(0.0) += v;
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_after_a_call_show_what_moved() -> anyhow::Result<()> {
+    let gw = start(test_config()).await?;
+    let admin = gw
+        .admin_addr()
+        .expect("the admin listener is on by default");
+    assert!(admin.ip().is_loopback());
+    let backend = Backend::new(Clients::connect(&gw, None).await?, "metrics").await?;
+    let (sa, a) = backend.join("alice", av("chat")).await?;
+    let (sb, b) = backend.join("bob", av("chat")).await?;
+    media_both_ways(&backend, (&sa, &a), (&sb, &b), 20).await?;
+
+    let (status, body) = get(admin, "/metrics").await?;
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        body.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
+    let m = totals(&body);
+    let at = |k: &str| {
+        m.get(k)
+            .copied()
+            .unwrap_or_else(|| panic!("no {k} in\n{body}"))
+    };
+    assert_eq!(at("switchboard_sessions"), 2.0);
+    assert_eq!(at("switchboard_rooms"), 1.0);
+    assert_eq!(
+        at("switchboard_tracks"),
+        4.0,
+        "audio and video of two Peers"
+    );
+    assert_eq!(at("switchboard_worker_up"), 2.0, "both Workers answered");
+    assert!(at("switchboard_rtp_forwarded_total") > 0.0);
+    assert!(at("switchboard_datagrams_in_total") > 0.0);
+    assert!(at("switchboard_bytes_out_total") > at("switchboard_datagrams_out_total"));
+    assert!(
+        at("switchboard_layer_switches_total") >= 2.0,
+        "each video subscription started"
+    );
+    assert!(at("switchboard_events_published_total") > 0.0);
+    let creates: f64 = m
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("switchboard_commands_total{") && k.contains("kind=\"CreateSession\"")
+        })
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(creates, 2.0);
+    // The estimator runs toward both subscribers.
+    assert!(at("switchboard_bwe_estimate_bps_count") >= 1.0, "{body}");
+
+    let (status, _) = get(admin, "/nothing").await?;
+    assert!(status.contains("404"), "{status}");
+    gw.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_admin_listener_can_be_turned_off() -> anyhow::Result<()> {
+    let mut config = test_config();
+    config.admin.enabled = false;
+    let gw = start(config).await?;
+    assert_eq!(gw.admin_addr(), None);
+    gw.shutdown().await;
+    Ok(())
+}
