@@ -353,6 +353,10 @@ pub struct BweConfig {
     pub enabled: bool,
     /// Estimate (kbit/s) a subscriber starts with, before feedback arrives.
     pub initial_bitrate_kbps: u64,
+    /// Before feedback arrives, a subscriber's estimate is raised to what its subscriptions need
+    /// (their preferred layers' measured bitrates), up to this many kbit/s (0: never), so a
+    /// subscriber joining a group call is not paced below its media while the estimator ramps.
+    pub max_initial_bitrate_kbps: u64,
     /// Milliseconds the estimate must stay below the current layer's bitrate before a lower
     /// layer is chosen.
     pub down_hold_ms: u64,
@@ -369,6 +373,7 @@ impl Default for BweConfig {
         Self {
             enabled: true,
             initial_bitrate_kbps: 1000,
+            max_initial_bitrate_kbps: 8000,
             down_hold_ms: 500,
             up_hold_ms: 3000,
             up_headroom_percent: 20,
@@ -621,6 +626,21 @@ impl Config {
         }
         if !(30..=100_000).contains(&self.bwe.initial_bitrate_kbps) {
             return bad("bwe.initial_bitrate_kbps", "must be between 30 and 100000");
+        }
+        if self.sessions.rtx_cache_max_age_ms == 0 || self.sessions.rtx_cache_max_age_ms > 60_000 {
+            return bad(
+                "sessions.rtx_cache_max_age_ms",
+                "must be between 1 and 60000",
+            );
+        }
+        if self.sessions.rtx_ratio_percent > 100 {
+            return bad("sessions.rtx_ratio_percent", "at most 100");
+        }
+        if self.sessions.stats_interval_ms != 0 && self.sessions.stats_interval_ms < 100 {
+            return bad("sessions.stats_interval_ms", "0 (off) or at least 100");
+        }
+        if self.bwe.max_initial_bitrate_kbps > 100_000 {
+            return bad("bwe.max_initial_bitrate_kbps", "at most 100000");
         }
         if self.bwe.up_headroom_percent > 200 {
             return bad("bwe.up_headroom_percent", "must be at most 200");

@@ -42,6 +42,7 @@ impl Config {
             bwe: BweConfig {
                 enabled: bwe.enabled,
                 initial_bitrate_bps: bwe.initial_bitrate_kbps * 1000,
+                max_initial_bitrate_bps: bwe.max_initial_bitrate_kbps * 1000,
                 down_hold: Duration::from_millis(bwe.down_hold_ms),
                 up_hold: Duration::from_millis(bwe.up_hold_ms),
                 up_headroom: bwe.up_headroom_percent as f32 / 100.0,

@@ -15,6 +15,11 @@ pub struct BweConfig {
     pub enabled: bool,
     /// Estimate a subscriber starts with, before feedback arrives (bits per second).
     pub initial_bitrate_bps: u64,
+    /// Before feedback arrives, the estimate is raised to what the subscriptions need (their
+    /// preferred layers' measured bitrates), up to this (bits per second; 0: never raised), so
+    /// a subscriber joining a group call is not paced below its media while the estimator
+    /// ramps; a lower real capacity then moves layers down.
+    pub max_initial_bitrate_bps: u64,
     /// A lower layer is chosen when the allocation stays below the current layer for this long.
     pub down_hold: Duration,
     /// A higher layer is chosen when the allocation stays at it (with headroom) for this long.
@@ -31,6 +36,7 @@ impl Default for BweConfig {
         Self {
             enabled: true,
             initial_bitrate_bps: 1_000_000,
+            max_initial_bitrate_bps: 8_000_000,
             down_hold: Duration::from_millis(500),
             up_hold: Duration::from_secs(3),
             up_headroom: 0.2,

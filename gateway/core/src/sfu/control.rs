@@ -240,6 +240,7 @@ impl Sfu {
             auto_subscribe: spec.auto_subscribe,
             estimate: None,
             link: Default::default(),
+            bwe_seed: 0,
             alloc_at: None,
             bwe_set: (0, 0),
             dirty: false,

@@ -84,6 +84,60 @@ impl Sfu {
         }
     }
 
+    /// Before the first estimate of a Session: starts str0m's estimator from what its
+    /// subscriptions need (each Track's preferred layer, as measured), capped at
+    /// `bwe.max_initial_bitrate_bps`, when that is above where it started. Without this a
+    /// subscriber of four publishers starts at `initial_bitrate_bps` and the pacer queues the
+    /// rest for seconds; with it, a real capacity below the seed shows as delay and loss within
+    /// a few feedback intervals and the allocation moves layers down.
+    pub(super) fn seed_estimate(&mut self, key: SessionKey) {
+        let cfg = &self.config.bwe;
+        if !cfg.enabled || cfg.max_initial_bitrate_bps == 0 {
+            return;
+        }
+        let Some(s) = self.sessions.get(&key) else {
+            return;
+        };
+        if s.estimate.is_some() {
+            return;
+        }
+        let mut need = 0;
+        for (tk, o) in &s.tracks_out {
+            if !o.wanted || o.fwd.paused || !matches!(o.state, OutState::Open(_)) {
+                continue;
+            }
+            let Some(t) = self.tracks.get(tk).filter(|t| !t.muted) else {
+                continue;
+            };
+            let Some(top) = t.ranked.len().checked_sub(1) else {
+                continue;
+            };
+            let pref = match (t.kind, o.fwd.max_layer) {
+                (MediaKind::Video, Some(m)) => usize::from(m).min(top),
+                _ => top,
+            };
+            let l = t.ranked[pref];
+            need += t
+                .layers
+                .iter()
+                .find(|x| x.layer == l)
+                .map_or(0, |x| x.rate_bps);
+        }
+        let seed = need.min(cfg.max_initial_bitrate_bps);
+        if seed <= cfg.initial_bitrate_bps.max(s.bwe_seed) {
+            return;
+        }
+        let s = self.sessions.get_mut(&key).expect("checked above");
+        s.bwe_seed = seed;
+        if s.rtc
+            .with(|rtc| rtc.bwe().reset(Bitrate::bps(seed)))
+            .is_err()
+        {
+            return self.fail(key);
+        }
+        self.touch(key);
+    }
+
     /// Shares a subscriber's downlink estimate among the Tracks it receives (audio first, then
     /// video fairly, one layer at a time; see `alloc`), moves the bandwidth caps with hysteresis,
     /// and tells str0m's BWE what to probe for: `desired` is what the preferences would use,

@@ -338,6 +338,9 @@ impl Sfu {
         let Ok(connected) = res else {
             return self.fail(key);
         };
+        if !opened.is_empty() {
+            self.seed_estimate(key);
+        }
         if connected {
             for (tk, _, kind) in opened {
                 if kind == MediaKind::Video {

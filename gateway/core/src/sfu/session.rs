@@ -58,6 +58,8 @@ pub(super) struct Session {
     pub(super) alloc_at: Option<Instant>,
     /// The (minimum, desired) bitrates last given to str0m's BWE.
     pub(super) bwe_set: (u64, u64),
+    /// The estimate str0m's BWE was last restarted from (`seed_estimate`), 0 if never.
+    pub(super) bwe_seed: u64,
     /// The latest connection statistics (str0m's stats events).
     pub(super) link: super::stats::Link,
     pub(super) dirty: bool,
