@@ -323,6 +323,17 @@ pub enum EventKind {
         /// The subscriber's downlink estimate when this was decided (bps), if estimated.
         estimate_bps: Option<u64>,
     },
+    /// The Session's connection quality class changed (see [`ConnectionQuality`]).
+    ConnectionQualityChanged {
+        /// The class now.
+        quality: ConnectionQuality,
+        /// The class before.
+        previous: ConnectionQuality,
+        /// The round-trip time measured, if any.
+        rtt_ms: Option<u32>,
+        /// The loss fraction used, in permille.
+        loss_permille: u32,
+    },
     /// A Track was unpublished.
     TrackUnpublished {
         /// The Track.
@@ -381,6 +392,42 @@ pub struct Transmit {
     pub destination: SocketAddr,
     /// The bytes.
     pub contents: Vec<u8>,
+}
+
+/// A Session's connection quality class, from loss and round-trip time: the worse of the two
+/// decides ([`ConnectionQuality::classify`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ConnectionQuality {
+    /// Loss under 2 % and round trip under 150 ms.
+    #[default]
+    Excellent,
+    /// Loss under 5 % and round trip under 300 ms.
+    Good,
+    /// Loss under 20 % and round trip under 1 s.
+    Poor,
+    /// Loss of 20 % or more, or a round trip of 1 s or more.
+    Lost,
+}
+
+impl ConnectionQuality {
+    /// The class of a loss fraction (0..=1) and a round-trip time (`None`: not measured, so
+    /// only the loss counts).
+    pub fn classify(loss: f32, rtt: Option<std::time::Duration>) -> Self {
+        let by_loss = match loss {
+            l if l < 0.02 => Self::Excellent,
+            l if l < 0.05 => Self::Good,
+            l if l < 0.20 => Self::Poor,
+            _ => Self::Lost,
+        };
+        let by_rtt = match rtt.map(|r| r.as_millis()) {
+            None => Self::Excellent,
+            Some(ms) if ms < 150 => Self::Excellent,
+            Some(ms) if ms < 300 => Self::Good,
+            Some(ms) if ms < 1000 => Self::Poor,
+            Some(_) => Self::Lost,
+        };
+        by_loss.max(by_rtt)
+    }
 }
 
 /// Counters of things the core dropped or refused, for metrics.

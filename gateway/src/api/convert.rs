@@ -308,6 +308,17 @@ impl ToProto<pb::Event> for &GatewayEvent {
                         keyframe_wait,
                         estimate_bps: estimate_bps.unwrap_or(0),
                     }),
+                    EventKind::ConnectionQualityChanged {
+                        quality,
+                        previous,
+                        rtt_ms,
+                        loss_permille,
+                    } => Kind::ConnectionQualityChanged(pb::ConnectionQualityChanged {
+                        quality: quality_to_proto(quality) as i32,
+                        previous: quality_to_proto(previous) as i32,
+                        rtt_ms: rtt_ms.unwrap_or(0),
+                        loss_permille,
+                    }),
                     EventKind::TrackUnpublished { track, publisher } => {
                         Kind::TrackUnpublished(pb::TrackUnpublished {
                             track_id: track.to_string(),
@@ -333,5 +344,15 @@ impl ToProto<pb::Event> for &GatewayEvent {
             session_id,
             kind: Some(kind),
         }
+    }
+}
+
+fn quality_to_proto(q: switchboard_core::ConnectionQuality) -> pb::ConnectionQuality {
+    use switchboard_core::ConnectionQuality as Q;
+    match q {
+        Q::Excellent => pb::ConnectionQuality::Excellent,
+        Q::Good => pb::ConnectionQuality::Good,
+        Q::Poor => pb::ConnectionQuality::Poor,
+        Q::Lost => pb::ConnectionQuality::Lost,
     }
 }

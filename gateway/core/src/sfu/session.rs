@@ -240,7 +240,19 @@ impl Sfu {
             }
             Event::PeerStats(st) => {
                 let s = self.sessions.get_mut(&key).expect("checked above");
-                s.link.on_peer(&st);
+                if let Some((quality, previous, rtt_ms, loss_permille)) = s.link.on_peer(&st) {
+                    let (room, id) = (s.room.clone(), s.id.clone());
+                    self.emit(
+                        &room,
+                        Some(&id),
+                        EventKind::ConnectionQualityChanged {
+                            quality,
+                            previous,
+                            rtt_ms,
+                            loss_permille,
+                        },
+                    );
+                }
             }
             Event::MediaEgressStats(st) => {
                 let s = self.sessions.get_mut(&key).expect("checked above");

@@ -9,7 +9,10 @@ use std::time::Duration;
 use str0m::media::{Mid, Rid};
 use str0m::stats::{MediaEgressStats, MediaIngressStats, PeerStats};
 
-use crate::model::Counters;
+use crate::model::{ConnectionQuality, Counters};
+
+/// Consecutive reports a new quality class must be measured in before it is reported.
+pub(super) const QUALITY_REPORTS: u8 = 2;
 
 /// The latest statistics of one Session's connection.
 #[derive(Debug, Default)]
@@ -23,13 +26,56 @@ pub(super) struct Link {
     /// Cumulative NACK and PLI(+FIR) counts last seen per stream, to count only what is new:
     /// `(mid, rid, egress)` → `(nacks, plis)`.
     seen: HashMap<(Mid, Option<Rid>, bool), (u64, u64)>,
+    /// The quality class reported (starts Excellent, unreported).
+    pub(super) quality: ConnectionQuality,
+    /// A different class measured in this many consecutive reports.
+    pending: Option<(ConnectionQuality, u8)>,
 }
 
+/// A quality change to report: (now, before, rtt in ms, loss in permille).
+pub(super) type QualityChange = (ConnectionQuality, ConnectionQuality, Option<u32>, u32);
+
 impl Link {
-    pub(super) fn on_peer(&mut self, s: &PeerStats) {
+    /// A connection report; returns the quality change to report, if any.
+    pub(super) fn on_peer(&mut self, s: &PeerStats) -> Option<QualityChange> {
         self.rtt = s.rtt.or(self.rtt);
         self.egress_loss = s.egress_loss_fraction.or(self.egress_loss);
         self.ingress_loss = s.ingress_loss_fraction.or(self.ingress_loss);
+        let loss = self
+            .egress_loss
+            .unwrap_or(0.0)
+            .max(self.ingress_loss.unwrap_or(0.0))
+            .clamp(0.0, 1.0);
+        let measured = ConnectionQuality::classify(loss, self.rtt);
+        let before = self.quality;
+        if !self.observe(measured) {
+            return None;
+        }
+        let rtt_ms = self
+            .rtt
+            .map(|r| r.as_millis().min(u128::from(u32::MAX)) as u32);
+        Some((self.quality, before, rtt_ms, (loss * 1000.0).round() as u32))
+    }
+
+    /// Hysteresis: the class changes once a different one was measured in
+    /// [`QUALITY_REPORTS`] consecutive reports. Returns whether it changed.
+    pub(super) fn observe(&mut self, measured: ConnectionQuality) -> bool {
+        if measured == self.quality {
+            self.pending = None;
+            return false;
+        }
+        let n = match self.pending {
+            Some((q, n)) if q == measured => n + 1,
+            _ => 1,
+        };
+        if n >= QUALITY_REPORTS {
+            self.quality = measured;
+            self.pending = None;
+            true
+        } else {
+            self.pending = Some((measured, n));
+            false
+        }
     }
 
     /// A subscriber's receive report for one of its streams: NACKs and PLIs it sent us.
@@ -51,5 +97,56 @@ impl Link {
         let last = self.seen.insert(key, (nacks, plis)).unwrap_or((0, 0));
         let d = |now: u64, before: u64| if now >= before { now - before } else { now };
         (d(nacks, last.0), d(plis, last.1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ConnectionQuality::*;
+
+    #[test]
+    fn the_worse_of_loss_and_rtt_decides() {
+        let ms = |m| Some(Duration::from_millis(m));
+        for (loss, rtt, want) in [
+            (0.0, None, Excellent),
+            (0.0, ms(20), Excellent),
+            (0.019, ms(149), Excellent),
+            (0.02, ms(20), Good),
+            (0.0, ms(150), Good),
+            (0.049, ms(299), Good),
+            (0.05, ms(20), Poor),
+            (0.0, ms(300), Poor),
+            (0.199, ms(999), Poor),
+            (0.2, ms(20), Lost),
+            (0.0, ms(1000), Lost),
+            (1.0, None, Lost),
+        ] {
+            assert_eq!(
+                ConnectionQuality::classify(loss, rtt),
+                want,
+                "loss {loss}, rtt {rtt:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_class_changes_after_two_consecutive_reports_only() {
+        let mut l = Link::default();
+        assert_eq!(l.quality, Excellent);
+        // One noisy report changes nothing; a good one in between resets the count.
+        assert!(!l.observe(Poor));
+        assert!(!l.observe(Excellent));
+        assert!(!l.observe(Poor));
+        assert_eq!(l.quality, Excellent);
+        // Two different classes in a row do not add up either.
+        assert!(!l.observe(Lost));
+        assert_eq!(l.quality, Excellent);
+        assert!(l.observe(Lost), "Lost twice in a row");
+        assert_eq!(l.quality, Lost);
+        assert!(!l.observe(Lost));
+        assert!(!l.observe(Good));
+        assert!(l.observe(Good));
+        assert_eq!(l.quality, Good);
     }
 }
