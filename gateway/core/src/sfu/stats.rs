@@ -1,7 +1,9 @@
 //! Per-Session transport statistics from str0m's stats events (`Event::PeerStats`,
 //! `MediaIngressStats`, `MediaEgressStats`, emitted every `SfuConfig::stats_interval`): the latest
-//! RTT, loss and byte counts of a Session, and the NACK/PLI totals they add to the core's
-//! [`Counters`]. It keeps no timers and reads no clock: str0m emits the events.
+//! RTT and loss of a Session, its connection quality class (with hysteresis: a new class counts
+//! once measured in [`QUALITY_REPORTS`] consecutive reports), and the NACK/PLI totals the
+//! reports add to the core's [`Counters`]. It keeps no timers and reads no clock: str0m emits
+//! the events.
 
 use std::collections::HashMap;
 use std::time::Duration;
