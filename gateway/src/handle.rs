@@ -202,6 +202,16 @@ impl GatewayHandle {
             Reply::Session(s) => s)
     }
 
+    /// Reads a Session's connection statistics.
+    pub async fn get_session_stats(
+        &self,
+        session: SessionId,
+    ) -> Result<switchboard_core::SessionStats, GatewayError> {
+        let w = self.session_worker(&session)?;
+        expect_reply!(self.call(w, Command::GetSessionStats { session }).await?,
+            Reply::SessionStats(s) => s)
+    }
+
     /// Lists a Room's Sessions.
     pub async fn list_sessions(&self, room: RoomId) -> Result<Vec<SessionInfo>, GatewayError> {
         let w = self.room_worker(&room);

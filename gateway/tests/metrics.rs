@@ -1,9 +1,13 @@
 //! The admin listener: `/metrics` scraped over HTTP after a real call (two str0m Peers over UDP,
-//! driven over gRPC) shows the counters that moved and the gauges of what is open.
+//! driven over gRPC) shows the counters that moved and the gauges of what is open; and
+//! `GetSessionStats` over gRPC for the same kind of call.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use std::time::{Duration, Instant};
+
+use switchboard::v1 as pb;
 use switchboard_integration_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -100,6 +104,55 @@ async fn the_admin_listener_can_be_turned_off() -> anyhow::Result<()> {
     config.admin.enabled = false;
     let gw = start(config).await?;
     assert_eq!(gw.admin_addr(), None);
+    gw.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_stats_over_grpc_show_rates_estimate_and_quality() -> anyhow::Result<()> {
+    let gw = start(test_config()).await?;
+    let backend = Backend::new(Clients::connect(&gw, None).await?, "stats").await?;
+    let (sa, a) = backend.join("alice", av("chat")).await?;
+    let (sb, b) = backend.join("bob", av("chat")).await?;
+    media_both_ways(&backend, (&sa, &a), (&sb, &b), 20).await?;
+    let mut sessions = backend.clients.sessions.clone();
+    let ask = |id: &str| pb::GetSessionStatsRequest {
+        session_id: id.into(),
+    };
+    // Statistics come every second (sessions.stats_interval_ms); layer rates every window.
+    let end = Instant::now() + Duration::from_secs(15);
+    let stats = loop {
+        let s = sessions.get_session_stats(ask(&sb)).await?.into_inner();
+        let flowing = |v: &[pb::TrackLayerRates]| {
+            v.len() == 2
+                && v.iter()
+                    .all(|t| !t.layers.is_empty() && t.layers.iter().all(|l| l.bitrate_bps > 0))
+        };
+        if (flowing(&s.published) && flowing(&s.received) && s.estimate_bps > 0)
+            || Instant::now() > end
+        {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(stats.session_id, sb);
+    assert_eq!(stats.published.len(), 2, "{stats:?}");
+    assert_eq!(stats.received.len(), 2, "{stats:?}");
+    for t in stats.published.iter().chain(&stats.received) {
+        assert_eq!(t.layers.len(), 1, "no simulcast: one layer each: {stats:?}");
+        assert!(t.layers[0].bitrate_bps > 0, "{stats:?}");
+        assert_eq!(t.layers[0].rid, "");
+    }
+    assert!(stats.estimate_bps > 0, "bob is estimated: {stats:?}");
+    assert_eq!(stats.quality, pb::ConnectionQuality::Excellent as i32);
+    assert!(stats.egress_loss_permille < 20 && stats.ingress_loss_permille < 20);
+    let e = sessions
+        .get_session_stats(ask("ss_00abcdefghijkmnpqrstuv"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+    let e = sessions.get_session_stats(ask("")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
     gw.shutdown().await;
     Ok(())
 }

@@ -118,6 +118,11 @@ pub enum Command {
         /// The message and its targets.
         message: DataMessage,
     },
+    /// Reads a Session's connection statistics. Replies [`Reply::SessionStats`].
+    GetSessionStats {
+        /// The Session.
+        session: SessionId,
+    },
     /// Test hook: the next touch of the Session's `Rtc` panics, as a bug would. Replies
     /// [`Reply::Done`].
     #[cfg(feature = "testing")]
@@ -151,6 +156,8 @@ pub enum Reply {
     Answer(String),
     /// What a backend message reached.
     Sent(SendReport),
+    /// A Session's connection statistics.
+    SessionStats(SessionStats),
     /// Done; nothing to return.
     Done,
 }
@@ -199,7 +206,7 @@ pub struct DataMessage {
 }
 
 /// Every kind of [`Command`], in declaration order ([`Command::kind`] names one).
-pub const COMMAND_KINDS: [&str; 18] = [
+pub const COMMAND_KINDS: [&str; 19] = [
     "CreateRoom",
     "GetRoom",
     "ListRooms",
@@ -218,6 +225,7 @@ pub const COMMAND_KINDS: [&str; 18] = [
     "RemoveParticipant",
     "SendData",
     "InjectFault",
+    "GetSessionStats",
 ];
 
 impl Command {
@@ -242,6 +250,7 @@ impl Command {
             Self::SendData { .. } => 16,
             #[cfg(feature = "testing")]
             Self::InjectFault { .. } => 17,
+            Self::GetSessionStats { .. } => 18,
         }
     }
 
@@ -315,6 +324,9 @@ impl Sfu {
             }
             Command::GetSession { session } => Reply::Session(self.get_session(&session)?),
             Command::ListSessions { room } => Reply::Sessions(self.list_sessions(&room)?),
+            Command::GetSessionStats { session } => {
+                Reply::SessionStats(self.session_stats(&session)?)
+            }
             Command::CloseSession { session } => {
                 self.close_session(now, &session)?;
                 Reply::Done

@@ -394,6 +394,38 @@ pub struct Transmit {
     pub contents: Vec<u8>,
 }
 
+/// A Session's connection statistics (str0m's stats events, every `SfuConfig::stats_interval`;
+/// all `None` until the first report).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionStats {
+    /// The Session.
+    pub session: SessionId,
+    /// Round-trip time, milliseconds.
+    pub rtt_ms: Option<u32>,
+    /// Permille of our packets the Peer reported lost.
+    pub egress_loss_permille: Option<u32>,
+    /// Permille of the Peer's packets that did not arrive.
+    pub ingress_loss_permille: Option<u32>,
+    /// The quality class reported last.
+    pub quality: ConnectionQuality,
+    /// The downlink estimate (bps), when bandwidth estimation runs and has one.
+    pub estimate_bps: Option<u64>,
+    /// Each published Track: its layers with their measured bitrates.
+    pub published: Vec<TrackRates>,
+    /// Each received Track: the layer forwarded and that layer's measured bitrate.
+    pub received: Vec<TrackRates>,
+}
+
+/// A Track's layers and their measured bitrates (bps, with packet overhead).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackRates {
+    /// The Track.
+    pub track: TrackId,
+    /// (rid, bitrate): every layer of a published Track (rid `None` without simulcast), or the
+    /// one forwarded of a received Track (empty while nothing is).
+    pub layers: Vec<(Option<String>, u64)>,
+}
+
 /// A Session's connection quality class, from loss and round-trip time: the worse of the two
 /// decides ([`ConnectionQuality::classify`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]

@@ -347,6 +347,36 @@ impl ToProto<pb::Event> for &GatewayEvent {
     }
 }
 
+impl ToProto<pb::GetSessionStatsResponse> for switchboard_core::SessionStats {
+    fn to_proto(self) -> pb::GetSessionStatsResponse {
+        let rates = |v: Vec<switchboard_core::TrackRates>| {
+            v.into_iter()
+                .map(|t| pb::TrackLayerRates {
+                    track_id: t.track.to_string(),
+                    layers: t
+                        .layers
+                        .into_iter()
+                        .map(|(rid, bitrate_bps)| pb::LayerRate {
+                            rid: rid.unwrap_or_default(),
+                            bitrate_bps,
+                        })
+                        .collect(),
+                })
+                .collect()
+        };
+        pb::GetSessionStatsResponse {
+            session_id: self.session.to_string(),
+            rtt_ms: self.rtt_ms.unwrap_or(0),
+            egress_loss_permille: self.egress_loss_permille.unwrap_or(0),
+            ingress_loss_permille: self.ingress_loss_permille.unwrap_or(0),
+            quality: quality_to_proto(self.quality) as i32,
+            estimate_bps: self.estimate_bps.unwrap_or(0),
+            published: rates(self.published),
+            received: rates(self.received),
+        }
+    }
+}
+
 fn quality_to_proto(q: switchboard_core::ConnectionQuality) -> pb::ConnectionQuality {
     use switchboard_core::ConnectionQuality as Q;
     match q {

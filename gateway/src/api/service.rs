@@ -129,6 +129,15 @@ impl SessionService for ControlService {
         }))
     }
 
+    async fn get_session_stats(
+        &self,
+        req: Request<pb::GetSessionStatsRequest>,
+    ) -> Result<Response<pb::GetSessionStatsResponse>, Status> {
+        let id = session_id("session_id", &req.into_inner().session_id)?;
+        let stats = self.handle.get_session_stats(id).await?;
+        Ok(Response::new(stats.to_proto()))
+    }
+
     async fn list_sessions(
         &self,
         req: Request<pb::ListSessionsRequest>,

@@ -11,7 +11,10 @@ use std::time::Duration;
 use str0m::media::{Mid, Rid};
 use str0m::stats::{MediaEgressStats, MediaIngressStats, PeerStats};
 
-use crate::model::{ConnectionQuality, Counters};
+use super::{Sfu, forward};
+use crate::error::CoreError;
+use crate::ids::SessionId;
+use crate::model::{ConnectionQuality, Counters, SessionStats, TrackRates};
 
 /// Consecutive reports a new quality class must be measured in before it is reported.
 pub(super) const QUALITY_REPORTS: u8 = 2;
@@ -99,6 +102,62 @@ impl Link {
         let last = self.seen.insert(key, (nacks, plis)).unwrap_or((0, 0));
         let d = |now: u64, before: u64| if now >= before { now - before } else { now };
         (d(nacks, last.0), d(plis, last.1))
+    }
+}
+
+impl Sfu {
+    /// A Session's connection statistics.
+    pub fn session_stats(&self, id: &SessionId) -> Result<SessionStats, CoreError> {
+        let key = self.session_key(id)?;
+        let s = &self.sessions[&key];
+        let permille = |f: Option<f32>| f.map(|l| (l.clamp(0.0, 1.0) * 1000.0).round() as u32);
+        let rid = |l: &forward::Layer| l.map(|r| r.to_string());
+        let mut published: Vec<TrackRates> = s
+            .tracks_in
+            .values()
+            .filter_map(|k| self.tracks.get(k))
+            .map(|t| TrackRates {
+                track: t.info.id.clone(),
+                layers: t
+                    .layers
+                    .iter()
+                    .map(|l| (rid(&l.layer), l.rate_bps))
+                    .collect(),
+            })
+            .collect();
+        published.sort_by(|a, b| a.track.cmp(&b.track));
+        let mut received: Vec<TrackRates> = s
+            .tracks_out
+            .iter()
+            .filter_map(|(k, o)| {
+                let t = self.tracks.get(k)?;
+                let layers = o
+                    .fwd
+                    .current
+                    .and_then(|cur| t.layers.iter().find(|l| l.layer == cur))
+                    .map(|l| (rid(&l.layer), l.rate_bps))
+                    .into_iter()
+                    .collect();
+                Some(TrackRates {
+                    track: t.info.id.clone(),
+                    layers,
+                })
+            })
+            .collect();
+        received.sort_by(|a, b| a.track.cmp(&b.track));
+        Ok(SessionStats {
+            session: s.id.clone(),
+            rtt_ms: s
+                .link
+                .rtt
+                .map(|r| r.as_millis().min(u128::from(u32::MAX)) as u32),
+            egress_loss_permille: permille(s.link.egress_loss),
+            ingress_loss_permille: permille(s.link.ingress_loss),
+            quality: s.link.quality,
+            estimate_bps: s.estimate,
+            published,
+            received,
+        })
     }
 }
 
