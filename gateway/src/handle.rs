@@ -202,6 +202,16 @@ impl GatewayHandle {
             Reply::Session(s) => s)
     }
 
+    /// Reads the connection statistics of a Room's Sessions.
+    pub async fn get_room_stats(
+        &self,
+        room: RoomId,
+    ) -> Result<Vec<switchboard_core::SessionStats>, GatewayError> {
+        let w = self.room_worker(&room);
+        expect_reply!(self.call(w, Command::GetRoomStats { room }).await?,
+            Reply::RoomStats(s) => s)
+    }
+
     /// Reads a Session's connection statistics.
     pub async fn get_session_stats(
         &self,

@@ -122,7 +122,12 @@ async fn session_stats_over_grpc_show_rates_estimate_and_quality() -> anyhow::Re
     // Statistics come every second (sessions.stats_interval_ms); layer rates every window.
     let end = Instant::now() + Duration::from_secs(15);
     let stats = loop {
-        let s = sessions.get_session_stats(ask(&sb)).await?.into_inner();
+        let s = sessions
+            .get_session_stats(ask(&sb))
+            .await?
+            .into_inner()
+            .stats
+            .unwrap_or_default();
         let flowing = |v: &[pb::TrackLayerRates]| {
             v.len() == 2
                 && v.iter()
@@ -146,6 +151,21 @@ async fn session_stats_over_grpc_show_rates_estimate_and_quality() -> anyhow::Re
     assert!(stats.estimate_bps > 0, "bob is estimated: {stats:?}");
     assert_eq!(stats.quality, pb::ConnectionQuality::Excellent as i32);
     assert!(stats.egress_loss_permille < 20 && stats.ingress_loss_permille < 20);
+    // The Room's view: both Sessions, ordered by id.
+    let room = backend
+        .clients
+        .rooms
+        .clone()
+        .get_room_stats(pb::GetRoomStatsRequest {
+            room_id: "stats".into(),
+        })
+        .await?
+        .into_inner();
+    let mut ids = vec![sa.clone(), sb.clone()];
+    ids.sort();
+    let got: Vec<String> = room.sessions.iter().map(|s| s.session_id.clone()).collect();
+    assert_eq!(got, ids);
+    assert!(room.sessions.iter().all(|s| s.published.len() == 2));
     let e = sessions
         .get_session_stats(ask("ss_00abcdefghijkmnpqrstuv"))
         .await

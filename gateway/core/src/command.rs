@@ -118,6 +118,11 @@ pub enum Command {
         /// The message and its targets.
         message: DataMessage,
     },
+    /// Reads the connection statistics of a Room's Sessions. Replies [`Reply::RoomStats`].
+    GetRoomStats {
+        /// The Room.
+        room: RoomId,
+    },
     /// Reads a Session's connection statistics. Replies [`Reply::SessionStats`].
     GetSessionStats {
         /// The Session.
@@ -158,6 +163,8 @@ pub enum Reply {
     Sent(SendReport),
     /// A Session's connection statistics.
     SessionStats(SessionStats),
+    /// The statistics of a Room's Sessions, ordered by Session id.
+    RoomStats(Vec<SessionStats>),
     /// Done; nothing to return.
     Done,
 }
@@ -206,7 +213,7 @@ pub struct DataMessage {
 }
 
 /// Every kind of [`Command`], in declaration order ([`Command::kind`] names one).
-pub const COMMAND_KINDS: [&str; 19] = [
+pub const COMMAND_KINDS: [&str; 20] = [
     "CreateRoom",
     "GetRoom",
     "ListRooms",
@@ -226,6 +233,7 @@ pub const COMMAND_KINDS: [&str; 19] = [
     "SendData",
     "InjectFault",
     "GetSessionStats",
+    "GetRoomStats",
 ];
 
 impl Command {
@@ -251,6 +259,7 @@ impl Command {
             #[cfg(feature = "testing")]
             Self::InjectFault { .. } => 17,
             Self::GetSessionStats { .. } => 18,
+            Self::GetRoomStats { .. } => 19,
         }
     }
 
@@ -324,6 +333,7 @@ impl Sfu {
             }
             Command::GetSession { session } => Reply::Session(self.get_session(&session)?),
             Command::ListSessions { room } => Reply::Sessions(self.list_sessions(&room)?),
+            Command::GetRoomStats { room } => Reply::RoomStats(self.room_stats(&room)?),
             Command::GetSessionStats { session } => {
                 Reply::SessionStats(self.session_stats(&session)?)
             }

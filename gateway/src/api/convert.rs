@@ -347,8 +347,8 @@ impl ToProto<pb::Event> for &GatewayEvent {
     }
 }
 
-impl ToProto<pb::GetSessionStatsResponse> for switchboard_core::SessionStats {
-    fn to_proto(self) -> pb::GetSessionStatsResponse {
+impl ToProto<pb::SessionStats> for switchboard_core::SessionStats {
+    fn to_proto(self) -> pb::SessionStats {
         let rates = |v: Vec<switchboard_core::TrackRates>| {
             v.into_iter()
                 .map(|t| pb::TrackLayerRates {
@@ -364,7 +364,7 @@ impl ToProto<pb::GetSessionStatsResponse> for switchboard_core::SessionStats {
                 })
                 .collect()
         };
-        pb::GetSessionStatsResponse {
+        pb::SessionStats {
             session_id: self.session.to_string(),
             rtt_ms: self.rtt_ms.unwrap_or(0),
             egress_loss_permille: self.egress_loss_permille.unwrap_or(0),

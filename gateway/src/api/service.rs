@@ -59,6 +59,17 @@ impl RoomService for ControlService {
         }))
     }
 
+    async fn get_room_stats(
+        &self,
+        req: Request<pb::GetRoomStatsRequest>,
+    ) -> Result<Response<pb::GetRoomStatsResponse>, Status> {
+        let id = room_id("room_id", &req.into_inner().room_id)?;
+        let stats = self.handle.get_room_stats(id).await?;
+        Ok(Response::new(pb::GetRoomStatsResponse {
+            sessions: stats.into_iter().map(ToProto::to_proto).collect(),
+        }))
+    }
+
     async fn list_rooms(
         &self,
         _req: Request<pb::ListRoomsRequest>,
@@ -135,7 +146,9 @@ impl SessionService for ControlService {
     ) -> Result<Response<pb::GetSessionStatsResponse>, Status> {
         let id = session_id("session_id", &req.into_inner().session_id)?;
         let stats = self.handle.get_session_stats(id).await?;
-        Ok(Response::new(stats.to_proto()))
+        Ok(Response::new(pb::GetSessionStatsResponse {
+            stats: Some(stats.to_proto()),
+        }))
     }
 
     async fn list_sessions(

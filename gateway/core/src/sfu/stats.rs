@@ -13,7 +13,7 @@ use str0m::stats::{MediaEgressStats, MediaIngressStats, PeerStats};
 
 use super::{Sfu, forward};
 use crate::error::CoreError;
-use crate::ids::SessionId;
+use crate::ids::{RoomId, SessionId};
 use crate::model::{ConnectionQuality, Counters, SessionStats, TrackRates};
 
 /// Consecutive reports a new quality class must be measured in before it is reported.
@@ -106,6 +106,16 @@ impl Link {
 }
 
 impl Sfu {
+    /// The statistics of every Session of a Room, ordered by Session id.
+    pub fn room_stats(&self, room: &RoomId) -> Result<Vec<SessionStats>, CoreError> {
+        let ids: Vec<SessionId> = self
+            .list_sessions(room)?
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        ids.iter().map(|id| self.session_stats(id)).collect()
+    }
+
     /// A Session's connection statistics.
     pub fn session_stats(&self, id: &SessionId) -> Result<SessionStats, CoreError> {
         let key = self.session_key(id)?;
