@@ -308,17 +308,17 @@ async fn run(
                     break;
                 }
                 Some(WorkerMsg::Snapshot(sent, reply)) => {
-                let _ = reply.send(WorkerSnapshot {
-                    rooms: sfu.n_rooms(),
-                    sessions: sfu.n_sessions(),
-                    tracks: sfu.n_tracks(),
-                    counters: sfu.counters(),
-                    commands: sfu.command_counts(),
-                    estimates: sfu.estimates().collect(),
-                    udp_drops,
-                    tcp: tcp.as_ref().map(|t| t.counters),
-                    loop_lag: sent.elapsed(),
-                });
+                    let _ = reply.send(WorkerSnapshot {
+                        rooms: sfu.n_rooms(),
+                        sessions: sfu.n_sessions(),
+                        tracks: sfu.n_tracks(),
+                        counters: sfu.counters(),
+                        commands: sfu.command_counts(),
+                        estimates: sfu.estimates().collect(),
+                        udp_drops,
+                        tcp: tcp.as_ref().map(|t| t.counters),
+                        loop_lag: sent.elapsed(),
+                    });
                 }
                 None => break,
             },
