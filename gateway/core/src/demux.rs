@@ -36,6 +36,13 @@ impl Demux {
         self.by_addr.remove(&addr)
     }
 
+    /// Removes one remote address if it routes to `key` (an address a Session evicted).
+    pub(crate) fn remove_addr_of(&mut self, addr: (Transport, SocketAddr), key: SessionKey) {
+        if self.by_addr.get(&addr) == Some(&key) {
+            self.by_addr.remove(&addr);
+        }
+    }
+
     /// Removes every entry of a Session.
     pub(crate) fn remove(
         &mut self,

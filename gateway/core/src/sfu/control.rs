@@ -225,6 +225,9 @@ impl Sfu {
             rtc,
             ufrag: ufrag.clone(),
             addrs: Vec::new(),
+            send_to: None,
+            sdp_mlines: 0,
+            remote_candidates: 0,
             rtc_timeout: now,
             timer: None,
             connect_deadline: Some(connect_deadline),
@@ -349,6 +352,17 @@ impl Sfu {
             }
             keys.push(tk);
         }
+        let new = keys
+            .iter()
+            .filter(|tk| !self.sessions[&key].tracks_out.contains_key(tk))
+            .count();
+        let mlines = self.session_mlines(key) + new;
+        if new > 0 && mlines > self.config.signaling.max_mlines_per_session {
+            return Err(super::limits::too_many_session_mlines(
+                mlines,
+                &self.config.signaling,
+            ));
+        }
         for tk in &keys {
             let s = &self.sessions[&key];
             if let Some(OutState::Stopping(_)) = s.tracks_out.get(tk).map(|o| o.state) {
@@ -382,6 +396,21 @@ impl Sfu {
         }
         self.maybe_offer(key);
         Ok(())
+    }
+
+    /// The m-lines a Session has or will have once the gateway offered its queued TrackOuts:
+    /// those of its last SDP plus the TrackOuts not yet in an applied SDP. Stopped m-lines stay
+    /// in the SDP (str0m appends new ones after them), so they count.
+    pub(super) fn session_mlines(&self, key: SessionKey) -> usize {
+        let Some(s) = self.sessions.get(&key) else {
+            return 0;
+        };
+        let unoffered = s
+            .tracks_out
+            .values()
+            .filter(|o| matches!(o.state, OutState::ToOpen | OutState::Negotiating(_)))
+            .count();
+        s.sdp_mlines + unoffered
     }
 
     /// Unsubscribes a Session from Tracks (idempotent); their m-lines are removed by the next

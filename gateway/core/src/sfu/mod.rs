@@ -49,6 +49,7 @@ mod control;
 mod data;
 pub(crate) mod forward;
 mod guard;
+mod limits;
 mod media;
 mod negotiation;
 mod room;
@@ -57,13 +58,13 @@ mod track;
 
 pub use alloc::BweConfig;
 pub use data::DIRECT_LABEL;
+pub use limits::SignalingLimits;
 
 use guard::RtcPanicked;
 use room::Room;
 use session::Session;
 use track::TrackIn;
 
-const MAX_ADDRS_PER_SESSION: usize = 8;
 /// Longest metadata string accepted, in bytes.
 pub const MAX_METADATA_BYTES: usize = 4096;
 /// How long an idle core may sleep when nothing is scheduled.
@@ -111,6 +112,8 @@ pub struct SfuConfig {
     pub speaker_min_loudness: u8,
     /// Bandwidth estimation toward subscribers and the layer choice it drives.
     pub bwe: BweConfig,
+    /// Bounds on SDP and trickled candidates (`limits.rs`).
+    pub signaling: SignalingLimits,
 }
 
 impl Default for SfuConfig {
@@ -134,6 +137,7 @@ impl Default for SfuConfig {
             speaker_smoothing: 0.3,
             speaker_min_loudness: 127 - 70,
             bwe: BweConfig::default(),
+            signaling: SignalingLimits::default(),
         }
     }
 }
@@ -387,11 +391,18 @@ impl Sfu {
                     return false;
                 }
             }
+            // A valid check from an address not yet routed: route it from now on, evicting the
+            // least recently checked address if the Session has its maximum (never the one it
+            // sends to). Every check str0m answers is thus on a path that is routed.
             let addr = (d.transport, d.source);
-            if s.addrs.len() < MAX_ADDRS_PER_SESSION && !s.addrs.contains(&addr) {
-                s.addrs.push(addr);
-                self.demux.insert_addr(addr, key);
+            if let Some(evicted) = admit_addr(&mut s.addrs, s.send_to, addr) {
+                self.demux.remove_addr_of(evicted, key);
+                self.counters.addrs_evicted += 1;
             }
+            self.demux.insert_addr(addr, key);
+        } else if is_stun(d.contents) {
+            // A check on a routed path keeps that path fresh.
+            touch_addr(&mut s.addrs, (d.transport, d.source));
         }
         let res = s.rtc.with(|rtc| rtc.handle_input(input));
         match res {
@@ -513,6 +524,47 @@ impl Sfu {
             self.close_room(&id, RoomCloseReason::GatewayShutdown);
         }
     }
+}
+
+/// Most remote addresses routed to one Session (see [`admit_addr`]). A Peer checks a few pairs
+/// at once (one per local interface and transport); older ones are evicted as it roams.
+const MAX_ADDRS_PER_SESSION: usize = 8;
+
+/// Adds `addr` as the most recently checked address of a Session. With `MAX_ADDRS_PER_SESSION`
+/// already routed, the least recently checked one that is not `keep` (where the Session sends)
+/// is evicted and returned; the caller removes it from the demux index.
+fn admit_addr(
+    addrs: &mut Vec<(Transport, SocketAddr)>,
+    keep: Option<(Transport, SocketAddr)>,
+    addr: (Transport, SocketAddr),
+) -> Option<(Transport, SocketAddr)> {
+    if touch_addr(addrs, addr) {
+        return None;
+    }
+    let mut evicted = None;
+    if addrs.len() >= MAX_ADDRS_PER_SESSION {
+        let i = addrs.iter().position(|a| Some(*a) != keep).unwrap_or(0);
+        evicted = Some(addrs.remove(i));
+    }
+    addrs.push(addr);
+    evicted
+}
+
+/// Moves a routed address to the back (most recently checked). False if it is not routed.
+fn touch_addr(addrs: &mut Vec<(Transport, SocketAddr)>, addr: (Transport, SocketAddr)) -> bool {
+    let Some(i) = addrs.iter().position(|a| *a == addr) else {
+        return false;
+    };
+    if i + 1 != addrs.len() {
+        let a = addrs.remove(i);
+        addrs.push(a);
+    }
+    true
+}
+
+/// Whether the bytes look like a STUN message (RFC 7983: first byte 0–3, then the magic cookie).
+fn is_stun(buf: &[u8]) -> bool {
+    buf.len() >= 20 && buf[0] < 4 && buf[4..8] == [0x21, 0x12, 0xA4, 0x42]
 }
 
 /// A passive TCP host candidate (RFC 6544): the Peer connects to it.
