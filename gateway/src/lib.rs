@@ -26,6 +26,7 @@ pub mod config;
 mod driver;
 pub mod events;
 pub mod handle;
+pub mod paging;
 pub mod telemetry;
 pub mod turn;
 
@@ -115,6 +116,7 @@ impl Gateway {
                 up_headroom: config.bwe.up_headroom_percent as f32 / 100.0,
                 min_switch_interval: Duration::from_millis(config.bwe.min_switch_interval_ms),
             },
+            signaling: config.signaling.limits(),
         };
         let announce = config.announce_ips();
         let tcp_limits = driver::TcpLimits {
@@ -181,9 +183,14 @@ impl Gateway {
             default_ttl: Duration::from_secs(config.turn.credential_ttl_secs),
             embedded: turn.as_ref().map(turn::TurnServer::embedded),
         };
-        let handle =
-            GatewayHandle::new(workers.iter().map(|w| w.handle.clone()).collect(), bus, ice)
-                .map_err(|e| StartError::Other(e.to_string()))?;
+        let bounds = paging::HandleBounds {
+            default_page_size: config.listing.default_page_size,
+            max_page_size: config.listing.max_page_size,
+            max_sdp_bytes: config.signaling.max_sdp_bytes,
+        };
+        let workers_handles = workers.iter().map(|w| w.handle.clone()).collect();
+        let handle = GatewayHandle::new(workers_handles, bus, ice, bounds)
+            .map_err(|e| StartError::Other(e.to_string()))?;
         let threads = workers.into_iter().map(|w| w.thread).collect();
 
         let listener = tokio::net::TcpListener::bind(config.grpc.listen)
