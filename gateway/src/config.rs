@@ -499,8 +499,8 @@ impl Default for ListingConfig {
 pub struct OverloadConfig {
     /// Commands waiting in a Worker's queue above which it refuses new Rooms and Sessions.
     pub max_queue_depth: usize,
-    /// Loop lag (ms) above which a Worker refuses new Rooms and Sessions: how late its last
-    /// timer ran, or how long the command waited in its queue.
+    /// Loop lag (ms) above which a Worker refuses new Rooms and Sessions: how late its timers
+    /// ran, the smaller of its last two (one scheduling hiccup is not an overload).
     pub max_loop_lag_ms: u64,
 }
 
@@ -508,7 +508,7 @@ impl Default for OverloadConfig {
     fn default() -> Self {
         Self {
             max_queue_depth: 256,
-            max_loop_lag_ms: 100,
+            max_loop_lag_ms: 250,
         }
     }
 }

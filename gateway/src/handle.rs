@@ -190,6 +190,12 @@ impl GatewayHandle {
         Ok(Answer { kind, reply: res? })
     }
 
+    /// Refuses a new Room or Session on Worker `w` while it is overloaded (`[overload]`).
+    fn admit_new(&self, w: usize) -> Result<(), GatewayError> {
+        let overload = &self.inner.bounds.overload;
+        Ok(self.inner.workers[w].admit_new(w, overload)?)
+    }
+
     fn check_open(&self) -> Result<(), GatewayError> {
         if self.inner.draining.load(Ordering::Acquire) {
             return Err(GatewayError::Unavailable("the gateway is shutting down"));
@@ -209,6 +215,7 @@ impl GatewayHandle {
             }
         };
         let w = self.room_worker(&id);
+        self.admit_new(w)?;
         spec.id = Some(id);
         expect_reply!(self.call(w, Command::CreateRoom(spec)).await?,
             Reply::RoomCreated { room, created } => (room, created))
@@ -255,6 +262,7 @@ impl GatewayHandle {
     ) -> Result<(SessionInfo, Vec<IceServer>), GatewayError> {
         self.check_open()?;
         let w = self.room_worker(&spec.room);
+        self.admit_new(w)?;
         let info = expect_reply!(self.call(w, Command::CreateSession(spec)).await?,
             Reply::Session(s) => s)?;
         let ice = self

@@ -187,6 +187,10 @@ impl Gateway {
             default_page_size: config.listing.default_page_size,
             max_page_size: config.listing.max_page_size,
             max_sdp_bytes: config.signaling.max_sdp_bytes,
+            overload: driver::Overload {
+                max_queue_depth: config.overload.max_queue_depth,
+                max_loop_lag: Duration::from_millis(config.overload.max_loop_lag_ms),
+            },
         };
         let workers_handles = workers.iter().map(|w| w.handle.clone()).collect();
         let handle = GatewayHandle::new(workers_handles, bus, ice, bounds)

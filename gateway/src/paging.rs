@@ -34,6 +34,8 @@ pub(crate) struct HandleBounds {
     pub(crate) default_page_size: u32,
     pub(crate) max_page_size: u32,
     pub(crate) max_sdp_bytes: usize,
+    /// When a Worker refuses new Rooms and Sessions (`[overload]`).
+    pub(crate) overload: crate::driver::Overload,
 }
 
 impl HandleBounds {
