@@ -162,12 +162,22 @@ mod worker_tests {
         }
     }
 
-    fn refused_naming(r: Result<impl std::fmt::Debug, GatewayError>, key: &str) {
+    /// Polls `call` once: a refusal at the door is ready at once, while a call that reached the
+    /// paused Worker's queue would wait (and fails the test here instead of hanging it).
+    async fn refused_naming<T: std::fmt::Debug>(
+        call: impl std::future::Future<Output = Result<T, GatewayError>>,
+        key: &str,
+    ) {
+        let r = tokio::select! {
+            biased;
+            r = call => Some(r),
+            () = std::future::ready(()) => None,
+        };
         match r {
-            Err(GatewayError::Core(e @ CoreError::LimitReached(_))) => {
+            Some(Err(GatewayError::Core(e @ CoreError::LimitReached(_)))) => {
                 assert!(e.to_string().contains(key), "{e}")
             }
-            other => panic!("expected a refusal naming {key}: {other:?}"),
+            other => panic!("expected a refusal naming {key} at once: {other:?}"),
         }
     }
 
@@ -194,11 +204,12 @@ mod worker_tests {
             tokio::task::yield_now().await;
         }
         // Three queued > overload.max_queue_depth (2): new Rooms and Sessions are refused.
-        refused_naming(h.create_room(room("new")).await, "overload.max_queue_depth");
+        refused_naming(h.create_room(room("new")), "overload.max_queue_depth").await;
         refused_naming(
-            h.create_session(session("existing", "b")).await,
+            h.create_session(session("existing", "b")),
             "overload.max_queue_depth",
-        );
+        )
+        .await;
         drop(resume);
         for q in queued {
             q.await
@@ -211,7 +222,7 @@ mod worker_tests {
         let (resume, paused) = std::sync::mpsc::channel::<()>();
         worker.pause(paused);
         worker.set_lag(Duration::from_secs(60));
-        refused_naming(h.create_room(room("new")).await, "overload.max_loop_lag_ms");
+        refused_naming(h.create_room(room("new")), "overload.max_loop_lag_ms").await;
         let existing = {
             let (h, id) = (h.clone(), s.id.clone());
             tokio::spawn(async move { h.get_session(id).await })
