@@ -497,7 +497,8 @@ impl Default for ListingConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct OverloadConfig {
-    /// Commands waiting in a Worker's queue above which it refuses new Rooms and Sessions.
+    /// Commands waiting in a Worker's queue above which it refuses new Rooms and Sessions. At or
+    /// above `limits.command_queue` it never trips: the full queue refuses every call first.
     pub max_queue_depth: usize,
     /// Loop lag (ms) above which a Worker refuses new Rooms and Sessions: how late its timers
     /// ran, the smaller of its last two (one scheduling hiccup is not an overload).
@@ -780,12 +781,6 @@ impl Config {
             return bad(
                 "listing.default_page_size",
                 "must be between 1 and listing.max_page_size",
-            );
-        }
-        if self.overload.max_queue_depth >= self.limits.command_queue {
-            return bad(
-                "overload.max_queue_depth",
-                "must be below limits.command_queue (beyond it every call is refused anyway)",
             );
         }
         Ok(())
