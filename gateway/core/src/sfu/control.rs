@@ -413,21 +413,6 @@ impl Sfu {
         Ok(())
     }
 
-    /// The m-lines a Session has or will have once the gateway offered its queued TrackOuts:
-    /// those of its last SDP plus the TrackOuts not yet in an applied SDP. Stopped m-lines stay
-    /// in the SDP (str0m appends new ones after them), so they count.
-    pub(super) fn session_mlines(&self, key: SessionKey) -> usize {
-        let Some(s) = self.sessions.get(&key) else {
-            return 0;
-        };
-        let unoffered = s
-            .tracks_out
-            .values()
-            .filter(|o| matches!(o.state, OutState::ToOpen | OutState::Negotiating(_)))
-            .count();
-        s.sdp_mlines + unoffered
-    }
-
     /// Unsubscribes a Session from Tracks (idempotent); their m-lines are removed by the next
     /// gateway offer and no more packets are forwarded.
     pub fn unsubscribe(

@@ -8,6 +8,9 @@
 
 use std::collections::HashSet;
 
+use super::Sfu;
+use super::track::OutState;
+use crate::demux::SessionKey;
 use crate::error::CoreError;
 
 /// Bounds on what a backend may hand the core for one Session (SDP and trickled candidates).
@@ -94,6 +97,23 @@ pub(super) fn too_many_session_mlines(mlines: usize, limits: &SignalingLimits) -
         "the session would have {mlines} m-lines, more than signaling.max_mlines_per_session ({})",
         limits.max_mlines_per_session
     ))
+}
+
+impl Sfu {
+    /// The m-lines a Session has or will have once the gateway offered its queued TrackOuts:
+    /// those of its last SDP plus the TrackOuts not yet in an applied SDP. Stopped m-lines stay
+    /// in the SDP (str0m appends new ones after them), so they count.
+    pub(super) fn session_mlines(&self, key: SessionKey) -> usize {
+        let Some(s) = self.sessions.get(&key) else {
+            return 0;
+        };
+        let unoffered = s
+            .tracks_out
+            .values()
+            .filter(|o| matches!(o.state, OutState::ToOpen | OutState::Negotiating(_)))
+            .count();
+        s.sdp_mlines + unoffered
+    }
 }
 
 /// Longest excerpt of an offending line quoted in an error.

@@ -39,7 +39,7 @@ use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, CandidateKind, Event, Input};
 
 use crate::command::{Command, CommandCounts};
-use crate::demux::{Demux, SessionKey};
+use crate::demux::{Demux, SessionKey, admit_addr, is_stun, touch_addr};
 use crate::error::CoreError;
 use crate::ids::{RoomId, SessionId, TrackId};
 use crate::model::*;
@@ -524,47 +524,6 @@ impl Sfu {
             self.close_room(&id, RoomCloseReason::GatewayShutdown);
         }
     }
-}
-
-/// Most remote addresses routed to one Session (see [`admit_addr`]). A Peer checks a few pairs
-/// at once (one per local interface and transport); older ones are evicted as it roams.
-const MAX_ADDRS_PER_SESSION: usize = 8;
-
-/// Adds `addr` as the most recently checked address of a Session. With `MAX_ADDRS_PER_SESSION`
-/// already routed, the least recently checked one that is not `keep` (where the Session sends)
-/// is evicted and returned; the caller removes it from the demux index.
-fn admit_addr(
-    addrs: &mut Vec<(Transport, SocketAddr)>,
-    keep: Option<(Transport, SocketAddr)>,
-    addr: (Transport, SocketAddr),
-) -> Option<(Transport, SocketAddr)> {
-    if touch_addr(addrs, addr) {
-        return None;
-    }
-    let mut evicted = None;
-    if addrs.len() >= MAX_ADDRS_PER_SESSION {
-        let i = addrs.iter().position(|a| Some(*a) != keep).unwrap_or(0);
-        evicted = Some(addrs.remove(i));
-    }
-    addrs.push(addr);
-    evicted
-}
-
-/// Moves a routed address to the back (most recently checked). False if it is not routed.
-fn touch_addr(addrs: &mut Vec<(Transport, SocketAddr)>, addr: (Transport, SocketAddr)) -> bool {
-    let Some(i) = addrs.iter().position(|a| *a == addr) else {
-        return false;
-    };
-    if i + 1 != addrs.len() {
-        let a = addrs.remove(i);
-        addrs.push(a);
-    }
-    true
-}
-
-/// Whether the bytes look like a STUN message (RFC 7983: first byte 0–3, then the magic cookie).
-fn is_stun(buf: &[u8]) -> bool {
-    buf.len() >= 20 && buf[0] < 4 && buf[4..8] == [0x21, 0x12, 0xA4, 0x42]
 }
 
 /// A passive TCP host candidate (RFC 6544): the Peer connects to it.
