@@ -437,7 +437,8 @@ pub struct SignalingConfig {
     /// Most m-lines in one SDP.
     pub max_mlines_per_sdp: usize,
     /// Most m-lines one Session may have. A subscriber gets about two per other Participant (audio
-    /// and video), so this must be at least twice `rooms.max_sessions_limit` for a full Room.
+    /// and video), so this must be at least twice `rooms.max_sessions_limit` plus 8 (its own
+    /// m-lines) for a full Room.
     pub max_mlines_per_session: usize,
     /// Most distinct `a=candidate` lines in one SDP.
     pub max_candidates_per_sdp: usize,
@@ -761,10 +762,12 @@ impl Config {
         if s.max_mlines_per_sdp == 0 {
             return bad("signaling.max_mlines_per_sdp", "must be at least 1");
         }
-        if (s.max_mlines_per_session as u64) < 2 * u64::from(self.rooms.max_sessions_limit) {
+        // Two per other Participant (audio and video) plus a few of its own (audio, video,
+        // screen share, data).
+        if (s.max_mlines_per_session as u64) < 2 * u64::from(self.rooms.max_sessions_limit) + 8 {
             return bad(
                 "signaling.max_mlines_per_session",
-                "must be at least twice rooms.max_sessions_limit (a full Room)",
+                "must be at least twice rooms.max_sessions_limit plus 8 (a full Room)",
             );
         }
         if s.max_candidates_per_sdp == 0 {

@@ -174,6 +174,20 @@ fn a_session_gets_no_more_mlines_than_its_limit() {
         tracks: tracks[..1].to_vec(),
     };
     net.command(one).expect("one more m-line fits");
+    // d subscribes automatically to a's and b's Tracks when it is created (four, the limit),
+    // before its Peer offers: its offer's three m-lines on top are past the limit.
+    let sd = net.session(&room, "d");
+    let mut peer = switchboard_testpeer::PeerCore::new(net.now, "192.0.2.60:5000".parse().unwrap());
+    let offer = peer.create_offer(av("chat"));
+    match offer_of(&mut net, &sd, offer) {
+        Err(e @ CoreError::LimitReached(_)) => {
+            assert!(
+                e.to_string().contains("signaling.max_mlines_per_session"),
+                "{e}"
+            )
+        }
+        other => panic!("an offer past the Session's m-lines: {other:?}"),
+    }
     net.run_until(Duration::from_secs(5), "a receives the one Track", |n| {
         n.peer(a)
             .stats

@@ -22,7 +22,8 @@ pub struct SignalingLimits {
     /// Most m-lines in one SDP (`signaling.max_mlines_per_sdp`).
     pub max_mlines_per_sdp: usize,
     /// Most m-lines one Session may have: those of its last SDP plus the TrackOuts the gateway
-    /// still has to offer (`signaling.max_mlines_per_session`). A subscriber gets about two
+    /// still has to offer (`signaling.max_mlines_per_session`). A Peer offer or a `Subscribe`
+    /// past it is refused, an automatic subscription skipped. A subscriber gets about two
     /// m-lines per other Participant, so this must fit a full Room.
     pub max_mlines_per_session: usize,
     /// Most distinct `a=candidate` lines in one SDP (`signaling.max_candidates_per_sdp`).

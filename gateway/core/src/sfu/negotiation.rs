@@ -38,9 +38,11 @@ impl Sfu {
         let key = self.session_key(id)?;
         // Bounded before str0m parses anything: size, m-lines and candidates by a line scan.
         let shape = limits::check_sdp(sdp, &self.config.signaling)?;
-        if shape.mlines > self.config.signaling.max_mlines_per_session {
+        // The offer lists every m-line of the Session but those the gateway has yet to offer.
+        let unoffered = self.session_mlines(key) - self.sessions[&key].sdp_mlines;
+        if shape.mlines + unoffered > self.config.signaling.max_mlines_per_session {
             return Err(limits::too_many_session_mlines(
-                shape.mlines,
+                shape.mlines + unoffered,
                 &self.config.signaling,
             ));
         }
