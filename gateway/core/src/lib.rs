@@ -22,6 +22,7 @@ mod command;
 mod demux;
 mod error;
 mod ids;
+mod keys;
 mod model;
 mod sfu;
 

@@ -17,9 +17,9 @@ use super::room::Room;
 use super::session::Session;
 use super::track::{OutState, release_track_out};
 use super::{MAX_METADATA_BYTES, Sfu, TimerKey, TrackKey, tcp_passive_candidate};
-use crate::demux::SessionKey;
 use crate::error::CoreError;
 use crate::ids::{self, ParticipantId, RoomId, SessionId, TrackId};
+use crate::keys::SessionKey;
 use crate::model::*;
 
 impl Sfu {
@@ -98,7 +98,7 @@ impl Sfu {
                 self.config.max_rooms
             )));
         }
-        let key = self.key();
+        let key = self.keys.room();
         let deadline = now + empty_timeout;
         let room = Room {
             key,
@@ -212,7 +212,7 @@ impl Sfu {
             tracing::error!(session = %id, "internal fault while creating the session");
             return Err(CoreError::Internal(id));
         };
-        let key = self.key();
+        let key = self.keys.session();
         let connect_deadline = now + self.config.connect_timeout;
         let session = Session {
             id: id.clone(),

@@ -16,9 +16,9 @@ use str0m::channel::{ChannelConfig, ChannelId};
 
 use super::Sfu;
 use super::guard::RtcPanicked;
-use crate::demux::SessionKey;
 use crate::error::CoreError;
 use crate::ids::{RoomId, SessionId};
+use crate::keys::SessionKey;
 use crate::model::*;
 
 /// The label of directed (session-to-session) messages.

@@ -39,9 +39,10 @@ use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, CandidateKind, Event, Input};
 
 use crate::command::{Command, CommandCounts};
-use crate::demux::{Demux, SessionKey};
+use crate::demux::Demux;
 use crate::error::CoreError;
 use crate::ids::{RoomId, SessionId, TrackId};
+use crate::keys::{KeyGen, RoomKey, SessionKey, TrackKey};
 use crate::model::*;
 
 pub(crate) mod alloc;
@@ -172,12 +173,10 @@ pub enum RemoteCandidate<'a> {
     EndOfCandidates,
 }
 
-type TrackKey = u64;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
     Session(SessionKey),
-    Room(u64),
+    Room(RoomKey),
 }
 
 /// The SFU core of one Worker. See the module docs for the contract.
@@ -186,12 +185,12 @@ pub struct Sfu {
     rng: ChaCha20Rng,
     now: Instant,
     rooms: BTreeMap<RoomId, Room>,
-    room_keys: HashMap<u64, RoomId>,
+    room_keys: HashMap<RoomKey, RoomId>,
     sessions: HashMap<SessionKey, Session>,
     session_keys: HashMap<SessionId, SessionKey>,
     tracks: HashMap<TrackKey, TrackIn>,
     track_keys: HashMap<TrackId, TrackKey>,
-    next_key: u64,
+    keys: KeyGen,
     next_offer_id: u64,
     demux: Demux,
     timers: BTreeSet<(Instant, TimerKey)>,
@@ -246,7 +245,7 @@ impl Sfu {
             session_keys: HashMap::new(),
             tracks: HashMap::new(),
             track_keys: HashMap::new(),
-            next_key: 1,
+            keys: KeyGen::default(),
             next_offer_id: 1,
             demux: Demux::default(),
             timers: BTreeSet::new(),
@@ -324,12 +323,6 @@ impl Sfu {
     pub fn n_index_entries(&self) -> (usize, usize, usize) {
         let (a, u) = self.demux.len();
         (a, u, self.timers.len())
-    }
-
-    fn key(&mut self) -> u64 {
-        let k = self.next_key;
-        self.next_key += 1;
-        k
     }
 
     fn emit(&mut self, room: &RoomId, session: Option<&SessionId>, kind: EventKind) {

@@ -14,9 +14,9 @@ use str0m::net::Protocol;
 
 use super::track::OutState;
 use super::{RemoteCandidate, Sfu};
-use crate::demux::SessionKey;
 use crate::error::CoreError;
 use crate::ids::SessionId;
+use crate::keys::SessionKey;
 use crate::model::*;
 
 pub(super) struct PendingOffer {

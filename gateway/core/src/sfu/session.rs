@@ -11,16 +11,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use str0m::bwe::BweKind;
 use str0m::channel::ChannelId;
-use str0m::media::{MediaKind, Mid, Rid};
+use str0m::media::{MediaKind, Mid};
 use str0m::rtp::Ssrc;
 use str0m::{Event, IceConnectionState, Input, Output as RtcOutput};
 
+use super::forward::Layer;
 use super::guard::{RtcGuard, RtcPanicked};
 use super::negotiation::PendingOffer;
 use super::track::{OutState, TrackOut};
 use super::{Sfu, TimerKey, TrackKey, data, transport_of};
-use crate::demux::SessionKey;
 use crate::ids::{ParticipantId, RoomId, SessionId};
+use crate::keys::SessionKey;
 use crate::model::*;
 
 /// Shortest wait before an `Rtc` that has just handled a timeout is handled again.
@@ -45,7 +46,8 @@ pub(super) struct Session {
     /// A remote offer has been applied once; renegotiation is possible.
     pub(super) negotiated: bool,
     pub(super) pending: Option<PendingOffer>,
-    pub(super) ssrcs: HashMap<Ssrc, (Mid, Option<Rid>)>,
+    /// The m-line and layer of each stream the Peer sends, learned from str0m on first use.
+    pub(super) ssrcs: HashMap<Ssrc, RxStream>,
     pub(super) tracks_in: HashMap<Mid, TrackKey>,
     pub(super) tracks_out: BTreeMap<TrackKey, TrackOut>,
     pub(super) out_by_mid: HashMap<Mid, TrackKey>,
@@ -59,6 +61,13 @@ pub(super) struct Session {
     /// The (minimum, desired) bitrates last given to str0m's BWE.
     pub(super) bwe_set: (u64, u64),
     pub(super) dirty: bool,
+}
+
+/// Where a received stream belongs: its m-line (the TrackIn) and its layer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RxStream {
+    pub(super) mid: Mid,
+    pub(super) layer: Layer,
 }
 
 impl Sfu {
