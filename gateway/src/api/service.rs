@@ -11,10 +11,11 @@ use switchboard::v1::session_service_server::SessionService;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{FromProto, ToProto, room_id, session_id, track_ids};
+use super::convert::{FromProto, ToProto, room_id, session_id, track_id, track_ids};
 use super::status::{events_lost, events_unread, invalid};
 use crate::events::{EventBody, EventFilter, EventStreamError};
 use crate::handle::{DataMessage, GatewayError, GatewayHandle, IceCandidate};
+use switchboard_core::TrackPreference;
 
 /// Implements every `switchboard.v1` service over one [`GatewayHandle`].
 #[derive(Clone)]
@@ -83,7 +84,7 @@ impl RoomService for ControlService {
     ) -> Result<Response<pb::MuteTrackResponse>, Status> {
         let r = req.into_inner();
         let room = room_id("room_id", &r.room_id)?;
-        let track = track_ids("track_id", std::slice::from_ref(&r.track_id))?.remove(0);
+        let track = track_id("track_id", &r.track_id)?;
         self.handle.mute_track(room, track, r.muted).await?;
         Ok(Response::new(pb::MuteTrackResponse {}))
     }
@@ -154,9 +155,6 @@ impl SessionService for ControlService {
     ) -> Result<Response<pb::ApplyOfferResponse>, Status> {
         let r = req.into_inner();
         let id = session_id("session_id", &r.session_id)?;
-        if r.sdp.is_empty() {
-            return Err(invalid("sdp", "must not be empty"));
-        }
         let sdp = self.handle.apply_offer(id, r.sdp).await?;
         Ok(Response::new(pb::ApplyOfferResponse { sdp }))
     }
@@ -167,9 +165,6 @@ impl SessionService for ControlService {
     ) -> Result<Response<pb::ApplyAnswerResponse>, Status> {
         let r = req.into_inner();
         let id = session_id("session_id", &r.session_id)?;
-        if r.sdp.is_empty() {
-            return Err(invalid("sdp", "must not be empty"));
-        }
         let offer_id = (r.offer_id != 0).then_some(r.offer_id);
         self.handle.apply_answer(id, r.sdp, offer_id).await?;
         Ok(Response::new(pb::ApplyAnswerResponse {}))
@@ -215,17 +210,8 @@ impl SessionService for ControlService {
     ) -> Result<Response<pb::SetTrackPreferenceResponse>, Status> {
         let r = req.into_inner();
         let id = session_id("session_id", &r.session_id)?;
-        let track = track_ids("track_id", std::slice::from_ref(&r.track_id))?.remove(0);
-        let max_layer = match r.max_layer {
-            None => None,
-            Some(n) => {
-                Some(u8::try_from(n).map_err(|_| invalid("max_layer", "must be at most 255"))?)
-            }
-        };
-        let pref = switchboard_core::TrackPreference {
-            max_layer,
-            paused: r.paused,
-        };
+        let track = track_id("track_id", &r.track_id)?;
+        let pref = TrackPreference::new(r.max_layer, r.paused).map_err(GatewayError::from)?;
         self.handle.set_track_preference(id, track, pref).await?;
         Ok(Response::new(pb::SetTrackPreferenceResponse {}))
     }

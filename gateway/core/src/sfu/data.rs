@@ -293,7 +293,7 @@ impl Sfu {
             return Err(CoreError::InvalidArgument {
                 field: "data",
                 reason: format!(
-                    "{} bytes is more than the limit of {}",
+                    "{} bytes is more than data.max_message_bytes ({})",
                     data.len(),
                     self.config.data_max_message_bytes
                 ),

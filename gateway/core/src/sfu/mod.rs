@@ -67,6 +67,10 @@ use track::TrackIn;
 const MAX_ADDRS_PER_SESSION: usize = 8;
 /// Longest metadata string accepted, in bytes.
 pub const MAX_METADATA_BYTES: usize = 4096;
+/// Most data-channel labels a Room forwards to the backend (`backend_data_labels`).
+pub const MAX_BACKEND_LABELS: usize = 32;
+/// Longest data-channel label a Room forwards to the backend, in bytes.
+pub const MAX_LABEL_BYTES: usize = 128;
 /// How long an idle core may sleep when nothing is scheduled.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 

@@ -14,7 +14,7 @@ use str0m::net::Protocol;
 
 use super::track::OutState;
 use super::{RemoteCandidate, Sfu};
-use crate::error::CoreError;
+use crate::error::{CoreError, WrongState};
 use crate::ids::SessionId;
 use crate::keys::SessionKey;
 use crate::model::*;
@@ -34,18 +34,13 @@ impl Sfu {
         sdp: &str,
     ) -> Result<String, CoreError> {
         self.now = now;
+        check_sdp_present(sdp)?;
         let key = self.session_key(id)?;
         let sdp = &*without_tcp_candidates(sdp);
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| CoreError::InvalidArgument {
             field: "sdp",
             reason: format!("not a valid SDP offer: {}", parse_error(&e)),
         })?;
-        if sdp.is_empty() {
-            return Err(CoreError::InvalidArgument {
-                field: "sdp",
-                reason: "must not be empty".into(),
-            });
-        }
         let s = self.sessions.get_mut(&key).expect("key from index");
         let glare = s.pending.take().is_some();
         let res = s.rtc.with(|rtc| rtc.sdp_api().accept_offer(offer));
@@ -102,13 +97,8 @@ impl Sfu {
         offer_id: Option<u64>,
     ) -> Result<(), CoreError> {
         self.now = now;
+        check_sdp_present(sdp)?;
         let key = self.session_key(id)?;
-        if sdp.is_empty() {
-            return Err(CoreError::InvalidArgument {
-                field: "sdp",
-                reason: "must not be empty".into(),
-            });
-        }
         let sdp = &*without_tcp_candidates(sdp);
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| CoreError::InvalidArgument {
             field: "sdp",
@@ -118,7 +108,7 @@ impl Sfu {
         let Some(pending) = &s.pending else {
             return Err(CoreError::WrongState {
                 session: id.clone(),
-                reason: "no gateway offer is outstanding".into(),
+                reason: WrongState::NoOfferOutstanding,
             });
         };
         if let Some(want) = offer_id
@@ -126,10 +116,10 @@ impl Sfu {
         {
             return Err(CoreError::WrongState {
                 session: id.clone(),
-                reason: format!(
-                    "offer {want} is not the outstanding offer (that is {})",
-                    pending.id
-                ),
+                reason: WrongState::NotTheOutstandingOffer {
+                    given: want,
+                    outstanding: pending.id,
+                },
             });
         }
         let pending = s.pending.take().expect("checked above");
@@ -170,18 +160,24 @@ impl Sfu {
         candidate: RemoteCandidate<'_>,
     ) -> Result<(), CoreError> {
         self.now = now;
+        let line = match candidate {
+            RemoteCandidate::Candidate(line) => {
+                let line = line.trim();
+                let line = line.strip_prefix("a=").unwrap_or(line);
+                if line.is_empty() {
+                    return Err(CoreError::InvalidArgument {
+                        field: "candidate",
+                        reason: "must not be empty unless end_of_candidates is set".into(),
+                    });
+                }
+                Some(line)
+            }
+            RemoteCandidate::EndOfCandidates => None,
+        };
         let key = self.session_key(id)?;
-        let RemoteCandidate::Candidate(line) = candidate else {
+        let Some(line) = line else {
             return Ok(());
         };
-        let line = line.trim();
-        let line = line.strip_prefix("a=").unwrap_or(line);
-        if line.is_empty() {
-            return Err(CoreError::InvalidArgument {
-                field: "candidate",
-                reason: "must not be empty unless end_of_candidates is set".into(),
-            });
-        }
         let is_mdns = line
             .split_whitespace()
             .nth(4)
@@ -368,6 +364,17 @@ pub(super) fn without_tcp_candidates(sdp: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     out.into()
+}
+
+/// An offer or answer must have a body.
+fn check_sdp_present(sdp: &str) -> Result<(), CoreError> {
+    if sdp.trim().is_empty() {
+        return Err(CoreError::InvalidArgument {
+            field: "sdp",
+            reason: "must not be empty".into(),
+        });
+    }
+    Ok(())
 }
 
 /// A str0m parse error as one stable line for the backend: the parser's own text names the
