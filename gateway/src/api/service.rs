@@ -17,6 +17,12 @@ use crate::events::{EventBody, EventFilter, EventStreamError};
 use crate::handle::{DataMessage, GatewayError, GatewayHandle, IceCandidate};
 use switchboard_core::TrackPreference;
 
+/// Largest `SendDataRequest` the gRPC layer decodes: the largest `data.max_message_bytes` the
+/// configuration accepts (16 MiB) plus room for the ids and the label. Anything up to it reaches
+/// the core, which refuses a message over the configured limit with INVALID_ARGUMENT naming
+/// `data.max_message_bytes` (tonic's default decode limit, 4 MiB, answered OUT_OF_RANGE first).
+pub(crate) const SEND_DATA_DECODE_LIMIT: usize = 16 * 1024 * 1024 + 64 * 1024;
+
 /// Implements every `switchboard.v1` service over one [`GatewayHandle`].
 #[derive(Clone)]
 pub struct ControlService {
