@@ -390,6 +390,10 @@ impl Sfu {
                 self.demux.insert_addr(addr, key);
             }
         }
+        if !self.settle(key) {
+            return false;
+        }
+        let s = self.sessions.get_mut(&key).expect("settle checked");
         let res = s.rtc.with(|rtc| rtc.handle_input(input));
         match res {
             Err(_) => {
@@ -441,6 +445,10 @@ impl Sfu {
             None,
             None,
         );
+        if !self.settle(key) {
+            return;
+        }
+        let s = self.sessions.get_mut(&key).expect("settle checked");
         let res = s.rtc.with(|rtc| {
             rtc.direct_api().invalidate_candidate(&prflx);
             // Lets the ICE agent re-evaluate its state now rather than at its next timeout.

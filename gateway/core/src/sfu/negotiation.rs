@@ -41,7 +41,10 @@ impl Sfu {
             field: "sdp",
             reason: format!("not a valid SDP offer: {}", parse_error(&e)),
         })?;
-        let s = self.sessions.get_mut(&key).expect("key from index");
+        if !self.settle(key) {
+            return Err(CoreError::SessionNotFound(id.clone()));
+        }
+        let s = self.sessions.get_mut(&key).expect("settle checked");
         let glare = s.pending.take().is_some();
         let res = s.rtc.with(|rtc| rtc.sdp_api().accept_offer(offer));
         if glare {
@@ -122,6 +125,10 @@ impl Sfu {
                 },
             });
         }
+        if !self.settle(key) {
+            return Err(CoreError::SessionNotFound(id.clone()));
+        }
+        let s = self.sessions.get_mut(&key).expect("settle checked");
         let pending = s.pending.take().expect("checked above");
         let res = s
             .rtc
@@ -193,7 +200,10 @@ impl Sfu {
             // See `without_tcp_candidates`: ICE-TCP pairs are learned from the connection.
             return Ok(());
         }
-        let s = self.sessions.get_mut(&key).expect("key from index");
+        if !self.settle(key) {
+            return Err(CoreError::SessionNotFound(id.clone()));
+        }
+        let s = self.sessions.get_mut(&key).expect("settle checked");
         let res = s.rtc.with(|rtc| rtc.add_remote_candidate(c));
         if res.is_err() {
             self.fail(key);

@@ -91,6 +91,10 @@ impl Sfu {
             return;
         };
         if s.rtc_timeout <= now {
+            if !self.settle(key) {
+                return;
+            }
+            let s = self.sessions.get_mut(&key).expect("settle checked");
             let res = s.rtc.with(|rtc| rtc.handle_input(Input::Timeout(now)));
             match res {
                 Err(_) => return self.fail(key),
@@ -110,6 +114,21 @@ impl Sfu {
             }
         } else {
             self.update_timer(key);
+        }
+    }
+
+    /// Drains a Session written to since its last drain (forwarded media, relayed data, a
+    /// control change), so that the input it is given next (a datagram, a timeout, an offer)
+    /// follows a complete drain: str0m's single-mutation rule. Returns whether the Session still
+    /// exists (a drain can close it).
+    pub(super) fn settle(&mut self, key: SessionKey) -> bool {
+        match self.sessions.get(&key) {
+            None => false,
+            Some(s) if s.dirty => {
+                self.drive(key);
+                self.sessions.contains_key(&key)
+            }
+            Some(_) => true,
         }
     }
 
