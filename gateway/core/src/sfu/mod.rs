@@ -20,8 +20,8 @@
 //!
 //! str0m's single-mutation rule is kept here, one level up: a Session that received a datagram or
 //! a timeout is drained (to `Output::Timeout`) at once, before the next input; a Session written to
-//! from elsewhere (forwarded media, relayed data, a control call) is marked dirty, and dirty
-//! Sessions are drained before any output leaves the core.
+//! from elsewhere (forwarded media, relayed data, a control call) is marked dirty, and a dirty
+//! Session is drained before its next input (`settle`) and before any output leaves the core.
 //!
 //! Every touch of a Session's `Rtc`, reads included, goes through its `RtcGuard` (`guard.rs`),
 //! which runs it under `catch_unwind`; the `Rtc` is a private field of the guard, so there is no

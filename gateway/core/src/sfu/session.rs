@@ -320,7 +320,9 @@ impl Sfu {
         let Some(s) = self.sessions.get(&key) else {
             return;
         };
-        let tracks_in: Vec<TrackKey> = s.tracks_in.values().copied().collect();
+        // In publication order, so the TrackUnpublished events do not depend on hash order.
+        let mut tracks_in: Vec<TrackKey> = s.tracks_in.values().copied().collect();
+        tracks_in.sort_unstable();
         for tk in tracks_in {
             self.unpublish(tk);
         }
