@@ -19,9 +19,10 @@ use switchboard_core::{
 };
 pub use switchboard_core::{DataMessage, IceCandidate};
 
-use crate::config::IceServerConfig;
 use crate::driver::{SendError, WorkerHandle};
 use crate::events::{EventBus, EventFilter, EventSubscription};
+pub use crate::turn::IceServer;
+use crate::turn::IceServers;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,64 +70,6 @@ macro_rules! expect_reply {
 struct Answer {
     kind: &'static str,
     reply: Reply,
-}
-
-/// An ICE server for a Peer's `RTCPeerConnection` (`iceServers` entry).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct IceServer {
-    /// `stun:`, `turn:` or `turns:` URLs.
-    pub urls: Vec<String>,
-    /// TURN username (minted ones are `<unix expiry>:<session id>`).
-    pub username: String,
-    /// TURN password.
-    pub credential: String,
-}
-
-/// The ICE servers of every new Session: the configured `[[ice_servers]]` (credentials minted
-/// per Session for those with a `shared_secret`) and the embedded TURN server.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct IceServers {
-    pub(crate) configured: Vec<IceServerConfig>,
-    pub(crate) default_ttl: std::time::Duration,
-    pub(crate) embedded: Option<crate::turn::EmbeddedTurn>,
-}
-
-impl IceServers {
-    /// The list for the Session `identity`, credentials minted at `now`.
-    pub(crate) fn for_session(&self, identity: &str, now: std::time::SystemTime) -> Vec<IceServer> {
-        let mut out = Vec::with_capacity(self.configured.len() + 1);
-        if let Some(e) = &self.embedded {
-            let c = e.mint(identity, now);
-            out.push(IceServer {
-                urls: e.urls.clone(),
-                username: c.username,
-                credential: c.password,
-            });
-        }
-        for s in &self.configured {
-            if s.shared_secret.is_empty() {
-                out.push(IceServer {
-                    urls: s.urls.clone(),
-                    username: s.username.clone(),
-                    credential: s.credential.clone(),
-                });
-            } else {
-                let ttl = if s.credential_ttl_secs == 0 {
-                    self.default_ttl
-                } else {
-                    std::time::Duration::from_secs(s.credential_ttl_secs)
-                };
-                let c =
-                    crate::turn::mint_credential(s.shared_secret.as_bytes(), identity, ttl, now);
-                out.push(IceServer {
-                    urls: s.urls.clone(),
-                    username: c.username,
-                    credential: c.password,
-                });
-            }
-        }
-        out
-    }
 }
 
 pub(crate) struct Inner {
@@ -394,5 +337,26 @@ impl GatewayHandle {
     /// Whether the gateway is shutting down.
     pub fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::Acquire)
+    }
+}
+
+/// The steps of [`crate::Gateway::shutdown`]; nothing else calls them.
+impl GatewayHandle {
+    /// Refuses new Rooms and Sessions from now on (`is_draining` turns true).
+    pub(crate) fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+    }
+
+    /// Has every Worker close its Sessions (Peers get a DTLS close) and stop; returns once each
+    /// has answered or is gone.
+    pub(crate) async fn shutdown_workers(&self) {
+        for w in &self.inner.workers {
+            w.shutdown().await;
+        }
+    }
+
+    /// Publishes `Draining`, the last event of every stream.
+    pub(crate) fn publish_draining(&self) {
+        self.inner.bus.publish(crate::events::EventBody::Draining);
     }
 }

@@ -381,7 +381,7 @@ fn on_tcp_event(sfu: &mut Sfu, side: &mut TcpSide, ev: ConnEvent, candidates: &[
         }
         ConnEvent::Ended { id, remote, why } => {
             if side.on_ended(id, remote, why) {
-                tracing::debug!(%remote, ?why, "TCP connection ended");
+                tracing::debug!(remote = %crate::telemetry::Redact(remote), ?why, "TCP connection ended");
                 sfu.handle_tcp_closed(now, remote);
             }
         }
