@@ -194,6 +194,20 @@ pub enum CryptoError {
         /// The public key group used for verification.
         group: NamedGroup,
     },
+    /// An RSA signature did not verify.
+    RsaSignatureVerificationFailed {
+        /// The requested signature algorithm (RSA for PKCS#1 v1.5, or an RSA-PSS one).
+        signature: SignatureAlgorithm,
+        /// The requested hash algorithm.
+        hash: HashAlgorithm,
+    },
+    /// The peer's RSA key is smaller than [`MIN_RSA_KEY_BITS`](crate::crypto::MIN_RSA_KEY_BITS).
+    RsaKeyTooSmall {
+        /// Size of the peer's RSA modulus in bits.
+        bits: u16,
+        /// The smallest size accepted.
+        minimum: u16,
+    },
     /// The public key algorithm is unsupported.
     UnsupportedPublicKeyAlgorithm,
     /// A certificate or key references an unsupported EC curve.
@@ -938,6 +952,16 @@ impl fmt::Display for CryptoError {
             } => write!(
                 f,
                 "signature verification failed: {signature:?} + {hash:?} + {group:?}"
+            ),
+            Self::RsaSignatureVerificationFailed { signature, hash } => {
+                write!(
+                    f,
+                    "RSA signature verification failed: {signature:?} + {hash:?}"
+                )
+            }
+            Self::RsaKeyTooSmall { bits, minimum } => write!(
+                f,
+                "RSA key of {bits} bits is too small (at least {minimum} bits are required)"
             ),
             Self::UnsupportedPublicKeyAlgorithm => write!(f, "unsupported public key algorithm"),
             Self::UnsupportedEcCurve => write!(f, "unsupported EC curve"),

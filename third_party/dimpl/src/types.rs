@@ -281,6 +281,9 @@ impl HashAlgorithm {
     pub const SHA384: Self = Self(5);
     /// SHA-512 hash.
     pub const SHA512: Self = Self(6);
+    /// "Intrinsic" hash (RFC 8446 §4.2.3 code points reused by TLS 1.2): the
+    /// signature byte names the whole scheme, e.g. `0x0804` = rsa_pss_rsae_sha256.
+    pub const INTRINSIC: Self = Self(8);
 
     pub(crate) const UNKNOWN_DERIVED: Self = Self(u8::MAX);
 
@@ -296,7 +299,7 @@ impl HashAlgorithm {
 
     /// Returns true if this is not a known DTLS hash algorithm wire value.
     pub const fn is_unknown(&self) -> bool {
-        self.0 > Self::SHA512.0
+        self.0 > Self::SHA512.0 && self.0 != Self::INTRINSIC.0
     }
 
     /// Parse a `HashAlgorithm` from wire format.
@@ -330,6 +333,7 @@ impl fmt::Debug for HashAlgorithm {
             HashAlgorithm::SHA256 => f.write_str("SHA256"),
             HashAlgorithm::SHA384 => f.write_str("SHA384"),
             HashAlgorithm::SHA512 => f.write_str("SHA512"),
+            HashAlgorithm::INTRINSIC => f.write_str("INTRINSIC"),
             _ => f.debug_tuple("Unknown").field(&self.0).finish(),
         }
     }
@@ -363,6 +367,13 @@ impl SignatureAlgorithm {
     pub const DSA: Self = Self(2);
     /// ECDSA signatures.
     pub const ECDSA: Self = Self(3);
+    /// RSASSA-PSS with an rsaEncryption key and SHA-256 (with [`HashAlgorithm::INTRINSIC`]
+    /// this is the code point `0x0804`, rsa_pss_rsae_sha256).
+    pub const RSA_PSS_RSAE_SHA256: Self = Self(4);
+    /// RSASSA-PSS with an rsaEncryption key and SHA-384 (code point `0x0805`).
+    pub const RSA_PSS_RSAE_SHA384: Self = Self(5);
+    /// RSASSA-PSS with an rsaEncryption key and SHA-512 (code point `0x0806`).
+    pub const RSA_PSS_RSAE_SHA512: Self = Self(6);
 
     pub(crate) const UNKNOWN_DERIVED: Self = Self(u8::MAX);
 
@@ -378,7 +389,12 @@ impl SignatureAlgorithm {
 
     /// Returns true if this is not a known DTLS signature algorithm wire value.
     pub const fn is_unknown(&self) -> bool {
-        self.0 > Self::ECDSA.0
+        self.0 > Self::RSA_PSS_RSAE_SHA512.0
+    }
+
+    /// Whether this is one of the RSASSA-PSS (rsaEncryption key) algorithms.
+    pub const fn is_rsa_pss(&self) -> bool {
+        matches!(self.0, 4..=6)
     }
 
     /// Parse a `SignatureAlgorithm` from network bytes.
@@ -395,6 +411,9 @@ impl fmt::Debug for SignatureAlgorithm {
             SignatureAlgorithm::RSA => f.write_str("RSA"),
             SignatureAlgorithm::DSA => f.write_str("DSA"),
             SignatureAlgorithm::ECDSA => f.write_str("ECDSA"),
+            SignatureAlgorithm::RSA_PSS_RSAE_SHA256 => f.write_str("RSA_PSS_RSAE_SHA256"),
+            SignatureAlgorithm::RSA_PSS_RSAE_SHA384 => f.write_str("RSA_PSS_RSAE_SHA384"),
+            SignatureAlgorithm::RSA_PSS_RSAE_SHA512 => f.write_str("RSA_PSS_RSAE_SHA512"),
             _ => f.debug_tuple("Unknown").field(&self.0).finish(),
         }
     }
@@ -959,6 +978,7 @@ mod tests {
             (4, HashAlgorithm::SHA256),
             (5, HashAlgorithm::SHA384),
             (6, HashAlgorithm::SHA512),
+            (8, HashAlgorithm::INTRINSIC),
         ];
 
         for (wire, algorithm) in known {
@@ -1005,6 +1025,9 @@ mod tests {
             (1, SignatureAlgorithm::RSA),
             (2, SignatureAlgorithm::DSA),
             (3, SignatureAlgorithm::ECDSA),
+            (4, SignatureAlgorithm::RSA_PSS_RSAE_SHA256),
+            (5, SignatureAlgorithm::RSA_PSS_RSAE_SHA384),
+            (6, SignatureAlgorithm::RSA_PSS_RSAE_SHA512),
         ];
 
         for (wire, algorithm) in known {
@@ -1013,8 +1036,8 @@ mod tests {
             assert!(!algorithm.is_unknown());
         }
 
-        let unknown = SignatureAlgorithm::from_u8(4);
-        assert_eq!(unknown.as_u8(), 4);
+        let unknown = SignatureAlgorithm::from_u8(7);
+        assert_eq!(unknown.as_u8(), 7);
         assert!(unknown.is_unknown());
     }
 
@@ -1023,8 +1046,12 @@ mod tests {
         assert_eq!(format!("{:?}", SignatureAlgorithm::Anonymous), "Anonymous");
         assert_eq!(format!("{:?}", SignatureAlgorithm::ECDSA), "ECDSA");
         assert_eq!(
-            format!("{:?}", SignatureAlgorithm::from_u8(4)),
-            "Unknown(4)"
+            format!("{:?}", SignatureAlgorithm::RSA_PSS_RSAE_SHA256),
+            "RSA_PSS_RSAE_SHA256"
+        );
+        assert_eq!(
+            format!("{:?}", SignatureAlgorithm::from_u8(7)),
+            "Unknown(7)"
         );
     }
 

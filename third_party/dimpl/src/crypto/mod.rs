@@ -33,13 +33,14 @@ pub use crate::buffer::{Buf, TmpBuf};
 
 // Re-export all provider traits and types (similar to rustls structure)
 // This allows users to do: use dimpl::crypto::{CryptoProvider, SupportedDtls12CipherSuite, ...};
+pub use provider::MIN_RSA_KEY_BITS;
 pub use provider::{
     ActiveKeyExchange, Cipher, CryptoProvider, CryptoSafe, HashContext, HashProvider, HmacProvider,
     KeyProvider, SecureRandom, SignatureVerifier, SigningKey, SupportedDtls12CipherSuite,
     SupportedDtls13CipherSuite, SupportedKxGroup, check_verify_scheme,
 };
 #[cfg(feature = "_crypto-common")]
-pub use provider::{OID_P256, OID_P384, cert_named_group};
+pub use provider::{OID_P256, OID_P384, OID_RSA_ENCRYPTION, cert_named_group, rsa_public_key_bits};
 
 // Re-export shared types for provider trait implementations
 pub use crate::dtls12::message::Dtls12CipherSuite;

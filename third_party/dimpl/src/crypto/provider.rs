@@ -161,6 +161,38 @@ pub const OID_P256: spki::ObjectIdentifier =
 #[cfg(feature = "_crypto-common")]
 pub const OID_P384: spki::ObjectIdentifier = spki::ObjectIdentifier::new_unwrap("1.3.132.0.34");
 
+/// OID for rsaEncryption public keys (RFC 8017).
+#[cfg(feature = "_crypto-common")]
+pub const OID_RSA_ENCRYPTION: spki::ObjectIdentifier =
+    spki::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+
+/// Smallest RSA modulus, in bits, accepted for a peer's signature (NIST SP 800-131A).
+pub const MIN_RSA_KEY_BITS: u16 = 2048;
+
+/// Size in bits of the modulus of a DER `RSAPublicKey` (RFC 8017 A.1.1), the content of
+/// an rsaEncryption `subjectPublicKey`.
+#[cfg(feature = "_crypto-common")]
+pub fn rsa_public_key_bits(rsa_public_key_der: &[u8]) -> Result<u16, CryptoError> {
+    use der::Reader;
+    use der::asn1::UintRef;
+
+    let mut reader = der::SliceReader::new(rsa_public_key_der)
+        .map_err(|_| CryptoError::InvalidSubjectPublicKey)?;
+    let modulus: UintRef<'_> = reader
+        .sequence(|r| {
+            let n: UintRef<'_> = r.decode()?;
+            let _e: UintRef<'_> = r.decode()?;
+            Ok::<_, der::Error>(n)
+        })
+        .map_err(|_| CryptoError::InvalidSubjectPublicKey)?;
+    let bytes = modulus.as_bytes();
+    let Some(first) = bytes.first() else {
+        return Err(CryptoError::InvalidSubjectPublicKey);
+    };
+    let bits = (bytes.len() - 1) * 8 + (8 - first.leading_zeros() as usize);
+    Ok(u16::try_from(bits).unwrap_or(u16::MAX))
+}
+
 // ============================================================================
 // Marker Trait
 // ============================================================================

@@ -700,8 +700,9 @@ impl State {
         }
 
         // Ensure the signature algorithm is compatible with the cipher suite
+        // (RSA-PSS signatures are made by RSA keys: compare the key algorithm.)
         if let Some(expected_sig) = cipher_suite.signature_algorithm()
-            && signature_algorithm.signature != expected_sig
+            && signature_algorithm.key_algorithm() != expected_sig
         {
             return Err(
                 Error::CryptoError(crate::CryptoError::SignatureAlgorithmMismatch {

@@ -1321,9 +1321,8 @@ fn handshake_serialize_certificate_request(
     body: &mut Buf,
     sig_algs: &SignatureAndHashAlgorithmVec,
 ) -> Result<(), Error> {
-    // Only advertise ECDSA_SIGN (the only supported client cert type)
-    let mut cert_types = CertificateTypeVec::new();
-    cert_types.push(ClientCertificateType::ECDSA_SIGN);
+    // Advertise every client certificate type we can verify (ECDSA and RSA).
+    let cert_types = CertificateTypeVec::from(*ClientCertificateType::supported());
 
     // If intersection is empty (e.g., client didn't advertise), fall back to our supported set
     // Build the selected list with the capacity expected by CertificateRequest
@@ -1474,12 +1473,13 @@ mod tests {
     }
 
     #[test]
-    fn certificate_request_does_not_select_rsa_signatures() {
+    fn certificate_request_selects_rsa_signatures() {
         let mut client = SignatureAndHashAlgorithmVec::new();
         client.push(SignatureAndHashAlgorithm::new(
             HashAlgorithm::SHA256,
             SignatureAlgorithm::ECDSA,
         ));
+        client.push(SignatureAndHashAlgorithm::RSA_PSS_RSAE_SHA256);
         client.push(SignatureAndHashAlgorithm::new(
             HashAlgorithm::SHA256,
             SignatureAlgorithm::RSA,
@@ -1487,13 +1487,11 @@ mod tests {
 
         let selected = select_certificate_request_sig_algs(Some(&client));
 
-        assert_eq!(selected.len(), 1);
-        assert_eq!(selected[0].signature, SignatureAlgorithm::ECDSA);
-        assert_eq!(selected[0].hash, HashAlgorithm::SHA256);
+        assert_eq!(selected.as_slice(), client.as_slice());
     }
 
     #[test]
-    fn certificate_request_rejects_rsa_only_signatures() {
+    fn certificate_request_accepts_rsa_only_signatures() {
         let mut client = SignatureAndHashAlgorithmVec::new();
         client.push(SignatureAndHashAlgorithm::new(
             HashAlgorithm::SHA256,
@@ -1502,6 +1500,27 @@ mod tests {
 
         let selected = select_certificate_request_sig_algs(Some(&client));
 
-        assert!(selected.is_empty());
+        assert_eq!(selected.as_slice(), client.as_slice());
+    }
+
+    #[test]
+    fn certificate_request_advertises_ecdsa_and_rsa_certificate_types() {
+        let mut body = Buf::new();
+        handshake_serialize_certificate_request(&mut body, &SignatureAndHashAlgorithmVec::new())
+            .expect("serialize");
+        let (_, cr) = CertificateRequest::parse(&body, 0).expect("parse");
+
+        assert_eq!(
+            cr.certificate_types.as_slice(),
+            &[
+                ClientCertificateType::ECDSA_SIGN,
+                ClientCertificateType::RSA_SIGN
+            ]
+        );
+        assert!(
+            cr.supported_signature_algorithms
+                .iter()
+                .any(|a| a.key_algorithm() == SignatureAlgorithm::RSA)
+        );
     }
 }

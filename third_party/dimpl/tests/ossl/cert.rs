@@ -27,6 +27,8 @@ pub struct OsslDtlsCert {
 pub enum DtlsPKeyType {
     /// Generate an RSA key pair
     Rsa2048,
+    /// Generate a (too weak) 1024-bit RSA key pair
+    Rsa1024,
     /// Generate an EC-DSA key pair using the NIST P-256 curve
     #[default]
     EcDsaP256,
@@ -67,6 +69,10 @@ impl OsslDtlsCert {
         let pkey = match options.pkey_type {
             DtlsPKeyType::Rsa2048 => {
                 let key = Rsa::generate_with_e(2048, &f4)?;
+                PKey::from_rsa(key)?
+            }
+            DtlsPKeyType::Rsa1024 => {
+                let key = Rsa::generate_with_e(1024, &f4)?;
                 PKey::from_rsa(key)?
             }
             DtlsPKeyType::EcDsaP256 => {

@@ -7,12 +7,15 @@ use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA384_ASN1};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, UnparsedPublicKey};
 use aws_lc_rs::signature::{ECDSA_P384_SHA256_ASN1, ECDSA_P384_SHA384_ASN1};
 use aws_lc_rs::signature::{EcdsaKeyPair, EcdsaSigningAlgorithm, EcdsaVerificationAlgorithm};
+use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_2048_8192_SHA384};
+use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA512, RSA_PSS_2048_8192_SHA256};
+use aws_lc_rs::signature::{RSA_PSS_2048_8192_SHA384, RSA_PSS_2048_8192_SHA512, RsaParameters};
 use der::{Decode, Encode};
 use spki::ObjectIdentifier;
 use x509_cert::Certificate as X509Certificate;
 
 use super::super::{KeyProvider, SignatureVerifier, SigningKey, check_verify_scheme};
-use super::super::{OID_P256, OID_P384};
+use super::super::{MIN_RSA_KEY_BITS, OID_P256, OID_P384, OID_RSA_ENCRYPTION, rsa_public_key_bits};
 use crate::buffer::Buf;
 use crate::types::{HashAlgorithm, NamedGroup, SignatureAlgorithm};
 use crate::{CryptoError, CryptoOperation};
@@ -191,6 +194,9 @@ impl SignatureVerifier for AwsLcSignatureVerifier {
         hash_alg: HashAlgorithm,
         sig_alg: SignatureAlgorithm,
     ) -> Result<(), CryptoError> {
+        if sig_alg == SignatureAlgorithm::RSA || sig_alg.is_rsa_pss() {
+            return verify_rsa_signature(cert_der, data, signature, hash_alg, sig_alg);
+        }
         if sig_alg != SignatureAlgorithm::ECDSA {
             return Err(CryptoError::UnsupportedSignatureAlgorithm(sig_alg));
         }
@@ -245,6 +251,64 @@ impl SignatureVerifier for AwsLcSignatureVerifier {
                 group,
             })
     }
+}
+
+/// Verify an RSA signature (PKCS#1 v1.5 or PSS) made by the key of an rsaEncryption
+/// certificate. Keys under [`MIN_RSA_KEY_BITS`] are refused with
+/// [`CryptoError::RsaKeyTooSmall`] before any verification.
+fn verify_rsa_signature(
+    cert_der: &[u8],
+    data: &[u8],
+    signature: &[u8],
+    hash_alg: HashAlgorithm,
+    sig_alg: SignatureAlgorithm,
+) -> Result<(), CryptoError> {
+    let parameters: &RsaParameters = match (sig_alg, hash_alg) {
+        (SignatureAlgorithm::RSA, HashAlgorithm::SHA256) => &RSA_PKCS1_2048_8192_SHA256,
+        (SignatureAlgorithm::RSA, HashAlgorithm::SHA384) => &RSA_PKCS1_2048_8192_SHA384,
+        (SignatureAlgorithm::RSA, HashAlgorithm::SHA512) => &RSA_PKCS1_2048_8192_SHA512,
+        (SignatureAlgorithm::RSA_PSS_RSAE_SHA256, HashAlgorithm::INTRINSIC) => {
+            &RSA_PSS_2048_8192_SHA256
+        }
+        (SignatureAlgorithm::RSA_PSS_RSAE_SHA384, HashAlgorithm::INTRINSIC) => {
+            &RSA_PSS_2048_8192_SHA384
+        }
+        (SignatureAlgorithm::RSA_PSS_RSAE_SHA512, HashAlgorithm::INTRINSIC) => {
+            &RSA_PSS_2048_8192_SHA512
+        }
+        _ => {
+            return Err(CryptoError::UnsupportedSignaturePair {
+                signature: sig_alg,
+                hash: hash_alg,
+            });
+        }
+    };
+
+    let cert =
+        X509Certificate::from_der(cert_der).map_err(|_| CryptoError::CertificateParseFailed)?;
+    let spki = cert.tbs_certificate().subject_public_key_info();
+    if spki.algorithm.oid != OID_RSA_ENCRYPTION {
+        return Err(CryptoError::UnsupportedPublicKeyAlgorithm);
+    }
+    let pubkey_bytes = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or(CryptoError::InvalidSubjectPublicKey)?;
+
+    let bits = rsa_public_key_bits(pubkey_bytes)?;
+    if bits < MIN_RSA_KEY_BITS {
+        return Err(CryptoError::RsaKeyTooSmall {
+            bits,
+            minimum: MIN_RSA_KEY_BITS,
+        });
+    }
+
+    UnparsedPublicKey::new(parameters, pubkey_bytes)
+        .verify(data, signature)
+        .map_err(|_| CryptoError::RsaSignatureVerificationFailed {
+            signature: sig_alg,
+            hash: hash_alg,
+        })
 }
 
 /// Static instance of the key provider.

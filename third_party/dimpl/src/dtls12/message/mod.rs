@@ -259,14 +259,17 @@ impl ClientCertificateType {
     }
 
     /// Returns true if this certificate type is supported by this implementation.
-    /// Currently only ECDSA_SIGN is supported.
+    /// ECDSA_SIGN and RSA_SIGN are supported.
     pub fn is_supported(&self) -> bool {
         Self::supported().contains(self)
     }
 
-    /// Supported client certificate types.
-    pub const fn supported() -> &'static [ClientCertificateType; 1] {
-        &[ClientCertificateType::ECDSA_SIGN]
+    /// Supported client certificate types, in preference order.
+    pub const fn supported() -> &'static [ClientCertificateType; 2] {
+        &[
+            ClientCertificateType::ECDSA_SIGN,
+            ClientCertificateType::RSA_SIGN,
+        ]
     }
 
     pub const fn as_u8(&self) -> u8 {
@@ -338,25 +341,53 @@ impl SignatureAndHashAlgorithm {
 
     /// All recognized signature+hash combinations.
     #[allow(dead_code)]
-    pub const fn all() -> &'static [SignatureAndHashAlgorithm; 4] {
-        const ALL: &[SignatureAndHashAlgorithm; 4] = &[
-            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::ECDSA),
-            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA384, SignatureAlgorithm::ECDSA),
-            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::RSA),
-            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA384, SignatureAlgorithm::RSA),
-        ];
-
-        ALL
+    pub const fn all() -> &'static [SignatureAndHashAlgorithm; 8] {
+        Self::supported()
     }
 
-    /// Supported signature+hash combinations.
-    pub const fn supported() -> &'static [SignatureAndHashAlgorithm; 2] {
-        const SUPPORTED: &[SignatureAndHashAlgorithm; 2] = &[
+    /// rsa_pss_rsae_sha256 (`0x0804`).
+    pub const RSA_PSS_RSAE_SHA256: Self = Self::new(
+        HashAlgorithm::INTRINSIC,
+        SignatureAlgorithm::RSA_PSS_RSAE_SHA256,
+    );
+    /// rsa_pss_rsae_sha384 (`0x0805`).
+    pub const RSA_PSS_RSAE_SHA384: Self = Self::new(
+        HashAlgorithm::INTRINSIC,
+        SignatureAlgorithm::RSA_PSS_RSAE_SHA384,
+    );
+    /// rsa_pss_rsae_sha512 (`0x0806`).
+    pub const RSA_PSS_RSAE_SHA512: Self = Self::new(
+        HashAlgorithm::INTRINSIC,
+        SignatureAlgorithm::RSA_PSS_RSAE_SHA512,
+    );
+
+    /// Supported signature+hash combinations, in preference order.
+    ///
+    /// ECDSA first (what dimpl signs with); RSA (PSS, then PKCS#1 v1.5) is accepted for
+    /// verification of the peer's signatures, with keys of at least
+    /// [`MIN_RSA_KEY_BITS`](crate::crypto::MIN_RSA_KEY_BITS) bits.
+    pub const fn supported() -> &'static [SignatureAndHashAlgorithm; 8] {
+        const SUPPORTED: &[SignatureAndHashAlgorithm; 8] = &[
             SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::ECDSA),
             SignatureAndHashAlgorithm::new(HashAlgorithm::SHA384, SignatureAlgorithm::ECDSA),
+            SignatureAndHashAlgorithm::RSA_PSS_RSAE_SHA256,
+            SignatureAndHashAlgorithm::RSA_PSS_RSAE_SHA384,
+            SignatureAndHashAlgorithm::RSA_PSS_RSAE_SHA512,
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::RSA),
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA384, SignatureAlgorithm::RSA),
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA512, SignatureAlgorithm::RSA),
         ];
 
         SUPPORTED
+    }
+
+    /// The kind of key that makes this signature: RSA for both PKCS#1 v1.5 and PSS.
+    pub fn key_algorithm(&self) -> SignatureAlgorithm {
+        if self.signature.is_rsa_pss() {
+            SignatureAlgorithm::RSA
+        } else {
+            self.signature
+        }
     }
 
     /// Returns true if this signature+hash combination is supported.
@@ -370,13 +401,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rsa_signature_algorithms_are_recognized_but_not_supported() {
+    fn rsa_signature_algorithms_are_supported() {
         let rsa_sha256 =
             SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::RSA);
+        let rsa_sha1 = SignatureAndHashAlgorithm::new(HashAlgorithm::SHA1, SignatureAlgorithm::RSA);
 
-        assert!(SignatureAndHashAlgorithm::all().contains(&rsa_sha256));
-        assert!(!rsa_sha256.is_supported());
-        assert_eq!(SignatureAndHashAlgorithm::supported().len(), 2);
+        assert!(rsa_sha256.is_supported());
+        assert!(SignatureAndHashAlgorithm::RSA_PSS_RSAE_SHA256.is_supported());
+        assert_eq!(
+            SignatureAndHashAlgorithm::RSA_PSS_RSAE_SHA256.as_u16(),
+            0x0804
+        );
+        assert_eq!(
+            SignatureAndHashAlgorithm::RSA_PSS_RSAE_SHA512.as_u16(),
+            0x0806
+        );
+        assert_eq!(
+            SignatureAndHashAlgorithm::from_u16(0x0805),
+            SignatureAndHashAlgorithm::RSA_PSS_RSAE_SHA384
+        );
+        assert_eq!(
+            SignatureAndHashAlgorithm::RSA_PSS_RSAE_SHA384.key_algorithm(),
+            SignatureAlgorithm::RSA
+        );
+        // SHA-1 (and MD5) stay refused.
+        assert!(!rsa_sha1.is_supported());
+        assert_eq!(SignatureAndHashAlgorithm::supported().len(), 8);
     }
 
     #[test]

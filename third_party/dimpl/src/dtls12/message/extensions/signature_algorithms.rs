@@ -101,22 +101,40 @@ mod tests {
 
         let (_, parsed) = SignatureAlgorithmsExtension::parse(&serialized).unwrap();
 
-        assert_eq!(parsed.supported_signature_algorithms.len(), 1);
         assert_eq!(
-            parsed.supported_signature_algorithms[0],
-            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::ECDSA,)
+            parsed.supported_signature_algorithms,
+            ext.supported_signature_algorithms
         );
     }
 
     #[test]
-    fn default_does_not_advertise_rsa() {
+    fn default_advertises_ecdsa_before_rsa() {
         let extension = SignatureAlgorithmsExtension::default();
+        let algs = &extension.supported_signature_algorithms;
 
+        assert_eq!(algs[0].signature, SignatureAlgorithm::ECDSA);
+        assert_eq!(algs[1].signature, SignatureAlgorithm::ECDSA);
         assert!(
-            extension
-                .supported_signature_algorithms
+            algs[2..]
                 .iter()
-                .all(|algorithm| algorithm.signature != SignatureAlgorithm::RSA)
+                .all(|algorithm| algorithm.key_algorithm() == SignatureAlgorithm::RSA)
+        );
+    }
+
+    #[test]
+    fn weak_hashes_stay_filtered() {
+        let bytes = [
+            0x00, 0x06, // Length (6 bytes)
+            0x02, 0x01, // SHA1/RSA (refused)
+            0x01, 0x01, // MD5/RSA (refused)
+            0x08, 0x04, // rsa_pss_rsae_sha256
+        ];
+
+        let (_, parsed) = SignatureAlgorithmsExtension::parse(&bytes).unwrap();
+
+        assert_eq!(
+            parsed.supported_signature_algorithms.as_slice(),
+            &[SignatureAndHashAlgorithm::RSA_PSS_RSAE_SHA256]
         );
     }
 
