@@ -932,16 +932,34 @@ impl State {
             signature_range: 0..signature_bytes.len(),
         };
 
-        server
-            .engine
-            .crypto_context()
-            .verify_signature(
-                &data,
-                &temp_signed,
-                signature_bytes,
-                &server.client_certificates[0],
-            )
-            .map_err(Error::CryptoError)?;
+        let verified = server.engine.crypto_context().verify_signature(
+            &data,
+            &temp_signed,
+            signature_bytes,
+            &server.client_certificates[0],
+        );
+        if let Err(e) = verified {
+            // Tell the client why (RFC 5246 §7.2.2) instead of leaving it retransmitting a
+            // flight we will never accept; the handshake is over.
+            let description = match e {
+                crate::CryptoError::RsaKeyTooSmall { .. } => 71, // insufficient_security
+                crate::CryptoError::UnsupportedSignatureAlgorithm(_)
+                | crate::CryptoError::UnsupportedSignaturePair { .. }
+                | crate::CryptoError::UnsupportedSignatureVerification { .. }
+                | crate::CryptoError::UnsupportedPublicKeyAlgorithm
+                | crate::CryptoError::UnsupportedEcCurve => 43, // unsupported_certificate
+                _ => 51,                                         // decrypt_error
+            };
+            server.engine.abort();
+            server
+                .engine
+                .create_record(ContentType::Alert, 0, false, |body| {
+                    body.push(2); // fatal
+                    body.push(description);
+                })?;
+            server.state = State::Closed;
+            return Err(Error::CryptoError(e).into());
+        }
 
         debug!("Client CertificateVerify verified successfully");
 
