@@ -61,10 +61,17 @@ impl Incoming {
     }
 }
 
+/// Most records accepted in one datagram. OpenSSL peers that write through a memory BIO
+/// (aiortc, for one) do not know the path MTU, fragment handshake messages at OpenSSL's
+/// minimum MTU and then send many small records per datagram: a client flight with an RSA
+/// certificate (Certificate, ClientKeyExchange, CertificateVerify, ChangeCipherSpec,
+/// Finished) comes as 9 or more records in one datagram.
+pub const MAX_RECORDS_PER_DATAGRAM: usize = 16;
+
 /// A number of records parsed from a single UDP packet.
 #[derive(Debug)]
 pub struct Records {
-    pub records: ArrayVec<Record, 8>,
+    pub records: ArrayVec<Record, MAX_RECORDS_PER_DATAGRAM>,
 }
 
 impl Records {
@@ -73,7 +80,7 @@ impl Records {
         decrypt: &mut dyn RecordHandler,
         cs: Option<Dtls12CipherSuite>,
     ) -> Result<Records, InternalError> {
-        let mut parsed_records: ArrayVec<Record, 8> = ArrayVec::new();
+        let mut parsed_records: ArrayVec<Record, MAX_RECORDS_PER_DATAGRAM> = ArrayVec::new();
         if let Err(error) = Self::parse_records(packet, decrypt, cs, &mut parsed_records) {
             for record in parsed_records {
                 decrypt.push_buffer(record.into_buffer());
@@ -97,7 +104,7 @@ impl Records {
         mut packet: &[u8],
         decrypt: &mut dyn RecordHandler,
         cs: Option<Dtls12CipherSuite>,
-        parsed_records: &mut ArrayVec<Record, 8>,
+        parsed_records: &mut ArrayVec<Record, MAX_RECORDS_PER_DATAGRAM>,
     ) -> Result<(), InternalError> {
         // Find record boundaries and copy each record ONCE from the packet
         while !packet.is_empty() {
@@ -753,10 +760,27 @@ mod tests {
     }
 
     #[test]
+    fn datagram_of_many_small_records_is_accepted() {
+        // What an OpenSSL client fragmenting at its minimum MTU sends.
+        let mut handler = TestHandler::default();
+        let mut packet = Vec::new();
+        for sequence in 0..12 {
+            packet.extend_from_slice(&build_record(
+                ContentType::ApplicationData,
+                1,
+                sequence,
+                &[0x11; 32],
+            ));
+        }
+
+        assert!(Incoming::parse_packet(&packet, &mut handler, None).is_ok());
+    }
+
+    #[test]
     fn oversized_datagram_recycles_all_pooled_records() {
         let mut handler = TestHandler::default();
         let mut packet = Vec::new();
-        for sequence in 0..9 {
+        for sequence in 0..=MAX_RECORDS_PER_DATAGRAM as u64 {
             packet.extend_from_slice(&build_record(
                 ContentType::ApplicationData,
                 1,
