@@ -97,7 +97,12 @@ async fn aiortc_with_an_rsa_1024_certificate_is_refused_and_its_session_closes()
         line.contains(&format!("reason={WEAK_KEY_CLOSE_REASON} ")),
         "{line}"
     );
-    // The Peer learns it was refused (a fatal alert), it does not just time out.
+    // The Peer learns it was refused, and why: a fatal insufficient_security alert (the key
+    // size), not handshake_failure (no usable certificate) and not a silent timeout.
     assert!(line.contains("dtls=failed"), "{line}");
+    assert!(
+        line.contains("alert=71"),
+        "insufficient_security expected: {line}"
+    );
     gw.shutdown().await;
 }

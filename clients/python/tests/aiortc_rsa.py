@@ -10,7 +10,8 @@ accept: "rita" (RSA-2048 certificate) and "ben" (aiortc's default ECDSA certific
         Prints "OK frames ..." on success.
 refuse: "weak" (RSA-1024 certificate, below the gateway's 2048-bit minimum) joins; its DTLS
         handshake must fail and the gateway must close its Session. Prints
-        "CLOSED reason=<SessionCloseReason name> after=<seconds>s dtls=<aiortc DTLS state>".
+        "CLOSED reason=<SessionCloseReason name> after=<seconds>s dtls=<aiortc DTLS state>
+        pc=<connection state> alert=<first TLS alert description the Peer received, or none>".
 Exit code 0 when the scenario ran as described.
 """
 import asyncio
@@ -39,6 +40,8 @@ class RsaCertificate(RTCCertificate):
     """An RTCCertificate with an RSA key of `bits` bits (signed with SHA-256)."""
 
     bits = 2048
+    # Description codes of the TLS alerts the Peer received (RFC 5246 §7.2), in order.
+    alerts_received = []
 
     @classmethod
     def generateCertificate(cls):
@@ -59,6 +62,12 @@ class RsaCertificate(RTCCertificate):
         )
         ctx.use_certificate(self._cert)
         ctx.use_privatekey(self._key)
+
+        def on_info(_conn, where, ret):
+            if where & SSL.SSL_CB_READ_ALERT:
+                RsaCertificate.alerts_received.append(ret & 0xFF)
+
+        ctx.set_info_callback(on_info)
         ctx.set_tlsext_use_srtp(b":".join(x.openssl_profile for x in srtp_profiles))
         return ctx
 
@@ -136,7 +145,8 @@ async def refuse(rooms, sessions, stream, timeout):
     dtls = weak.pc.sctp.transport.state if weak.pc.sctp else "none"
     assert weak.frames == {"video": 0, "audio": 0}, weak.frames
     name = event_pb2.SessionCloseReason.Name(reason)
-    print(f"CLOSED reason={name} after={elapsed:.1f}s dtls={dtls} pc={weak.pc.connectionState}")
+    alert = RsaCertificate.alerts_received[0] if RsaCertificate.alerts_received else "none"
+    print(f"CLOSED reason={name} after={elapsed:.1f}s dtls={dtls} pc={weak.pc.connectionState} alert={alert}")
     relay_task.cancel()
     await weak.pc.close()
 
