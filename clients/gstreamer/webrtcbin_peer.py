@@ -235,6 +235,8 @@ class WebrtcbinPeer:
     def finish(self, loop):
         r = self.res
         r["ice_state"] = self.w.get_property("ice-connection-state").value_nick
+        if r["dtls_key"] == "?":
+            r["dtls_key"] = self.dtls_key()
         print(json.dumps(r), flush=True)
         # The same, flat, for the Rust test to read.
         conn, disc, at10 = r["connected_at"], r["disconnected_at"], r["rtp_10s"] or {}
