@@ -1,7 +1,8 @@
 """One aiortc Peer (ECDSA certificate, aiortc's default) and its backend: joins ROOM as
-PARTICIPANT, publishes audio and video, receives whatever the gateway sends it for SECONDS
-seconds, then prints one JSON line {"frames": {"video": n, "audio": n}, "state": ...} and the
-frame counts as `frames_video=n` / `frames_audio=n` lines.
+PARTICIPANT, publishes audio and video, sends "hello from aiortc" every second on its data
+channel, receives whatever the gateway sends it for SECONDS seconds, then prints one JSON line {"frames": {"video": n, "audio": n}, "state": ...} and the
+frame counts as `frames_video=n` / `frames_audio=n` lines and the number of "hello from
+webrtcbin" messages as `messages_from_webrtcbin=n`.
 The partner of webrtcbin_peer.py in gateway/tests/webrtcbin.rs; run with clients/python/.venv.
 
 usage: python aiortc_peer.py GATEWAY_ADDR ROOM PARTICIPANT SECONDS
@@ -46,9 +47,13 @@ async def main(addr, room, name, seconds):
         relay_task = asyncio.ensure_future(relay())
         peer = aiortc_call.Peer(name, sessions)
         await peer.join(peers)
-        await asyncio.sleep(seconds)
+        for _ in range(int(seconds)):
+            await asyncio.sleep(1)
+            if peer.chat.readyState == "open":
+                peer.chat.send("hello from aiortc")
         print(json.dumps({"frames": peer.frames, "state": peer.pc.connectionState}), flush=True)
         print(f"frames_video={peer.frames['video']}\nframes_audio={peer.frames['audio']}", flush=True)
+        print(f"messages_from_webrtcbin={peer.messages.count('hello from webrtcbin')}", flush=True)
         relay_task.cancel()
         await peer.pc.close()
     return 0

@@ -1,12 +1,13 @@
 """A GStreamer webrtcbin Peer (libnice ICE, OpenSSL DTLS with webrtcbin's default RSA-2048
 certificate) and its backend, through the gateway's gRPC API: joins ROOM as PARTICIPANT,
-publishes VP8 video and Opus audio, answers the gateway's offers, counts the RTP buffers it
-receives per media kind, and after SECONDS seconds prints one JSON line:
+publishes VP8 video and Opus audio, sends "hello from webrtcbin" every second on a data channel,
+answers the gateway's offers, counts the RTP buffers it receives per media kind and keeps the
+data-channel messages, and after SECONDS seconds prints one JSON line:
 
   {"connected_at": s, "disconnected_at": s|null, "closed": reason|null,
    "rtp": {"video": n, "audio": n}, "rtp_10s": {...} (10 s after connecting),
    "answer_audio_codecs": [...] (what webrtcbin answered to the gateway's audio m-lines),
-   "dtls_key": "RSA"|"EC"|"?" , "ice_state": ..., "errors": [...]}
+   "dtls_key": "RSA"|"EC"|"?" , "ice_state": ..., "errors": [...], "messages": [...]}
 
 followed by the same as flat `name=value` lines (see `finish`).
 
@@ -91,7 +92,7 @@ class WebrtcbinPeer:
         self.room, self.name = room, name
         self.res = {"connected_at": None, "disconnected_at": None, "closed": None,
                     "rtp": {"video": 0, "audio": 0}, "rtp_10s": None, "answer_audio_codecs": [],
-                    "dtls_key": "?", "ice_state": None, "errors": []}
+                    "dtls_key": "?", "ice_state": None, "errors": [], "messages": []}
         self.session_id = None
         self.pending_candidates = []
         self.offer_applied = False
@@ -134,7 +135,21 @@ class WebrtcbinPeer:
 
         threading.Thread(target=pump, daemon=True).start()
         self.stream = stream
+        # The data channel must exist in READY so that it is part of the first offer.
+        self.pipe.set_state(Gst.State.READY)
+        self.chat = self.w.emit("create-data-channel", "chat", None)
+        self.chat.connect("on-message-string", self.on_message)
         self.pipe.set_state(Gst.State.PLAYING)
+        GLib.timeout_add(1000, self.say_hello)
+
+    def on_message(self, _channel, text):
+        self.res["messages"].append(text)
+
+    def say_hello(self):
+        """Sends a message every second once the channel is open (the other Peer may join later)."""
+        if self.chat.get_property("ready-state") == GstWebRTC.WebRTCDataChannelState.OPEN:
+            self.chat.emit("send-string", "hello from webrtcbin")
+        return True
 
     def on_event(self, ev):
         kind = ev.WhichOneof("kind")
@@ -249,6 +264,7 @@ class WebrtcbinPeer:
             "closed": r["closed"] or "no",
             "answer_audio_codecs": ",".join("/".join(a) for a in r["answer_audio_codecs"]) or "none",
             "errors": len(r["errors"]),
+            "messages_from_aiortc": sum(m == "hello from aiortc" for m in r["messages"]),
         }
         for k, v in flat.items():
             print(f"{k}={v}", flush=True)

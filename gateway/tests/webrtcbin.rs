@@ -3,7 +3,8 @@
 //! backend on the gRPC API (clients/gstreamer/webrtcbin_peer.py, clients/gstreamer/aiortc_peer.py).
 //!
 //! Checked (works now): webrtcbin connects with its RSA certificate, its VP8 and Opus reach the
-//! aiortc Peer, and the aiortc Peer's video and audio reach webrtcbin within 10 s of connecting.
+//! aiortc Peer, the aiortc Peer's video and audio reach webrtcbin within 10 s of connecting, and
+//! data-channel messages go both ways.
 //!
 //! Recorded, not yet asserted (issue #15, str0m patches on another branch; tighten after merging):
 //! - liveness (#15.3): libnice keeps the pair alive with Binding Indications only, so the Session
@@ -134,6 +135,9 @@ async fn webrtcbin_with_its_rsa_certificate_exchanges_media_with_aiortc() {
     // webrtcbin to the gateway: its VP8 and Opus, decoded by the aiortc Peer.
     assert!(number(&aio, "frames_video") >= 50, "{aio:?}");
     assert!(number(&aio, "frames_audio") >= 50, "{aio:?}");
+    // Data channels both ways (each side sends one message a second once its channel is open).
+    assert!(number(&gst, "messages_from_aiortc") >= 3, "{gst:?}");
+    assert!(number(&aio, "messages_from_webrtcbin") >= 3, "{aio:?}");
     // Recorded for #15.3 / #15.5 (see the module doc); assert these once the str0m patches land.
     eprintln!(
         "webrtcbin: disconnected_after={} closed={} answer_audio_codecs={}",
