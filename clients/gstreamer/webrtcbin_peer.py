@@ -6,7 +6,8 @@ data-channel messages, and after SECONDS seconds prints one JSON line:
 
   {"connected_at": s, "disconnected_at": s|null, "closed": reason|null,
    "rtp": {"video": n, "audio": n}, "rtp_10s": {...} (10 s after connecting),
-   "answer_audio_codecs": [...] (what webrtcbin answered to the gateway's audio m-lines),
+   "offer_audio_codecs": [...] (the rtpmap names of the gateway's offers' audio m-lines),
+   "answer_audio_codecs": [...] (what webrtcbin answered to them),
    "dtls_key": "RSA"|"EC"|"?" , "ice_state": ..., "errors": [...], "messages": [...]}
 
 followed by the same as flat `name=value` lines (see `finish`).
@@ -91,7 +92,7 @@ class WebrtcbinPeer:
         self.events = event_pb2_grpc.EventServiceStub(self.channel)
         self.room, self.name = room, name
         self.res = {"connected_at": None, "disconnected_at": None, "closed": None,
-                    "rtp": {"video": 0, "audio": 0}, "rtp_10s": None, "answer_audio_codecs": [],
+                    "rtp": {"video": 0, "audio": 0}, "rtp_10s": None, "offer_audio_codecs": [], "answer_audio_codecs": [],
                     "dtls_key": "?", "ice_state": None, "errors": [], "messages": []}
         self.session_id = None
         self.pending_candidates = []
@@ -155,6 +156,7 @@ class WebrtcbinPeer:
         kind = ev.WhichOneof("kind")
         if kind == "negotiation_needed":
             n = ev.negotiation_needed
+            self.res["offer_audio_codecs"].append(audio_codecs(n.sdp))
             try:
                 call(self.w, "set-remote-description", description(GstWebRTC.WebRTCSDPType.OFFER, n.sdp))
                 answer = call(self.w, "create-answer", None, key="answer")
@@ -262,6 +264,7 @@ class WebrtcbinPeer:
             "rtp_10s_audio": at10.get("audio", 0),
             "disconnected_after": round(disc - conn, 1) if conn is not None and disc is not None else "never",
             "closed": r["closed"] or "no",
+            "offer_audio_codecs": ",".join("/".join(a) for a in r["offer_audio_codecs"]) or "none",
             "answer_audio_codecs": ",".join("/".join(a) for a in r["answer_audio_codecs"]) or "none",
             "errors": len(r["errors"]),
             "messages_from_aiortc": sum(m == "hello from aiortc" for m in r["messages"]),

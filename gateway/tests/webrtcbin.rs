@@ -140,8 +140,11 @@ async fn webrtcbin_with_its_rsa_certificate_exchanges_media_with_aiortc() {
     assert!(number(&aio, "messages_from_webrtcbin") >= 3, "{aio:?}");
     // Recorded for #15.3 / #15.5 (see the module doc); assert these once the str0m patches land.
     eprintln!(
-        "webrtcbin: disconnected_after={} closed={} answer_audio_codecs={}",
-        gst["disconnected_after"], gst["closed"], gst["answer_audio_codecs"]
+        "webrtcbin: disconnected_after={} closed={} offer_audio_codecs={} answer_audio_codecs={}",
+        gst["disconnected_after"],
+        gst["closed"],
+        gst["offer_audio_codecs"],
+        gst["answer_audio_codecs"]
     );
     gw.shutdown().await;
 }
