@@ -53,11 +53,12 @@ fn handshake_with_openssl_client(client_key: DtlsPKeyType) -> (Outcome, OsslDtls
         }
         loop {
             match server.poll_output(&mut out_buf) {
-                Output::Packet(data) => {
-                    if client.handle_receive(data, &mut client_events).is_err() {
-                        outcome.client_failed = true;
-                    }
+                Output::Packet(data)
+                    if client.handle_receive(data, &mut client_events).is_err() =>
+                {
+                    outcome.client_failed = true;
                 }
+                Output::Packet(_) => {}
                 Output::Connected => outcome.server_connected = true,
                 Output::PeerCert(cert) => outcome.server_peer_cert = Some(cert.to_vec()),
                 Output::Timeout(_) => break,
