@@ -411,6 +411,20 @@ impl Sfu {
                 self.fail(key);
                 false
             }
+            // A DTLS handshake that fails (a certificate refused, e.g. an RSA key under 2048
+            // bits, or a bad signature) ends the Session at once as PEER_ERROR rather than after
+            // the connect timeout. Only before the Session connected: later DTLS errors are
+            // dropped records, counted like any other garbage.
+            Ok(Err(e @ str0m::RtcError::Dtls(_)))
+                if matches!(s.state, SessionState::New | SessionState::Connecting) =>
+            {
+                self.counters.datagrams_rejected += 1;
+                tracing::info!(session = %s.id, error = %e, "DTLS handshake failed; closing the session");
+                // Drain first: the fatal alert dimpl queued tells the Peer why.
+                self.drive(key);
+                self.close(key, SessionCloseReason::PeerError, false);
+                false
+            }
             Ok(Err(e)) => {
                 self.counters.datagrams_rejected += 1;
                 tracing::trace!(session = %s.id, error = %e, "datagram rejected");
