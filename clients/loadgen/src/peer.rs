@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
+use str0m::media::{
+    Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcError};
@@ -92,7 +94,14 @@ struct RxStream {
     cur_ts: Option<(u32, u64)>,
     /// A key frame being received: its RTP timestamp, first sequence number, packets so far.
     key: Option<(u32, u64, u64)>,
+    /// A complete key frame arrived (a decoder could start).
+    keyed: bool,
+    /// When we last asked for a key frame (PLI), like a decoder waiting for one.
+    last_pli: Option<Instant>,
 }
+
+/// A receiver without a key frame asks again this often.
+const PLI_INTERVAL: Duration = Duration::from_millis(500);
 
 /// One published video layer.
 struct TxLayer {
@@ -455,6 +464,8 @@ impl Peer {
                     max_seq: seq,
                     cur_ts: None,
                     key: None,
+                    keyed: false,
+                    last_pli: None,
                 });
                 self.streams.len() - 1
             }
@@ -494,8 +505,30 @@ impl Peer {
             && *kts == ts
         {
             *n += 1;
-            if p.header.marker && *n == seq - *kseq + 1 && self.counters.join.is_none() {
-                self.counters.join = Some(now.saturating_duration_since(self.join_started));
+            if p.header.marker && *n == seq - *kseq + 1 {
+                s.keyed = true;
+                if self.counters.join.is_none() {
+                    self.counters.join = Some(now.saturating_duration_since(self.join_started));
+                }
+            }
+        }
+        // Like a browser's decoder: video without a key frame yet asks for one (str0m chat
+        // forwards these requests; Switchboard also asks on its own when a Peer subscribes).
+        if s.video && !s.keyed {
+            let ask = match s.last_pli {
+                // The first packet starts a key frame: give it time to arrive.
+                None if s.key.is_some() => {
+                    s.last_pli = Some(now);
+                    false
+                }
+                Some(t) => now.duration_since(t) >= PLI_INTERVAL,
+                None => true,
+            };
+            if ask {
+                s.last_pli = Some(now);
+            }
+            if ask && let Some(rx) = self.rtc.direct_api().stream_rx(&p.header.ssrc) {
+                rx.request_keyframe(KeyframeRequestKind::Pli);
             }
         }
     }

@@ -168,8 +168,12 @@ pub fn clock_ticks() -> f64 {
 
 /// utime + stime of a process (`self` or a pid), in clock ticks.
 pub fn cpu_ticks(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may contain spaces): state is field 3.
+    parse_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    // Fields after the command name (which may contain spaces and parentheses): state is field 3.
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = f.get(11)?.parse().ok()?;
@@ -207,14 +211,22 @@ mod tests {
 
     #[test]
     fn percentiles_are_nearest_rank() {
-        let mut v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let mut v: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
         assert_eq!(percentile_ms(&mut v, 0.5), Some(50.0));
         assert_eq!(percentile_ms(&mut v, 0.95), Some(95.0));
+        // Nearest rank rounds up: 10 values, p95 is the 10th; 3 values, p50 is the 2nd.
+        let mut ten: Vec<Duration> = (1..=10).map(Duration::from_millis).collect();
+        assert_eq!(percentile_ms(&mut ten, 0.95), Some(10.0));
+        let mut three: Vec<Duration> = (1..=3).map(Duration::from_millis).collect();
+        assert_eq!(percentile_ms(&mut three, 0.5), Some(2.0));
         assert_eq!(percentile_ms(&mut [], 0.5), None);
     }
 
     #[test]
-    fn reads_its_own_cpu_time() {
+    fn cpu_time_is_utime_plus_stime() {
+        // A command name with a space and a parenthesis; utime 1100, stime 220.
+        let stat = "4242 (sw (worker) 1) S 1 4242 4242 0 -1 4194560 900 0 0 0 1100 220 0 0 20 0 9 0 77 1000 200";
+        assert_eq!(parse_cpu_ticks(stat), Some(1320));
         assert!(cpu_ticks("self").is_some());
         assert!(rss_kib(std::process::id()).is_some_and(|k| k > 0));
     }
