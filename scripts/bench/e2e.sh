@@ -45,6 +45,8 @@ if [ -z "${SWITCHBOARD_BENCH_NS:-}" ]; then
   exec unshare -n -- bash -c 'ip link set lo up && exec "$0"' "$0"
 fi
 
+# One UDP socket per load-generator Peer.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 gateway="$repo/target/release/switchboard"
 loadgen="$repo/target/release/switchboard-loadgen"
 

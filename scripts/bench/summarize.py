@@ -36,7 +36,7 @@ def spread(vals, spec=".0f", unit=""):
 print(open(os.path.join(out, "machine.txt")).read().strip().replace("\n", "  \n"))
 for scenario in sorted({k[0] for k in runs}):
     print(f"\n### {scenario}\n")
-    print("| round | SFU | knee subscribers | packets/s | SFU CPU | packets per SFU CPU-second | loss % | late % | join p50 / p95 ms | SFU RSS MiB | loadgen CPU |")
+    print("| round | SFU | knee subscribers | packets/s | SFU CPU | packets per SFU CPU-second | loss % | late % | join p50 / p95 ms | SFU RSS MiB | loadgen CPU (µs/packet) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     per = {"switchboard": [], "chat": []}
     ratios = []
@@ -54,7 +54,7 @@ for scenario in sorted({k[0] for k in runs}):
             rss = k.get("sfu_rss_kib")
             print(f"| {rnd} | {sfu} | {k['subscribers']} | {fmt(k['packets_per_s'])} | {fmt(k.get('sfu_cpu'), '.2f')} | "
                   f"{fmt(kv[sfu])} | {k['loss_pct']:.2f} | {k['late_pct']:.2f} | "
-                  f"{fmt(k.get('join_p50_ms'))} / {fmt(k.get('join_p95_ms'))} | {fmt(rss and rss / 1024, '.0f')} | {k['loadgen_cpu']:.2f} |")
+                  f"{fmt(k.get('join_p50_ms'))} / {fmt(k.get('join_p95_ms'))} | {fmt(rss and rss / 1024, '.0f')} | {k['loadgen_cpu']:.2f} ({fmt(k.get('loadgen_us_per_packet'), '.1f')}) |")
         if kv["switchboard"] and kv["chat"]:
             ratios.append(kv["switchboard"] / kv["chat"])
     print()

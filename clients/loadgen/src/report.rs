@@ -47,6 +47,9 @@ pub struct Step {
     pub sfu_rss_kib: Option<u64>,
     /// The load generator's own CPU over the window (1.0 = one core).
     pub loadgen_cpu: f64,
+    /// The load generator's CPU per received packet, µs (all its work: publishing, receiving,
+    /// decrypting, feedback, signaling).
+    pub loadgen_us_per_packet: Option<f64>,
     /// UDP receive-buffer overflows in this network namespace during the window (any socket:
     /// the SFU's or the load generator's).
     pub udp_rcvbuf_errors: u64,

@@ -282,6 +282,7 @@ impl Measure {
             failed,
             sfu_rss_kib: self.sfu_pid.and_then(report::rss_kib),
             loadgen_cpu: own / secs,
+            loadgen_us_per_packet: (rx > 0).then(|| own * 1e6 / rx as f64),
             udp_rcvbuf_errors: b.udp_errors.saturating_sub(a.udp_errors),
             overloaded: loss_pct > 1.0 || late_pct > 1.0 || rx == 0,
         }
