@@ -40,6 +40,8 @@ pub struct PeerSnapshot {
     pub id: PeerId,
     /// It publishes.
     pub publisher: bool,
+    /// Index of its Room.
+    pub room: usize,
     /// Its counters.
     pub counters: Counters,
 }
@@ -275,6 +277,7 @@ impl Loop {
                         .map(|(i, s)| PeerSnapshot {
                             id: PeerId(i),
                             publisher: s.peer.publishes(),
+                            room: s.peer.room(),
                             counters: s.peer.counters(),
                         })
                         .collect();

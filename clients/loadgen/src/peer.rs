@@ -56,6 +56,8 @@ pub struct PeerOptions {
     /// Renegotiate over the data channel with JSON `{"type":"offer"|"answer","sdp":…}` (str0m's
     /// chat example) instead of through the backend.
     pub dc_signaling: bool,
+    /// Index of the Room it joins (to know what it should receive).
+    pub room: usize,
 }
 
 /// Counters of one Peer (cumulative).
@@ -135,6 +137,7 @@ pub struct Peer {
     dc_signaling: bool,
     publisher: Option<Publisher>,
     simulcast: bool,
+    room: usize,
     streams: Vec<RxStream>,
     counters: Counters,
 }
@@ -167,6 +170,7 @@ impl Peer {
             dc_signaling: opts.dc_signaling,
             publisher,
             simulcast: opts.simulcast,
+            room: opts.room,
             streams: Vec::new(),
             counters: Counters::default(),
         }
@@ -181,6 +185,11 @@ impl Peer {
             .map(|s| s.max_seq - s.first_seq + 1)
             .sum();
         c
+    }
+
+    /// Index of the Peer's Room.
+    pub fn room(&self) -> usize {
+        self.room
     }
 
     /// Whether this Peer publishes.

@@ -26,8 +26,12 @@ pub struct Step {
     pub sfu_cpu: Option<f64>,
     /// Received packets per CPU-second of the SFU process.
     pub packets_per_cpu_s: Option<f64>,
-    /// Packets missing from the sequence numbers received, % of expected.
+    /// Packets missing from the sequence numbers received, % of expected (gaps the SFU left).
     pub loss_pct: f64,
+    /// Received packets, % of what the receivers' Rooms' publishers sent in the window (below
+    /// 100 when the SFU queues, paces or drops before numbering); none with simulcast, where a
+    /// subscriber gets one layer.
+    pub delivered_pct: Option<f64>,
     /// Received packets that arrived more than 500 ms after they were sent, %.
     pub late_pct: f64,
     /// Mean one-way delay of received packets, ms.
@@ -53,7 +57,8 @@ pub struct Step {
     /// UDP receive-buffer overflows in this network namespace during the window (any socket:
     /// the SFU's or the load generator's).
     pub udp_rcvbuf_errors: u64,
-    /// Whether this step is past the knee (loss or late packets over 1 %).
+    /// Whether this step is past the knee: loss or late packets over 1 %, or under 99 %
+    /// delivered.
     pub overloaded: bool,
 }
 
@@ -89,9 +94,10 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "{:>5} {:>9} {:>7} {:>9} {:>7} {:>6} {:>7} {:>8} {:>6} {:>6} {:>7} {:>9} {:>6} {:>5}",
+            "{:>5} {:>9} {:>6} {:>7} {:>9} {:>7} {:>6} {:>7} {:>8} {:>6} {:>6} {:>7} {:>9} {:>6} {:>5}",
             "subs",
             "pkts/s",
+            "deliv%",
             "sfu cpu",
             "pkt/cpu-s",
             "loss %",
@@ -108,9 +114,10 @@ impl Report {
         for st in &self.steps {
             let _ = writeln!(
                 s,
-                "{:>5} {:>9.0} {:>7} {:>9} {:>7.2} {:>6.2} {:>5.0}ms {:>6}ms {:>4}ms {:>6} {:>7} {:>9} {:>6.2} {:>5}{}",
+                "{:>5} {:>9.0} {:>6} {:>7} {:>9} {:>7.2} {:>6.2} {:>5.0}ms {:>6}ms {:>4}ms {:>6} {:>7} {:>9} {:>6.2} {:>5}{}",
                 st.subscribers,
                 st.packets_per_s,
+                opt(st.delivered_pct.map(|d| format!("{d:.1}"))),
                 opt(st.sfu_cpu.map(|c| format!("{c:.2}"))),
                 opt(st.packets_per_cpu_s.map(|c| format!("{c:.0}"))),
                 st.loss_pct,

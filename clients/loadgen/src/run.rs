@@ -88,13 +88,14 @@ pub async fn run(opts: &Options) -> Result<Report, Error> {
     let media = Arc::new(MediaHandle::start(opts.bind_ip)?);
     let backend = Arc::new(Backend::connect(&opts.target, media.clone()).await?);
     let rooms: Vec<String> = (0..opts.rooms).map(|r| format!("loadgen-{r}")).collect();
-    let publish = PeerOptions {
-        publish: true,
-        simulcast: opts.simulcast,
-        dc_signaling: false,
-    };
-    for room in &rooms {
+    for (i, room) in rooms.iter().enumerate() {
         backend.create_room(room).await?;
+        let publish = PeerOptions {
+            publish: true,
+            simulcast: opts.simulcast,
+            dc_signaling: false,
+            room: i,
+        };
         for p in 0..opts.publishers {
             backend.join(room, &format!("pub-{p}"), publish).await?;
         }
@@ -164,16 +165,24 @@ async fn add_subscribers(
     to: usize,
     concurrency: usize,
 ) -> Result<(), Error> {
-    let mut jobs =
-        (from..to).flat_map(|i| rooms.iter().map(move |r| (r.clone(), format!("sub-{i}"))));
+    let mut jobs = (from..to).flat_map(|i| {
+        rooms
+            .iter()
+            .enumerate()
+            .map(move |(r, name)| (r, name.clone(), format!("sub-{i}")))
+    });
     let mut set = tokio::task::JoinSet::new();
     loop {
         while set.len() < concurrency.max(1) {
-            let Some((room, who)) = jobs.next() else {
+            let Some((r, room, who)) = jobs.next() else {
                 break;
             };
             let b = backend.clone();
-            set.spawn(async move { b.join(&room, &who, PeerOptions::default()).await });
+            let opts = PeerOptions {
+                room: r,
+                ..PeerOptions::default()
+            };
+            set.spawn(async move { b.join(&room, &who, opts).await });
         }
         match set.join_next().await {
             Some(r) => {
@@ -217,7 +226,14 @@ impl Measure {
     }
 
     /// Figures between two marks. `new_from`: Peers with this index or above joined in this step.
-    fn step(&self, a: &Mark, b: &Mark, subscribers: usize, new_from: usize) -> Step {
+    fn step(
+        &self,
+        a: &Mark,
+        b: &Mark,
+        subscribers: usize,
+        new_from: usize,
+        simulcast: bool,
+    ) -> Step {
         let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-3);
         let (mut rx, mut expected, mut late, mut delay, mut sent) = (0u64, 0u64, 0u64, 0u64, 0u64);
         let mut receivers = 0;
@@ -242,6 +258,23 @@ impl Measure {
                 }
             }
         }
+        // What every receiver should have got: all packets its Room's other publishers sent.
+        let rooms = b.peers.iter().map(|p| p.room + 1).max().unwrap_or(0);
+        let mut published = vec![0u64; rooms];
+        let delta = |p: &PeerSnapshot| {
+            let old = a.peers.get(p.id.0).map(|o| o.counters.sent).unwrap_or(0);
+            p.counters.sent - old
+        };
+        for p in b.peers.iter().filter(|p| p.publisher) {
+            published[p.room] += delta(p);
+        }
+        let owed: u64 = b
+            .peers
+            .iter()
+            .filter(|p| !p.publisher || published[p.room] > delta(p))
+            .map(|p| published[p.room] - if p.publisher { delta(p) } else { 0 })
+            .sum();
+        let delivered_pct = (!simulcast && owed > 0).then(|| rx as f64 * 100.0 / owed as f64);
         let sfu = match (a.sfu_ticks, b.sfu_ticks) {
             (Some(x), Some(y)) => Some((y - x) as f64 / self.ticks),
             _ => None,
@@ -284,7 +317,11 @@ impl Measure {
             loadgen_cpu: own / secs,
             loadgen_us_per_packet: (rx > 0).then(|| own * 1e6 / rx as f64),
             udp_rcvbuf_errors: b.udp_errors.saturating_sub(a.udp_errors),
-            overloaded: loss_pct > 1.0 || late_pct > 1.0 || rx == 0,
+            delivered_pct,
+            overloaded: loss_pct > 1.0
+                || late_pct > 1.0
+                || rx == 0
+                || delivered_pct.is_some_and(|d| d < 99.0),
         }
     }
 
@@ -304,11 +341,12 @@ impl Measure {
             tokio::time::sleep_until(next.into()).await;
             let now = self.mark(media).await?;
             if opts.progress {
-                let s = self.step(&last, &now, subscribers, new_from);
+                let s = self.step(&last, &now, subscribers, new_from, opts.simulcast);
                 eprintln!(
-                    "  subs {:>4}  rx {:>8.0} pkt/s  sfu cpu {}  loss {:>5.2} %  late {:>5.2} %  delay {:>6.1} ms  rss {}",
+                    "  subs {:>4}  rx {:>8.0} pkt/s  delivered {}  sfu cpu {}  loss {:>5.2} %  late {:>5.2} %  delay {:>6.1} ms  rss {}",
                     subscribers,
                     s.packets_per_s,
+                    s.delivered_pct.map_or("-".into(), |d| format!("{d:.1} %")),
                     s.sfu_cpu
                         .map_or("-".into(), |c| format!("{:.0} %", c * 100.0)),
                     s.loss_pct,
@@ -320,6 +358,6 @@ impl Measure {
             }
             last = now;
         }
-        Ok(self.step(&start, &last, subscribers, new_from))
+        Ok(self.step(&start, &last, subscribers, new_from, opts.simulcast))
     }
 }

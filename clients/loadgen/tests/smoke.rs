@@ -58,6 +58,7 @@ async fn one_publisher_two_subscribers_report_what_flowed() -> anyhow::Result<()
         "packets_per_cpu_s",
         "loss_pct",
         "late_pct",
+        "delivered_pct",
         "mean_delay_ms",
         "join_p50_ms",
         "join_p95_ms",
