@@ -11,6 +11,15 @@ repo="$(cd "$(dirname "$0")/../.." && pwd)"
 src="$(ls -d "$HOME"/.cargo/registry/src/*/str0m-0.25.* | sort -V | tail -1)"
 [ -d "$src" ] || { echo "str0m 0.25 source not found in ~/.cargo/registry/src (run cargo build once)" >&2; exit 1; }
 work="${CHAT_BUILD_DIR:-/tmp/switchboard-bench-chat}"
+export CARGO_TARGET_DIR="$repo/target/bench-chat"
+# A patched copy from an earlier run of this script is reused (so cargo does not rebuild str0m).
+stamp="$work/str0m/.switchboard-patched"
+want="$src $(sha256sum "$0" | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  cargo build --release --example chat --manifest-path "$work/str0m/Cargo.toml" >&2
+  echo "$CARGO_TARGET_DIR/release/examples/chat"
+  exit 0
+fi
 rm -rf "$work" && mkdir -p "$work" && cp -r "$src" "$work/str0m"
 cd "$work/str0m"
 # Drop what does not resolve on crates.io: the dev-dependencies str0m-rust-crypto 0.7 and str0m-netem
@@ -53,7 +62,7 @@ sed -i 's/"0\.0\.0\.0:3000"/"127.0.0.1:3000"/' examples/chat.rs
 grep -q 'Ipv4Addr::LOCALHOST' examples/chat.rs && grep -q '"127.0.0.1:3000"' examples/chat.rs
 # util.rs is still compiled (mod util;) but no longer called.
 sed -i 's/^mod util;/#[allow(dead_code)]\nmod util;/' examples/chat.rs
-# A target directory that survives between runs (not the workspace's: another lockfile).
-export CARGO_TARGET_DIR="$repo/target/bench-chat"
+# The target directory survives between runs (not the workspace's: another lockfile).
 cargo build --release --example chat >&2
+echo "$want" > "$stamp"
 echo "$CARGO_TARGET_DIR/release/examples/chat"

@@ -40,6 +40,7 @@ for scenario in sorted({k[0] for k in runs}):
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     per = {"switchboard": [], "chat": []}
     ratios = []
+    equal = []  # ratio at the first step, where both carry the same subscribers
     for rnd in sorted({k[1] for k in runs if k[0] == scenario}):
         kv = {}
         for sfu in ("switchboard", "chat"):
@@ -57,8 +58,16 @@ for scenario in sorted({k[0] for k in runs}):
                   f"{fmt(k.get('join_p50_ms'))} / {fmt(k.get('join_p95_ms'))} | {fmt(rss and rss / 1024, '.0f')} | {k['loadgen_cpu']:.2f} ({fmt(k.get('loadgen_us_per_packet'), '.1f')}) |")
         if kv["switchboard"] and kv["chat"]:
             ratios.append(kv["switchboard"] / kv["chat"])
+        first = [runs.get((scenario, rnd, sfu)) for sfu in ("switchboard", "chat")]
+        if all(r and r.get("steps") for r in first):
+            a, b = (r["steps"][0] for r in first)
+            if a["subscribers"] == b["subscribers"] and a.get("packets_per_cpu_s") and b.get("packets_per_cpu_s"):
+                equal.append((a["subscribers"], a["packets_per_cpu_s"] / b["packets_per_cpu_s"]))
     print()
     print(f"- Switchboard: {spread(per['switchboard'])} packets per SFU CPU-second (median, range)")
     print(f"- str0m chat: {spread(per['chat'])}")
     print(f"- ratio Switchboard / chat, per round: {', '.join(format(r, '.2f') for r in ratios) or '-'}; "
           f"median {spread(ratios, '.2f', '×')}")
+    if equal:
+        print(f"- ratio at equal load (first step, {equal[0][0]} subscribers), per round: "
+              f"{', '.join(format(r, '.2f') for _, r in equal)}; median {spread([r for _, r in equal], '.2f', '×')}")
