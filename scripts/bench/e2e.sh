@@ -115,9 +115,9 @@ profile_at_knee() { # a fresh gateway, loaded at the knee just measured, profile
   perf record -e cpu-clock -g -p "$SFU_PID" -o "$OUT/perf.data" -- sleep 10 > /dev/null 2>&1 || true
   wait "$lg" || true
   perf report -i "$OUT/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
-    | grep -E '^ +[0-9]' | head -40 > "$OUT/profile.txt" || true
+    | python3 "$repo/scripts/bench/profile-summary.py" > "$OUT/profile.txt" || true
   perf report -i "$OUT/perf.data" --no-children --sort dso --stdio 2>/dev/null \
-    | grep -E '^ +[0-9]' | head -15 > "$OUT/profile-dso.txt" || true
+    | grep -E '^ +[0-9.]+%' | head -15 > "$OUT/profile-dso.txt" || true
   echo "   profile at $knee subscribers: $OUT/profile.txt" >&2
 }
 
