@@ -38,6 +38,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// The group-call demo (reference backend + page) started by the binary.
     pub demo: DemoConfig,
+    /// Cluster mode (several gateways sharing one Redis); off by default.
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// `[grpc]`
@@ -644,6 +646,7 @@ impl Config {
             }
         }
         self.validate_turn()?;
+        self.cluster.validate(&self.grpc)?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return bad("log.filter", "not a valid tracing filter directive");
         }

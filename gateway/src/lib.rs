@@ -22,6 +22,7 @@
 //! ```
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 mod driver;
 pub mod events;
@@ -79,6 +80,7 @@ pub struct Gateway {
     threads: Vec<std::thread::JoinHandle<()>>,
     grace: Duration,
     turn: Option<turn::TurnServer>,
+    cluster: Option<cluster::Cluster>,
 }
 
 impl Gateway {
@@ -198,6 +200,10 @@ impl Gateway {
             addr: config.grpc.listen,
             source,
         })?;
+        let cluster =
+            cluster::Cluster::start(&config.cluster, handle.clone(), grpc_addr, &udp_addrs)
+                .await
+                .map_err(|e| StartError::Other(e.to_string()))?;
         let cancel = CancellationToken::new();
         let server = api::serve(
             listener,
@@ -205,6 +211,7 @@ impl Gateway {
             api::Auth::new(&config.grpc.api_key),
             config.limits.event_buffer,
             cancel.clone(),
+            cluster.clone(),
         )
         .await
         .map_err(|e| StartError::Other(e.to_string()))?;
@@ -225,6 +232,7 @@ impl Gateway {
             threads,
             grace: config.grace(),
             turn,
+            cluster,
         })
     }
 
@@ -236,6 +244,11 @@ impl Gateway {
     /// The embedded TURN server (URLs, counters, minting), when `turn.enabled`.
     pub fn turn(&self) -> Option<&turn::TurnServer> {
         self.turn.as_ref()
+    }
+
+    /// The cluster agent, in cluster mode.
+    pub fn cluster(&self) -> Option<&cluster::Cluster> {
+        self.cluster.as_ref()
     }
 
     /// The typed control surface.
@@ -271,8 +284,12 @@ impl Gateway {
             threads,
             grace,
             turn,
+            cluster,
             ..
         } = self;
+        if let Some(c) = &cluster {
+            c.drain().await;
+        }
         handle.inner.draining.store(true, Ordering::Release);
         server.set_not_serving().await;
         let workers = handle.inner.workers.clone();
@@ -288,6 +305,9 @@ impl Gateway {
         tracing::debug!("workers closed");
         if let Some(t) = turn {
             t.shutdown().await;
+        }
+        if let Some(c) = &cluster {
+            c.shutdown().await;
         }
         handle.inner.bus.publish(EventBody::Draining);
         // Stop accepting calls; open event streams deliver what they hold (the Draining event

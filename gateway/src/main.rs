@@ -10,7 +10,8 @@ const USAGE: &str = "\
 usage: switchboard [--config PATH] [--check-config]
 
   --config PATH    TOML configuration file (see switchboard.example.toml)
-  --check-config   validate the configuration and exit
+  --check-config   validate the configuration and exit (in cluster mode also check that the
+                   cluster store answers)
 
 Environment variables SWITCHBOARD__SECTION__KEY override the file, e.g.
 SWITCHBOARD__GRPC__LISTEN=0.0.0.0:50051 SWITCHBOARD__GRPC__API_KEY=secret";
@@ -33,11 +34,35 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = Config::load(path.as_deref()).context("invalid configuration")?;
     if check {
+        let c = &config.cluster;
+        if c.enabled() {
+            switchboard_gateway::cluster::check_store(c)
+                .await
+                .with_context(|| format!("cluster.redis_url {}", c.redis_url))?;
+            println!(
+                "cluster {:?}: store answers; node {}, lease {} ms (fence margin {} ms, renewed \
+                 every {} ms), heartbeat {} ms (dead after {} ms)",
+                c.name,
+                if c.node_id.is_empty() {
+                    "<random>"
+                } else {
+                    &c.node_id
+                },
+                c.lease_ttl_ms,
+                c.fence_margin_ms,
+                c.renew_ms,
+                c.heartbeat_ms,
+                c.node_ttl_ms,
+            );
+        }
         println!("configuration OK");
         return Ok(());
     }
     telemetry::init(&config.log);
     let gateway = Gateway::start(config.clone()).await?;
+    if let Some(c) = gateway.cluster() {
+        println!("Cluster node {} ({})", c.node_id(), config.cluster.name);
+    }
     println!(
         "Switchboard gRPC listening on http://{} ({})",
         gateway.grpc_addr(),

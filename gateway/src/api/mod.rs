@@ -19,7 +19,7 @@ use crate::handle::GatewayHandle;
 
 /// Checks `authorization: Bearer <key>` when a key is configured.
 #[derive(Clone)]
-pub(crate) struct Auth {
+pub struct Auth {
     key: Option<String>,
 }
 
@@ -31,7 +31,7 @@ impl Auth {
     }
 
     #[allow(clippy::result_large_err)]
-    fn check(&self, req: Request<()>) -> Result<Request<()>, Status> {
+    pub(crate) fn check(&self, req: Request<()>) -> Result<Request<()>, Status> {
         let Some(key) = &self.key else {
             return Ok(req);
         };
@@ -68,8 +68,9 @@ pub(crate) async fn serve(
     auth: Auth,
     event_buffer: usize,
     stop: tokio_util::sync::CancellationToken,
+    cluster: Option<crate::cluster::Cluster>,
 ) -> Result<Server, tonic_reflection::server::Error> {
-    let (routes, health) = routes(handle, auth, event_buffer).await?;
+    let (routes, health) = routes(handle, auth, event_buffer, cluster).await?;
     let task = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let res = tonic::transport::Server::builder()
@@ -113,6 +114,7 @@ async fn routes(
     handle: GatewayHandle,
     auth: Auth,
     event_buffer: usize,
+    cluster: Option<crate::cluster::Cluster>,
 ) -> Result<(Routes, tonic_health::server::HealthReporter), tonic_reflection::server::Error> {
     let svc = ControlService::new(handle, event_buffer);
     let (health, health_svc) = tonic_health::server::health_reporter();
@@ -133,13 +135,18 @@ async fn routes(
             .register_encoded_file_descriptor_set(switchboard::v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
+    let routes = Routes::new(health_svc)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?);
+    // Cluster mode: the same services, routed to each Room's owner node (see `cluster`).
+    if let Some(c) = cluster {
+        return Ok((c.routes(routes, svc, &auth, event_buffer), health));
+    }
     let a1 = auth.clone();
     let a2 = auth.clone();
     let a3 = auth.clone();
     let a4 = auth;
-    let routes = Routes::new(health_svc)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?)
+    let routes = routes
         .add_service(RoomServiceServer::with_interceptor(svc.clone(), move |r| {
             a1.check(r)
         }))

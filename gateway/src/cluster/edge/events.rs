@@ -1,0 +1,330 @@
+//! `WatchEvents` in cluster mode. A stream about a Room (or Session) owned here is the local stream
+//! plus this node's `RoomLost` announcements; one about a Room owned elsewhere is fed by a
+//! [`Relay`]: one upstream stream per Room from its owner, fanned out to every local watcher, in
+//! the owner's order. When the owner dies (the upstream breaks, its registration or lease
+//! vanishes) the watchers get `RoomLost { NODE_FAILED }` and the stream ends with UNAVAILABLE.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use switchboard::v1 as pb;
+use switchboard::v1::event_service_client::EventServiceClient;
+use switchboard::v1::event_service_server::EventService;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{ClusterEdge, Route, is_forwarded};
+use crate::cluster::agent::LostReason;
+use crate::cluster::store::NodeInfo;
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+type Item = Result<pb::Event, Status>;
+
+/// The `RoomLost` event for `room`.
+fn room_lost(room: &str, reason: LostReason, node: &str, epoch: u64) -> pb::Event {
+    pb::Event {
+        sequence: 0,
+        time: Some(SystemTime::now().into()),
+        room_id: room.to_string(),
+        session_id: String::new(),
+        kind: Some(pb::event::Kind::RoomLost(pb::RoomLost {
+            reason: match reason {
+                LostReason::NodeFailed => pb::RoomLostReason::NodeFailed,
+                LostReason::LeaseLost => pb::RoomLostReason::LeaseLost,
+            } as i32,
+            node_id: node.to_string(),
+            epoch,
+        })),
+    }
+}
+
+fn lost_status(room: &str) -> Status {
+    Status::unavailable(format!(
+        "room {room} was lost with its node; re-create it and watch again"
+    ))
+}
+
+/// One upstream event stream from a Room's owner, shared by this node's watchers.
+struct Relay {
+    tx: broadcast::Sender<Item>,
+    done: CancellationToken,
+}
+
+/// The open relays, by key (`r:<room>` or `s:<session>`).
+pub(super) struct Relays {
+    map: tokio::sync::Mutex<HashMap<String, Arc<Relay>>>,
+    max: usize,
+}
+
+impl Relays {
+    pub(super) fn new(max: usize) -> Self {
+        Self {
+            map: tokio::sync::Mutex::default(),
+            max,
+        }
+    }
+}
+
+/// Hands `item` to a watcher's bounded channel. Returns whether the stream goes on: a watcher
+/// that does not read ends with DATA_LOSS, like a local stream; an error ends it.
+async fn deliver(tx: &mpsc::Sender<Item>, item: Item) -> bool {
+    let last = item.is_err();
+    match tx.try_send(item) {
+        Ok(()) => !last,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            let _ = tx
+                .send(Err(Status::data_loss(
+                    "the backend read events too slowly; reconnect and re-read state",
+                )))
+                .await;
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+impl ClusterEdge {
+    /// The local stream for `req`, merged with this node's `RoomLost` announcements for the Room
+    /// watched (every Room when unfiltered).
+    async fn watch_here(
+        &self,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> Result<EventStream, Status> {
+        let r = req.get_ref().clone();
+        let room = if !r.room_id.is_empty() {
+            Some(r.room_id.clone())
+        } else if let Ok(id) = switchboard_core::SessionId::parse(&r.session_id) {
+            self.agent
+                .handle
+                .get_session(id)
+                .await
+                .ok()
+                .map(|s| s.room.to_string())
+        } else {
+            None
+        };
+        let filtered = !r.room_id.is_empty() || !r.session_id.is_empty();
+        // Subscribe to both before answering, so nothing after this call is missed.
+        let mut lost = self.agent.lost_rooms();
+        let mut local = self.local.watch_events(req).await?.into_inner();
+        let (tx, rx) = mpsc::channel::<Item>(self.event_buffer);
+        tokio::spawn(async move {
+            loop {
+                let item = tokio::select! {
+                    ev = local.next() => match ev {
+                        Some(ev) => ev,
+                        None => return,
+                    },
+                    l = lost.recv() => match l {
+                        Ok(l) if room.as_ref().is_none_or(|r| *r == l.room) => {
+                            let ev = room_lost(&l.room, l.reason, &l.node, l.epoch);
+                            if filtered {
+                                if deliver(&tx, Ok(ev)).await {
+                                    let _ = deliver(&tx, Err(lost_status(&l.room))).await;
+                                }
+                                return;
+                            }
+                            Ok(ev)
+                        }
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                };
+                if !deliver(&tx, item).await {
+                    return;
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    /// A watcher of the relay for `key` (opened on `node` if none is open).
+    async fn watch_relayed(
+        &self,
+        key: String,
+        room: String,
+        node: NodeInfo,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> Result<EventStream, Status> {
+        let mut rx = {
+            let mut map = self.relays.map.lock().await;
+            match map.get(&key) {
+                Some(r) if !r.done.is_cancelled() => r.tx.subscribe(),
+                _ => {
+                    map.retain(|_, r| !r.done.is_cancelled());
+                    if map.len() >= self.relays.max {
+                        return Err(Status::resource_exhausted(format!(
+                            "this node relays events of {} rooms already (cluster.max_relays)",
+                            self.relays.max
+                        )));
+                    }
+                    let (meta, _, msg) = req.into_parts();
+                    let ch = self.peers.channel(&node.grpc_endpoint)?;
+                    let mut r = self.forward(&meta, msg);
+                    // The stream lives as long as the watchers; only opening it is bounded.
+                    r.set_timeout(Duration::from_secs(3600 * 24 * 365));
+                    let upstream = tokio::time::timeout(
+                        self.peers.timeout,
+                        EventServiceClient::new(ch).watch_events(r),
+                    )
+                    .await
+                    .map_err(|_| Status::unavailable(format!("node {} did not answer", node.id)))??
+                    .into_inner();
+                    let (tx, rx) = broadcast::channel(self.event_buffer.max(16));
+                    let relay = Arc::new(Relay {
+                        tx,
+                        done: CancellationToken::new(),
+                    });
+                    map.insert(key.clone(), relay.clone());
+                    let edge = self.clone();
+                    tokio::spawn(async move { edge.pump(relay, upstream, room, node).await });
+                    rx
+                }
+            }
+        };
+        let (tx, out) = mpsc::channel::<Item>(self.event_buffer);
+        tokio::spawn(async move {
+            loop {
+                let item = match rx.recv().await {
+                    Ok(item) => item,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                    Err(broadcast::error::RecvError::Lagged(n)) => Err(Status::data_loss(format!(
+                        "the event stream fell behind and lost {n} events; reconnect and \
+                         re-read state"
+                    ))),
+                };
+                if !deliver(&tx, item).await {
+                    return;
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(out)))
+    }
+
+    /// Copies the owner's events to the relay's watchers until the Room is gone or nobody watches.
+    async fn pump(
+        self,
+        relay: Arc<Relay>,
+        mut upstream: Streaming<pb::Event>,
+        room: String,
+        node: NodeInfo,
+    ) {
+        let mut check = tokio::time::interval(Duration::from_millis(self.agent.cfg.heartbeat_ms));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut suspect = false;
+        let epoch = match self.agent.store.room_owner(&room).await {
+            Ok(Some(o)) if o.node == node.id => o.epoch,
+            _ => 0,
+        };
+        let lost = |why: &str| {
+            tracing::info!(room, node = %node.id, why, "room lost with its node");
+            let _ = relay.tx.send(Ok(room_lost(
+                &room,
+                LostReason::NodeFailed,
+                &node.id,
+                epoch,
+            )));
+            let _ = relay.tx.send(Err(lost_status(&room)));
+        };
+        loop {
+            tokio::select! {
+                m = upstream.message() => match m {
+                    Ok(Some(ev)) => {
+                        let end = matches!(
+                            ev.kind,
+                            Some(pb::event::Kind::RoomLost(_)) | Some(pb::event::Kind::RoomClosed(_))
+                        ) && ev.room_id == room;
+                        let lost_event = matches!(ev.kind, Some(pb::event::Kind::RoomLost(_)));
+                        let _ = relay.tx.send(Ok(ev));
+                        if lost_event {
+                            let _ = relay.tx.send(Err(lost_status(&room)));
+                        }
+                        if end {
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        lost("the owner ended the stream");
+                        break;
+                    }
+                    Err(s) => {
+                        lost(s.message());
+                        break;
+                    }
+                },
+                _ = check.tick() => {
+                    if relay.tx.receiver_count() == 0 {
+                        break;
+                    }
+                    if self.agent.store_ok() && self.agent.node(&node.id).is_none() {
+                        lost("the owner's registration expired");
+                        break;
+                    }
+                    match self.agent.store.room_owner(&room).await {
+                        Ok(Some(o)) if o.node == node.id => suspect = false,
+                        // Gone or moved: twice in a row, so a normal close whose RoomClosed is
+                        // still on its way is not mistaken for a loss.
+                        Ok(_) if suspect => {
+                            lost("the owner's lease is gone");
+                            break;
+                        }
+                        Ok(_) => suspect = true,
+                        Err(_) => {}
+                    }
+                }
+            }
+        }
+        relay.done.cancel();
+        let mut map = self.relays.map.lock().await;
+        map.retain(|_, r| !Arc::ptr_eq(r, &relay));
+    }
+}
+
+#[tonic::async_trait]
+impl EventService for ClusterEdge {
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        req: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let r = req.get_ref().clone();
+        if is_forwarded(&req) || (r.room_id.is_empty() && r.session_id.is_empty()) {
+            return Ok(Response::new(self.watch_here(req).await?));
+        }
+        let (route, key, room) = if !r.session_id.is_empty() {
+            let route = self.route_session(&req, &r.session_id).await?;
+            // The relay watches the Session's Room for losses: ask its node which Room it is.
+            let room = match &route {
+                Route::Local => String::new(),
+                Route::Remote(n) => {
+                    let q = self.forward(
+                        req.metadata(),
+                        pb::GetSessionRequest {
+                            session_id: r.session_id.clone(),
+                        },
+                    );
+                    self.sessions_client(n)?
+                        .get_session(q)
+                        .await?
+                        .into_inner()
+                        .session
+                        .map(|s| s.room_id)
+                        .unwrap_or_default()
+                }
+            };
+            (route, format!("s:{}", r.session_id), room)
+        } else {
+            let route = self.route_room(&req, &r.room_id).await?;
+            (route, format!("r:{}", r.room_id), r.room_id.clone())
+        };
+        match route {
+            Route::Local => Ok(Response::new(self.watch_here(req).await?)),
+            Route::Remote(n) => Ok(Response::new(self.watch_relayed(key, room, n, req).await?)),
+        }
+    }
+}

@@ -1,0 +1,626 @@
+//! The cluster edge: the `switchboard.v1` services in cluster mode. Every call is routed: served by
+//! the local [`ControlService`] when this node owns the Room (or the call was already forwarded),
+//! else forwarded over gRPC to the owner. `CreateRoom` places new Rooms and claims their leases.
+//!
+//! Like `api`, this edge knows protobuf and tonic; it holds no SFU logic and never touches a
+//! Worker except through the local service and the agent. Loops are impossible: a forwarded call
+//! carries `x-switchboard-forwarded` and is always served locally.
+
+mod events;
+mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use switchboard::v1 as pb;
+use switchboard::v1::cluster_service_server::ClusterServiceServer;
+use switchboard::v1::data_service_client::DataServiceClient;
+use switchboard::v1::data_service_server::{DataService, DataServiceServer};
+use switchboard::v1::event_service_server::EventServiceServer;
+use switchboard::v1::room_service_client::RoomServiceClient;
+use switchboard::v1::room_service_server::{RoomService, RoomServiceServer};
+use switchboard::v1::session_service_client::SessionServiceClient;
+use switchboard::v1::session_service_server::{SessionService, SessionServiceServer};
+use switchboard_core::{RoomId, SessionId};
+use tonic::metadata::MetadataMap;
+use tonic::service::Routes;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use super::agent::Agent;
+use crate::api::{Auth, ControlService};
+
+/// Metadata on a node-to-node call: the sending node's id. Such a call is served where it lands.
+pub(crate) const FORWARDED: &str = "x-switchboard-forwarded";
+/// Metadata on a refused claim: the node that holds the Room's lease.
+pub(crate) const OWNER_HINT: &str = "x-switchboard-owner";
+
+/// Where a call is served.
+enum Route {
+    Local,
+    Remote(super::store::NodeInfo),
+}
+
+/// The cluster-mode implementation of every `switchboard.v1` service.
+#[derive(Clone)]
+pub struct ClusterEdge {
+    agent: Arc<Agent>,
+    local: ControlService,
+    peers: Arc<Peers>,
+    relays: Arc<events::Relays>,
+    sessions: Arc<SessionRoutes>,
+    event_buffer: usize,
+}
+
+/// gRPC channels to the other nodes, one per endpoint (HTTP/2 multiplexes every call on it).
+struct Peers {
+    channels: Mutex<HashMap<String, Channel>>,
+    timeout: Duration,
+    keepalive: Duration,
+}
+
+impl Peers {
+    fn channel(&self, endpoint: &str) -> Result<Channel, Status> {
+        let mut m = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = m.get(endpoint) {
+            return Ok(c.clone());
+        }
+        let ch = Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| Status::internal(format!("bad node endpoint {endpoint:?}: {e}")))?
+            .connect_timeout(self.timeout.min(Duration::from_secs(3)))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(self.keepalive)
+            .keep_alive_timeout(self.keepalive)
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        m.insert(endpoint.to_string(), ch.clone());
+        Ok(ch)
+    }
+}
+
+/// Session id → node, for Sessions that live on another node (bounded).
+struct SessionRoutes {
+    map: Mutex<HashMap<String, (String, Instant)>>,
+    cap: usize,
+}
+
+impl SessionRoutes {
+    fn get(&self, session: &str) -> Option<String> {
+        let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(session).map(|(n, _)| n.clone())
+    }
+
+    fn put(&self, session: &str, node: &str) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= self.cap {
+            // Drop the older half; a dropped route is found again by asking the nodes.
+            let mut ages: Vec<Instant> = m.values().map(|(_, t)| *t).collect();
+            ages.sort();
+            let cut = ages[ages.len() / 2];
+            m.retain(|_, (_, t)| *t > cut);
+        }
+        m.insert(session.to_string(), (node.to_string(), Instant::now()));
+    }
+
+    fn forget(&self, session: &str) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(session);
+    }
+}
+
+fn is_forwarded<T>(req: &Request<T>) -> bool {
+    req.metadata().contains_key(FORWARDED)
+}
+
+/// A Room id for a CreateRoom without one, in the core's format (`rm_` + 20 characters).
+fn generate_room_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut b = [0u8; 20];
+    let _ = getrandom::getrandom(&mut b);
+    let mut s = String::from("rm_");
+    s.extend(
+        b.iter()
+            .map(|x| ALPHABET[usize::from(*x) % ALPHABET.len()] as char),
+    );
+    s
+}
+
+impl ClusterEdge {
+    pub(crate) fn new(agent: Arc<Agent>, local: ControlService, event_buffer: usize) -> Self {
+        let cfg = &agent.cfg;
+        let peers = Arc::new(Peers {
+            channels: Mutex::default(),
+            timeout: Duration::from_millis(cfg.forward_timeout_ms),
+            keepalive: Duration::from_millis(cfg.keepalive_ms),
+        });
+        let sessions = Arc::new(SessionRoutes {
+            map: Mutex::default(),
+            cap: cfg.session_routes,
+        });
+        let relays = Arc::new(events::Relays::new(cfg.max_relays));
+        Self {
+            agent,
+            local,
+            peers,
+            relays,
+            sessions,
+            event_buffer,
+        }
+    }
+
+    /// A request for `node` carrying `msg`, the caller's credentials and the forwarded mark.
+    fn forward<T>(&self, meta: &MetadataMap, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        if let Some(a) = meta.get("authorization") {
+            r.metadata_mut().insert("authorization", a.clone());
+        }
+        if let Ok(v) = self.agent.node_id.parse() {
+            r.metadata_mut().insert(FORWARDED, v);
+        }
+        r.set_timeout(self.peers.timeout);
+        r
+    }
+
+    fn rooms(&self, n: &super::store::NodeInfo) -> Result<RoomServiceClient<Channel>, Status> {
+        Ok(RoomServiceClient::new(
+            self.peers.channel(&n.grpc_endpoint)?,
+        ))
+    }
+
+    fn sessions_client(
+        &self,
+        n: &super::store::NodeInfo,
+    ) -> Result<SessionServiceClient<Channel>, Status> {
+        Ok(SessionServiceClient::new(
+            self.peers.channel(&n.grpc_endpoint)?,
+        ))
+    }
+
+    fn data(&self, n: &super::store::NodeInfo) -> Result<DataServiceClient<Channel>, Status> {
+        Ok(DataServiceClient::new(
+            self.peers.channel(&n.grpc_endpoint)?,
+        ))
+    }
+
+    /// Where a call about `room` is served.
+    async fn route_room<T>(&self, req: &Request<T>, room: &str) -> Result<Route, Status> {
+        if is_forwarded(req) || RoomId::parse(room).is_err() || self.agent.holds(room).is_some() {
+            return Ok(Route::Local);
+        }
+        let owner = self
+            .agent
+            .store
+            .room_owner(room)
+            .await
+            .map_err(status::store)?;
+        match owner {
+            // Unknown here (NOT_FOUND from the local service), or ours but closing.
+            None => Ok(Route::Local),
+            Some(o) if o.node == self.agent.node_id => Ok(Route::Local),
+            Some(o) => match self.agent.find_node(&o.node).await {
+                Some(n) => Ok(Route::Remote(n)),
+                None => Err(status::owner_gone(room, &o.node)),
+            },
+        }
+    }
+
+    /// Where a call about `session` is served: here if it lives here, else on the node that
+    /// answers for it (remembered, or found by asking every live node).
+    async fn route_session<T>(&self, req: &Request<T>, session: &str) -> Result<Route, Status> {
+        if is_forwarded(req) {
+            return Ok(Route::Local);
+        }
+        let Ok(id) = SessionId::parse(session) else {
+            return Ok(Route::Local);
+        };
+        if self.agent.handle.get_session(id).await.is_ok() {
+            return Ok(Route::Local);
+        }
+        if let Some(node) = self.sessions.get(session) {
+            if let Some(n) = self.agent.node(&node) {
+                return Ok(Route::Remote(n));
+            }
+            self.sessions.forget(session);
+        }
+        let mut asks = tokio::task::JoinSet::new();
+        for n in self.agent.nodes() {
+            if n.id == self.agent.node_id {
+                continue;
+            }
+            let Ok(mut c) = self.sessions_client(&n) else {
+                continue;
+            };
+            let r = self.forward(
+                req.metadata(),
+                pb::GetSessionRequest {
+                    session_id: session.to_string(),
+                },
+            );
+            asks.spawn(async move { c.get_session(r).await.ok().map(|_| n) });
+        }
+        while let Some(res) = asks.join_next().await {
+            if let Ok(Some(n)) = res {
+                self.sessions.put(session, &n.id);
+                return Ok(Route::Remote(n));
+            }
+        }
+        Ok(Route::Local)
+    }
+
+    /// Creates the Room here: claims its lease first (or finds it ours), then creates it locally.
+    async fn create_here(
+        &self,
+        req: Request<pb::CreateRoomRequest>,
+    ) -> Result<Response<pb::CreateRoomResponse>, Status> {
+        let room = req.get_ref().room_id.clone();
+        if RoomId::parse(&room).is_err() {
+            return self.local.create_room(req).await;
+        }
+        let _g = self.agent.ownership.lock().await;
+        if self.agent.holds(&room).is_none() {
+            if self.agent.is_draining() {
+                return Err(Status::unavailable(
+                    "this node is draining and takes no new rooms",
+                ));
+            }
+            let sent = Instant::now();
+            let claim = self
+                .agent
+                .store
+                .claim_room(
+                    &room,
+                    &self.agent.node_id,
+                    Duration::from_millis(self.agent.cfg.lease_ttl_ms),
+                )
+                .await
+                .map_err(status::store)?;
+            match claim {
+                super::store::Claim::Claimed { epoch } => {
+                    self.agent.insert_lease(&room, epoch, sent);
+                    tracing::debug!(room, epoch, "room lease claimed");
+                }
+                super::store::Claim::Owned(o) if o.node == self.agent.node_id => {
+                    return Err(status::stale_own_lease(&room, &o.node));
+                }
+                super::store::Claim::Owned(o) => return Err(status::not_owner(&room, &o.node)),
+            }
+            return match self.local.create_room(req).await {
+                Ok(r) => Ok(self.decorate(r)),
+                Err(e) => {
+                    self.agent.release(&room).await;
+                    Err(e)
+                }
+            };
+        }
+        self.local.create_room(req).await.map(|r| self.decorate(r))
+    }
+
+    fn decorate(
+        &self,
+        mut r: Response<pb::CreateRoomResponse>,
+    ) -> Response<pb::CreateRoomResponse> {
+        let m = r.get_mut();
+        m.owner_endpoint = self.agent.endpoint.clone();
+        m.owner_node_id = self.agent.node_id.clone();
+        r
+    }
+
+    /// Registers the cluster-mode services (each behind `auth`) on `routes`.
+    pub(crate) fn add_routes(self, routes: Routes, auth: &Auth) -> Routes {
+        let (a1, a2, a3, a4, a5) = (
+            auth.clone(),
+            auth.clone(),
+            auth.clone(),
+            auth.clone(),
+            auth.clone(),
+        );
+        routes
+            .add_service(RoomServiceServer::with_interceptor(
+                self.clone(),
+                move |r| a1.check(r),
+            ))
+            .add_service(SessionServiceServer::with_interceptor(
+                self.clone(),
+                move |r| a2.check(r),
+            ))
+            .add_service(EventServiceServer::with_interceptor(
+                self.clone(),
+                move |r| a3.check(r),
+            ))
+            .add_service(DataServiceServer::with_interceptor(
+                self.clone(),
+                move |r| a4.check(r),
+            ))
+            .add_service(ClusterServiceServer::with_interceptor(self, move |r| {
+                a5.check(r)
+            }))
+    }
+}
+
+/// Serves a call by `room`: locally, or on the owner through `$client`.
+macro_rules! by_room {
+    ($self:ident, $req:ident, $room:expr, $client:ident, $method:ident) => {{
+        let room = $room;
+        match $self.route_room(&$req, &room).await? {
+            Route::Local => $self.local.$method($req).await,
+            Route::Remote(n) => {
+                let (meta, _, msg) = $req.into_parts();
+                $self.$client(&n)?.$method($self.forward(&meta, msg)).await
+            }
+        }
+    }};
+}
+
+/// Serves a call by Session: locally, or on the node that has it.
+macro_rules! by_session {
+    ($self:ident, $req:ident, $method:ident) => {{
+        let session = $req.get_ref().session_id.clone();
+        match $self.route_session(&$req, &session).await? {
+            Route::Local => $self.local.$method($req).await,
+            Route::Remote(n) => {
+                let (meta, _, msg) = $req.into_parts();
+                let res = $self
+                    .sessions_client(&n)?
+                    .$method($self.forward(&meta, msg))
+                    .await;
+                if res.is_err() {
+                    $self.sessions.forget(&session);
+                }
+                res
+            }
+        }
+    }};
+}
+
+#[tonic::async_trait]
+impl RoomService for ClusterEdge {
+    async fn create_room(
+        &self,
+        mut req: Request<pb::CreateRoomRequest>,
+    ) -> Result<Response<pb::CreateRoomResponse>, Status> {
+        if is_forwarded(&req) {
+            return self.create_here(req).await;
+        }
+        if req.get_ref().room_id.is_empty() {
+            req.get_mut().room_id = generate_room_id();
+        }
+        let room = req.get_ref().room_id.clone();
+        if RoomId::parse(&room).is_err() || self.agent.holds(&room).is_some() {
+            return self.create_here(req).await;
+        }
+        let owner = self
+            .agent
+            .store
+            .room_owner(&room)
+            .await
+            .map_err(status::store)?;
+        let mut target = match owner {
+            Some(o) if o.node == self.agent.node_id => return self.create_here(req).await,
+            Some(o) => self
+                .agent
+                .find_node(&o.node)
+                .await
+                .ok_or_else(|| status::owner_gone(&room, &o.node))?,
+            None => self.agent.place().await.map_err(status::place)?,
+        };
+        let (meta, _, msg) = req.into_parts();
+        // A lost race for the lease names the winner: one more hop there.
+        for attempt in 0..2 {
+            let res = if target.id == self.agent.node_id {
+                let mut r = Request::new(msg.clone());
+                *r.metadata_mut() = meta.clone();
+                self.create_here(r).await
+            } else {
+                self.rooms(&target)?
+                    .create_room(self.forward(&meta, msg.clone()))
+                    .await
+            };
+            match res {
+                Err(s) if attempt == 0 && s.metadata().contains_key(OWNER_HINT) => {
+                    let owner = s
+                        .metadata()
+                        .get(OWNER_HINT)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    target = self
+                        .agent
+                        .find_node(&owner)
+                        .await
+                        .ok_or_else(|| status::owner_gone(&room, &owner))?;
+                }
+                other => return other,
+            }
+        }
+        Err(Status::unavailable(format!(
+            "room {room}: its ownership changed during creation; retry"
+        )))
+    }
+
+    async fn get_room(
+        &self,
+        req: Request<pb::GetRoomRequest>,
+    ) -> Result<Response<pb::GetRoomResponse>, Status> {
+        by_room!(self, req, req.get_ref().room_id.clone(), rooms, get_room)
+    }
+
+    async fn list_rooms(
+        &self,
+        req: Request<pb::ListRoomsRequest>,
+    ) -> Result<Response<pb::ListRoomsResponse>, Status> {
+        if is_forwarded(&req) {
+            return self.local.list_rooms(req).await;
+        }
+        // Every node's Rooms: this node's, then every other live node's (a node that does not
+        // answer is left out rather than failing the call).
+        let (meta, _, msg) = req.into_parts();
+        let mut asks = tokio::task::JoinSet::new();
+        for n in self.agent.nodes() {
+            if n.id == self.agent.node_id {
+                continue;
+            }
+            let Ok(mut c) = self.rooms(&n) else { continue };
+            let r = self.forward(&meta, msg);
+            asks.spawn(async move { c.list_rooms(r).await });
+        }
+        let mut rooms = self
+            .local
+            .list_rooms(Request::new(msg))
+            .await?
+            .into_inner()
+            .rooms;
+        while let Some(res) = asks.join_next().await {
+            if let Ok(Ok(r)) = res {
+                rooms.extend(r.into_inner().rooms);
+            }
+        }
+        rooms.sort_by(|a, b| a.room_id.cmp(&b.room_id));
+        rooms.dedup_by(|a, b| a.room_id == b.room_id);
+        Ok(Response::new(pb::ListRoomsResponse { rooms }))
+    }
+
+    async fn delete_room(
+        &self,
+        req: Request<pb::DeleteRoomRequest>,
+    ) -> Result<Response<pb::DeleteRoomResponse>, Status> {
+        let room = req.get_ref().room_id.clone();
+        match self.route_room(&req, &room).await? {
+            Route::Local => {
+                let _g = self.agent.ownership.lock().await;
+                let res = self.local.delete_room(req).await;
+                if res.is_ok() {
+                    self.agent.release(&room).await;
+                }
+                res
+            }
+            Route::Remote(n) => {
+                let (meta, _, msg) = req.into_parts();
+                self.rooms(&n)?.delete_room(self.forward(&meta, msg)).await
+            }
+        }
+    }
+
+    async fn mute_track(
+        &self,
+        req: Request<pb::MuteTrackRequest>,
+    ) -> Result<Response<pb::MuteTrackResponse>, Status> {
+        by_room!(self, req, req.get_ref().room_id.clone(), rooms, mute_track)
+    }
+
+    async fn remove_participant(
+        &self,
+        req: Request<pb::RemoveParticipantRequest>,
+    ) -> Result<Response<pb::RemoveParticipantResponse>, Status> {
+        by_room!(
+            self,
+            req,
+            req.get_ref().room_id.clone(),
+            rooms,
+            remove_participant
+        )
+    }
+}
+
+#[tonic::async_trait]
+impl SessionService for ClusterEdge {
+    async fn create_session(
+        &self,
+        req: Request<pb::CreateSessionRequest>,
+    ) -> Result<Response<pb::CreateSessionResponse>, Status> {
+        let room = req.get_ref().room_id.clone();
+        match self.route_room(&req, &room).await? {
+            Route::Local => self.local.create_session(req).await,
+            Route::Remote(n) => {
+                let (meta, _, msg) = req.into_parts();
+                let res = self
+                    .sessions_client(&n)?
+                    .create_session(self.forward(&meta, msg))
+                    .await?;
+                if let Some(s) = &res.get_ref().session {
+                    self.sessions.put(&s.session_id, &n.id);
+                }
+                Ok(res)
+            }
+        }
+    }
+
+    async fn get_session(
+        &self,
+        req: Request<pb::GetSessionRequest>,
+    ) -> Result<Response<pb::GetSessionResponse>, Status> {
+        by_session!(self, req, get_session)
+    }
+
+    async fn list_sessions(
+        &self,
+        req: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        by_room!(
+            self,
+            req,
+            req.get_ref().room_id.clone(),
+            sessions_client,
+            list_sessions
+        )
+    }
+
+    async fn close_session(
+        &self,
+        req: Request<pb::CloseSessionRequest>,
+    ) -> Result<Response<pb::CloseSessionResponse>, Status> {
+        by_session!(self, req, close_session)
+    }
+
+    async fn apply_offer(
+        &self,
+        req: Request<pb::ApplyOfferRequest>,
+    ) -> Result<Response<pb::ApplyOfferResponse>, Status> {
+        by_session!(self, req, apply_offer)
+    }
+
+    async fn apply_answer(
+        &self,
+        req: Request<pb::ApplyAnswerRequest>,
+    ) -> Result<Response<pb::ApplyAnswerResponse>, Status> {
+        by_session!(self, req, apply_answer)
+    }
+
+    async fn add_ice_candidate(
+        &self,
+        req: Request<pb::AddIceCandidateRequest>,
+    ) -> Result<Response<pb::AddIceCandidateResponse>, Status> {
+        by_session!(self, req, add_ice_candidate)
+    }
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<pb::SubscribeResponse>, Status> {
+        by_session!(self, req, subscribe)
+    }
+
+    async fn unsubscribe(
+        &self,
+        req: Request<pb::UnsubscribeRequest>,
+    ) -> Result<Response<pb::UnsubscribeResponse>, Status> {
+        by_session!(self, req, unsubscribe)
+    }
+
+    async fn set_track_preference(
+        &self,
+        req: Request<pb::SetTrackPreferenceRequest>,
+    ) -> Result<Response<pb::SetTrackPreferenceResponse>, Status> {
+        by_session!(self, req, set_track_preference)
+    }
+}
+
+#[tonic::async_trait]
+impl DataService for ClusterEdge {
+    async fn send_data(
+        &self,
+        req: Request<pb::SendDataRequest>,
+    ) -> Result<Response<pb::SendDataResponse>, Status> {
+        by_room!(self, req, req.get_ref().room_id.clone(), data, send_data)
+    }
+}
