@@ -359,12 +359,24 @@ async fn redis_down_means_no_new_rooms_never_a_split_and_recovery_when_it_return
     let _g = SERIAL.lock().await;
     let mut c = cluster("outage").await?;
     let a = c.node("a").clients();
-    let first = a.create_room("before").await?;
+    let owner = a.create_room("before").await?.owner_node_id;
+    let other = c.others(&owner)[0].clients();
+    let get = |cl: Clients| async move {
+        cl.rooms
+            .clone()
+            .get_room(pb::GetRoomRequest {
+                room_id: "before".into(),
+            })
+            .await
+    };
+    get(other.clone()).await?;
     c.redis.kill();
     // No new rooms, with a clear status.
     let e = a.create_room("during").await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
     assert!(e.message().contains("cluster store unavailable"), "{e:?}");
+    // Calls for the existing room still reach its owner (until it fences).
+    get(other.clone()).await?;
     // The owner fences its room once it could not renew for lease - margin; never two servers.
     wait_until(Duration::from_secs(10), || async {
         let s = c.servers_of("before").await;
@@ -385,7 +397,6 @@ async fn redis_down_means_no_new_rooms_never_a_split_and_recovery_when_it_return
     }
     let again = a.create_room("before").await?;
     assert!(again.created);
-    let _ = first;
     assert_eq!(c.servers_of("before").await.len(), 1);
     a.create_room("after").await?;
     Ok(())
@@ -467,5 +478,38 @@ fn check_config_validates_cluster_settings_and_reaches_the_store() -> anyhow::Re
     let out = run(&good.replace(&redis.url(), &format!("redis://127.0.0.1:{port}")));
     assert!(!out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cluster store unavailable"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_with_sigterm_hands_its_rooms_back_at_once() -> anyhow::Result<()> {
+    let _g = SERIAL.lock().await;
+    let mut c = cluster("drain").await?;
+    let owner = c
+        .node("a")
+        .clients()
+        .create_room("handed")
+        .await?
+        .owner_node_id;
+    let other = c.others(&owner)[0].clients();
+    c.node_mut(&owner).term();
+    wait_until(Duration::from_secs(10), || {
+        let alive = c.node_mut(&owner).alive();
+        async move {
+            if alive {
+                Err("still running".into())
+            } else {
+                Ok(())
+            }
+        }
+    })
+    .await?;
+    // Its lease and registration are gone already (not expired later): the room is created
+    // again at the first attempt, elsewhere.
+    assert!(lease_holders(&other, "handed").await?.is_empty());
+    let again = other.create_room("handed").await?;
+    assert!(again.created);
+    assert_ne!(again.owner_node_id, owner);
+    assert_eq!(other.status().await?.nodes.len(), 2);
     Ok(())
 }

@@ -255,6 +255,13 @@ filter = "info,switchboard_gateway::cluster=debug"
         }
     }
 
+    /// SIGTERM (graceful shutdown), under the same rule.
+    pub fn term(&mut self) {
+        if self.alive() {
+            signal(self.pid(), "TERM");
+        }
+    }
+
     /// SIGCONT, under the same rule.
     pub fn cont(&mut self) {
         if self.alive() {
