@@ -165,8 +165,9 @@ impl ClusterEdge {
                     let (meta, _, msg) = req.into_parts();
                     let ch = self.peers.channel(&node.grpc_endpoint)?;
                     let mut r = self.forward(&meta, msg);
-                    // The stream lives as long as the watchers; only opening it is bounded.
-                    r.set_timeout(Duration::from_secs(3600 * 24 * 365));
+                    // The stream lives as long as its watchers: no deadline on the call (opening
+                    // it is bounded below).
+                    r.metadata_mut().remove("grpc-timeout");
                     let upstream = tokio::time::timeout(
                         self.peers.timeout,
                         EventServiceClient::new(ch).watch_events(r),
