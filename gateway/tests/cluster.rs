@@ -174,6 +174,36 @@ async fn a_room_and_its_sessions_live_on_one_owner_reached_through_any_node() ->
             .any(|k| matches!(k, pb::event::Kind::SessionConnected(_))),
         "the watcher on C sees the owner's events: {kinds:?}"
     );
+    // In the owner's order: its sequence numbers strictly increase on the relayed stream.
+    let seqs: Vec<u64> = backend
+        .watch
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.sequence)
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+    // A Session-filtered stream on a non-owner follows that Session on the owner.
+    let non_owner = c.others(&owner.id)[1].clients();
+    let s2_watch = non_owner
+        .events
+        .clone()
+        .watch_events(pb::WatchEventsRequest {
+            room_id: String::new(),
+            session_id: s2.clone(),
+        })
+        .await?
+        .into_inner();
+    let s2_events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<pb::Event>::new()));
+    let sink = s2_events.clone();
+    let s2_task = tokio::spawn(async move {
+        let mut st = s2_watch;
+        while let Ok(Some(e)) = st.message().await {
+            sink.lock().unwrap().push(e);
+        }
+    });
 
     // Backend calls by room through a non-owner: SendData reaches both Peers' channel.
     let other = c.others(&owner.id)[0].clients();
@@ -191,6 +221,30 @@ async fn a_room_and_its_sessions_live_on_one_owner_reached_through_any_node() ->
         .await?
         .into_inner();
     assert_eq!(sent.delivered, 2);
+
+    // Closing bob through yet another node reaches the Session-filtered watcher.
+    c.others(&owner.id)[0]
+        .clients()
+        .sessions
+        .clone()
+        .close_session(pb::CloseSessionRequest {
+            session_id: s2.clone(),
+        })
+        .await?;
+    wait_until(Duration::from_secs(10), || async {
+        let ev = s2_events.lock().unwrap();
+        if ev.iter().all(|e| e.session_id == s2)
+            && ev
+                .iter()
+                .any(|e| matches!(e.kind, Some(pb::event::Kind::SessionClosed(_))))
+        {
+            Ok(())
+        } else {
+            Err(format!("{} events, none closing bob", ev.len()))
+        }
+    })
+    .await?;
+    s2_task.abort();
 
     // ListRooms through any node lists the cluster's rooms; the status names the lease.
     assert_eq!(cc.local_rooms().await?, ["call"]);
