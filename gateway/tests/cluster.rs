@@ -430,7 +430,12 @@ async fn redis_down_means_no_new_rooms_never_a_split_and_recovery_when_it_return
     assert_eq!(e.code(), Code::Unavailable);
     assert!(e.message().contains("cluster store unavailable"), "{e:?}");
     // Calls for the existing room still reach its owner (until it fences).
-    get(other.clone()).await?;
+    if let Err(e) = get(other.clone()).await {
+        for n in &c.nodes {
+            eprintln!("--- {}\n{}", n.id, n.log_text());
+        }
+        panic!("{e:?}");
+    }
     // The owner fences its room once it could not renew for lease - margin; never two servers.
     wait_until(Duration::from_secs(10), || async {
         let s = c.servers_of("before").await;

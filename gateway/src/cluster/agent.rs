@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::ClusterConfig;
 use super::placement;
 use super::store::{ClusterStore, NodeInfo, NodeLoad, NodeState, RoomOwner, StoreError};
-use crate::handle::GatewayHandle;
+use crate::handle::{GatewayError, GatewayHandle};
 
 /// Why a Room was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +183,17 @@ impl Agent {
         None
     }
 
+    /// Fences `room` now if this node's lease on it is past its deadline (before serving a call
+    /// for it, so a node that was paused never answers for a Room it may have lost).
+    pub(crate) async fn fence_if_expired(&self, room: &str) {
+        let expired = lock(&self.leases)
+            .get(room)
+            .is_some_and(|l| Instant::now() >= l.deadline);
+        if expired {
+            self.fence(room, LostReason::LeaseLost).await;
+        }
+    }
+
     pub(crate) fn insert_lease(&self, room: &str, epoch: u64, sent: Instant) {
         lock(&self.leases).insert(
             room.to_string(),
@@ -242,10 +253,8 @@ impl Agent {
             ?reason,
             "lease lost: closing the room here"
         );
-        if let Ok(id) = RoomId::parse(room)
-            && let Err(e) = self.handle.delete_room(id).await
-        {
-            tracing::debug!(room, error = %e, "fenced room was already gone");
+        if let Ok(id) = RoomId::parse(room) {
+            self.close_room(id).await;
         }
         let _ = self.lost.send(LostRoom {
             room: room.to_string(),
@@ -259,6 +268,24 @@ impl Agent {
             epoch: l.epoch,
         };
         let _ = self.store.release_room(room, &owner).await;
+    }
+
+    /// Deletes a fenced Room on its Worker. A full command queue is retried (every 10 ms, for
+    /// up to 5 s): a Room whose lease is gone must not keep running because its Worker was busy.
+    async fn close_room(&self, id: RoomId) {
+        for _ in 0..500 {
+            match self.handle.delete_room(id.clone()).await {
+                Ok(_) => return,
+                Err(GatewayError::Busy { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => {
+                    tracing::debug!(room = %id, error = %e, "fenced room was already gone");
+                    return;
+                }
+            }
+        }
+        tracing::error!(room = %id, "could not close a fenced room: its worker stays overloaded");
     }
 
     /// Rooms lost on this node from now on.

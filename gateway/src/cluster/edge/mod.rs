@@ -49,7 +49,8 @@ pub struct ClusterEdge {
     local: ControlService,
     peers: Arc<Peers>,
     relays: Arc<events::Relays>,
-    sessions: Arc<SessionRoutes>,
+    sessions: Arc<RouteCache>,
+    owners: Arc<RouteCache>,
     event_buffer: usize,
 }
 
@@ -79,16 +80,24 @@ impl Peers {
     }
 }
 
-/// Session id → node, for Sessions that live on another node (bounded).
-struct SessionRoutes {
+/// Id → node: Sessions that live on another node, and the last owner seen of each Room (bounded).
+struct RouteCache {
     map: Mutex<HashMap<String, (String, Instant)>>,
     cap: usize,
 }
 
-impl SessionRoutes {
+impl RouteCache {
     fn get(&self, session: &str) -> Option<String> {
         let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
         m.get(session).map(|(n, _)| n.clone())
+    }
+
+    /// Like `get`, for an entry written less than `age` ago.
+    fn get_within(&self, key: &str, age: Duration) -> Option<String> {
+        let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(key)
+            .filter(|(_, t)| t.elapsed() < age)
+            .map(|(n, _)| n.clone())
     }
 
     fn put(&self, session: &str, node: &str) {
@@ -134,7 +143,11 @@ impl ClusterEdge {
             timeout: Duration::from_millis(cfg.forward_timeout_ms),
             keepalive: Duration::from_millis(cfg.keepalive_ms),
         });
-        let sessions = Arc::new(SessionRoutes {
+        let sessions = Arc::new(RouteCache {
+            map: Mutex::default(),
+            cap: cfg.session_routes,
+        });
+        let owners = Arc::new(RouteCache {
             map: Mutex::default(),
             cap: cfg.session_routes,
         });
@@ -145,6 +158,7 @@ impl ClusterEdge {
             peers,
             relays,
             sessions,
+            owners,
             event_buffer,
         }
     }
@@ -185,21 +199,39 @@ impl ClusterEdge {
 
     /// Where a call about `room` is served.
     async fn route_room<T>(&self, req: &Request<T>, room: &str) -> Result<Route, Status> {
-        if is_forwarded(req) || RoomId::parse(room).is_err() || self.agent.holds(room).is_some() {
+        if RoomId::parse(room).is_err() {
             return Ok(Route::Local);
         }
-        let owner = self
-            .agent
-            .store
-            .room_owner(room)
-            .await
-            .map_err(status::store)?;
+        self.agent.fence_if_expired(room).await;
+        if is_forwarded(req) || self.agent.holds(room).is_some() {
+            return Ok(Route::Local);
+        }
+        let owner = match self.agent.store.room_owner(room).await {
+            Ok(o) => o,
+            // The store is down: an owner seen less than a lease ago still holds the Room (it
+            // fences itself when it cannot renew), so calls keep reaching it.
+            Err(e) => {
+                let fresh = Duration::from_millis(
+                    self.agent.cfg.lease_ttl_ms - self.agent.cfg.fence_margin_ms,
+                );
+                return match self.owners.get_within(room, fresh) {
+                    Some(node) => match self.agent.node(&node) {
+                        Some(n) => Ok(Route::Remote(n)),
+                        None => Err(status::store(e)),
+                    },
+                    None => Err(status::store(e)),
+                };
+            }
+        };
         match owner {
             // Unknown here (NOT_FOUND from the local service), or ours but closing.
             None => Ok(Route::Local),
             Some(o) if o.node == self.agent.node_id => Ok(Route::Local),
             Some(o) => match self.agent.find_node(&o.node).await {
-                Some(n) => Ok(Route::Remote(n)),
+                Some(n) => {
+                    self.owners.put(room, &n.id);
+                    Ok(Route::Remote(n))
+                }
                 None => Err(status::owner_gone(room, &o.node)),
             },
         }
@@ -257,6 +289,7 @@ impl ClusterEdge {
         if RoomId::parse(&room).is_err() {
             return self.local.create_room(req).await;
         }
+        self.agent.fence_if_expired(&room).await;
         let _g = self.agent.ownership.lock().await;
         if self.agent.holds(&room).is_none() {
             if self.agent.is_draining() {
