@@ -93,7 +93,23 @@ pub struct Agent {
     claims: Mutex<VecDeque<Instant>>,
     placed: Mutex<HashMap<String, VecDeque<Instant>>>,
     rng: Mutex<ChaCha20Rng>,
+    cpu: Mutex<Option<(Instant, u64)>>,
     pub(crate) stop: CancellationToken,
+}
+
+/// `/proc/[pid]/stat` counts CPU time in USER_HZ ticks, 100 per second on Linux (its ABI).
+const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+
+/// User + system CPU ticks of this process (Linux `/proc/self/stat`; `None` elsewhere).
+fn process_cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start at field 3 (state);
+    // utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -145,6 +161,7 @@ impl Agent {
             claims: Mutex::default(),
             placed: Mutex::default(),
             rng: Mutex::new(ChaCha20Rng::from_seed(seed)),
+            cpu: Mutex::default(),
             stop: CancellationToken::new(),
         }
     }
@@ -391,6 +408,26 @@ impl Agent {
             .count() as u32
     }
 
+    /// CPU this process used since the previous call, in per mille of the machine.
+    fn cpu_permille(&self) -> u32 {
+        let Some(ticks) = process_cpu_ticks() else {
+            return 0;
+        };
+        let now = Instant::now();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let mut last = lock(&self.cpu);
+        let used = last.map_or(0, |(at, t): (Instant, u64)| {
+            let wall = now.duration_since(at).as_secs_f64();
+            if wall <= 0.0 {
+                return 0;
+            }
+            let cpu = ticks.saturating_sub(t) as f64 / CLOCK_TICKS_PER_SEC;
+            ((cpu / wall / cores) * 1000.0).clamp(0.0, 1000.0) as u32
+        });
+        *last = Some((now, ticks));
+        used
+    }
+
     /// This node's registration with its current load.
     pub(crate) async fn info(&self) -> NodeInfo {
         let (rooms, sessions) = match self.handle.list_rooms().await {
@@ -416,6 +453,7 @@ impl Agent {
                 // Filled in once the gateway measures them (metrics); 0 means "not measured".
                 forwarded_pps: 0,
                 loop_lag_micros: 0,
+                cpu_permille: self.cpu_permille(),
             },
             heartbeat_unix_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -553,5 +591,21 @@ impl Agent {
         });
         placed.entry(chosen.id.clone()).or_default().push_back(now);
         Ok(chosen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn process_cpu_time_is_read_and_grows_with_work() {
+        let before = super::process_cpu_ticks().expect("/proc/self/stat");
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(150) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        assert!(super::process_cpu_ticks().unwrap() > before);
     }
 }

@@ -145,6 +145,7 @@ fn encode(n: &NodeInfo) -> Vec<(&'static str, String)> {
         ("recent_rooms", n.load.recent_rooms.to_string()),
         ("forwarded_pps", n.load.forwarded_pps.to_string()),
         ("loop_lag_us", n.load.loop_lag_micros.to_string()),
+        ("cpu_pm", n.load.cpu_permille.to_string()),
         ("heartbeat_ms", n.heartbeat_unix_ms.to_string()),
     ]
 }
@@ -174,6 +175,7 @@ fn decode(h: &HashMap<String, String>) -> Option<NodeInfo> {
             recent_rooms: u32::try_from(num("recent_rooms").unwrap_or(0)).ok()?,
             forwarded_pps: num("forwarded_pps").unwrap_or(0),
             loop_lag_micros: num("loop_lag_us").unwrap_or(0),
+            cpu_permille: u32::try_from(num("cpu_pm").unwrap_or(0)).ok()?,
         },
         heartbeat_unix_ms: num("heartbeat_ms").unwrap_or(0),
     })
@@ -342,6 +344,7 @@ mod tests {
                 recent_rooms: 1,
                 forwarded_pps: 0,
                 loop_lag_micros: 0,
+                cpu_permille: 125,
             },
             heartbeat_unix_ms: 42,
         };

@@ -46,6 +46,9 @@ pub struct NodeLoad {
     pub forwarded_pps: u64,
     /// Worst Worker loop lag in microseconds; 0 until the gateway measures it (metrics work).
     pub loop_lag_micros: u64,
+    /// CPU the node's process used over the last heartbeat interval, in per mille of the whole
+    /// machine (all cores); 0 where it cannot be read (not Linux).
+    pub cpu_permille: u32,
 }
 
 /// A node's registration.

@@ -70,6 +70,7 @@ fn to_proto(n: &NodeInfo, score: f64) -> pb::ClusterNode {
             score,
             forwarded_packets_per_second: n.load.forwarded_pps,
             worker_loop_lag_micros: n.load.loop_lag_micros,
+            cpu_percent: f64::from(n.load.cpu_permille) / 10.0,
         }),
         leases: Vec::new(),
         reachable: false,
