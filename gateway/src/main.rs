@@ -59,6 +59,9 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     telemetry::init(&config.log);
+    // Install the handlers before serving: a SIGTERM right after the first call must still shut
+    // down gracefully rather than kill the process.
+    let signals = Signals::install()?;
     let gateway = Gateway::start(config.clone()).await?;
     if let Some(c) = gateway.cluster() {
         println!("Cluster node {} ({})", c.node_id(), config.cluster.name);
@@ -102,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    wait_for_signal().await;
+    signals.wait().await;
     println!("shutting down");
     gateway.shutdown().await;
     demo_stop.cancel();
@@ -112,19 +115,41 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM, listened to from installation on.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler succeeds on unix");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate()).context("installing a SIGTERM handler")?,
+                int: signal(SignalKind::interrupt()).context("installing a SIGINT handler")?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.int.recv() => {}
+                _ = self.term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
