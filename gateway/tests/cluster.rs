@@ -361,7 +361,7 @@ async fn a_paused_owner_fences_its_rooms_and_never_serves_them_again() -> anyhow
             .ok_or_else(|| "no room_lost yet".to_string())
     })
     .await?;
-    // Past the lease (3 s) the room is created again elsewhere, with a greater epoch.
+    // Past the lease (4 s) the room is created again elsewhere, with a greater epoch.
     let w = c.node(&watcher).clients();
     let again = w
         .create_room_within(Duration::from_secs(10), "paused")
@@ -525,7 +525,7 @@ fn check_config_validates_cluster_settings_and_reaches_the_store() -> anyhow::Re
     assert!(out.status.success(), "{out:?}");
     assert!(stdout.contains("store answers"), "{stdout}");
     // A renewal period that would let a healthy owner fence after one slow renewal.
-    let out = run(&good.replace("renew_ms = 500", "renew_ms = 1500"));
+    let out = run(&good.replace("renew_ms = 500", "renew_ms = 2000"));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cluster.renew_ms"));
     let out = run(&good.replace("redis://", "http://"));

@@ -113,7 +113,7 @@ impl Drop for Redis {
     }
 }
 
-/// Short cluster timings for tests: dead after 1.5 s, leases of 3 s.
+/// Short cluster timings for tests: dead after 1.5 s, leases of 4 s (fenced after 3 s without renewal).
 pub fn cluster_toml(redis: &str, cluster: &str, node: &str) -> String {
     format!(
         r#"
@@ -123,10 +123,10 @@ name = "{cluster}"
 node_id = "{node}"
 heartbeat_ms = 300
 node_ttl_ms = 1500
-lease_ttl_ms = 3000
+lease_ttl_ms = 4000
 renew_ms = 500
 fence_margin_ms = 1000
-store_timeout_ms = 300
+store_timeout_ms = 400
 keepalive_ms = 1000
 forward_timeout_ms = 5000
 rampup_penalty = 2
