@@ -316,6 +316,28 @@ async fn a_killed_owner_loses_its_rooms_within_ten_seconds_and_they_are_recreate
     let _g = SERIAL.lock().await;
     let mut c = cluster("kill").await?;
     let (owner, watcher, watch) = watched_room(&c, "doomed").await?;
+    // An unfiltered stream follows the whole cluster: a Room created anywhere after it opened,
+    // and the loss of the dead node's Rooms.
+    let all = c.node(&watcher).clients().watch("").await?;
+    for n in &c.nodes {
+        n.clients().create_room(&format!("fresh-{}", n.id)).await?;
+    }
+    wait_until(Duration::from_secs(10), || async {
+        let created: Vec<String> = all
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e.kind, Some(pb::event::Kind::RoomCreated(_))))
+            .map(|e| e.room_id.clone())
+            .collect();
+        if created.len() == 3 {
+            Ok(())
+        } else {
+            Err(format!("created {created:?}"))
+        }
+    })
+    .await?;
     c.node_mut(&owner).kill9();
     let killed = Instant::now();
     wait_until(Duration::from_secs(10), || async {
@@ -327,6 +349,18 @@ async fn a_killed_owner_loses_its_rooms_within_ten_seconds_and_they_are_recreate
     .await?;
     let lost = watch.room_lost().unwrap();
     assert_eq!(lost.reason, pb::RoomLostReason::NodeFailed as i32);
+    wait_until(Duration::from_secs(10), || async {
+        let ev = all.events.lock().unwrap();
+        if ev
+            .iter()
+            .any(|e| e.room_id == "doomed" && matches!(e.kind, Some(pb::event::Kind::RoomLost(_))))
+        {
+            Ok(())
+        } else {
+            Err("no room_lost on the unfiltered stream".into())
+        }
+    })
+    .await?;
     assert_eq!(lost.node_id, owner);
     assert!(killed.elapsed() < Duration::from_secs(10));
     wait_until(Duration::from_secs(5), || async {

@@ -21,11 +21,11 @@ use super::{ClusterEdge, Route, is_forwarded};
 use crate::cluster::agent::LostReason;
 use crate::cluster::store::NodeInfo;
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
-type Item = Result<pb::Event, Status>;
+pub(super) type EventStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+pub(super) type Item = Result<pb::Event, Status>;
 
 /// The `RoomLost` event for `room`.
-fn room_lost(room: &str, reason: LostReason, node: &str, epoch: u64) -> pb::Event {
+pub(super) fn room_lost(room: &str, reason: LostReason, node: &str, epoch: u64) -> pb::Event {
     pb::Event {
         sequence: 0,
         time: Some(SystemTime::now().into()),
@@ -71,7 +71,7 @@ impl Relays {
 
 /// Hands `item` to a watcher's bounded channel. Returns whether the stream goes on: a watcher
 /// that does not read ends with DATA_LOSS, like a local stream; an error ends it.
-async fn deliver(tx: &mpsc::Sender<Item>, item: Item) -> bool {
+pub(super) async fn deliver(tx: &mpsc::Sender<Item>, item: Item) -> bool {
     let last = item.is_err();
     match tx.try_send(item) {
         Ok(()) => !last,
@@ -90,7 +90,7 @@ async fn deliver(tx: &mpsc::Sender<Item>, item: Item) -> bool {
 impl ClusterEdge {
     /// The local stream for `req`, merged with this node's `RoomLost` announcements for the Room
     /// watched (every Room when unfiltered).
-    async fn watch_here(
+    pub(super) async fn watch_here(
         &self,
         req: Request<pb::WatchEventsRequest>,
     ) -> Result<EventStream, Status> {
@@ -294,8 +294,11 @@ impl EventService for ClusterEdge {
         req: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let r = req.get_ref().clone();
-        if is_forwarded(&req) || (r.room_id.is_empty() && r.session_id.is_empty()) {
+        if is_forwarded(&req) {
             return Ok(Response::new(self.watch_here(req).await?));
+        }
+        if r.room_id.is_empty() && r.session_id.is_empty() {
+            return Ok(Response::new(self.watch_cluster(req).await?));
         }
         let (route, key, room) = if !r.session_id.is_empty() {
             let route = self.route_session(&req, &r.session_id).await?;

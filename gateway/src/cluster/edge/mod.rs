@@ -7,6 +7,7 @@
 //! carries `x-switchboard-forwarded` and is always served locally.
 
 mod events;
+mod merge;
 mod status;
 
 use std::collections::HashMap;
