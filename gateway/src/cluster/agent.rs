@@ -22,6 +22,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::config::ClusterConfig;
+use super::load::{CLOCK_TICKS_PER_SEC, process_cpu_ticks};
 use super::placement;
 use super::store::{ClusterStore, NodeInfo, NodeLoad, NodeState, RoomOwner, StoreError};
 use crate::handle::{GatewayError, GatewayHandle};
@@ -95,21 +96,6 @@ pub struct Agent {
     rng: Mutex<ChaCha20Rng>,
     cpu: Mutex<Option<(Instant, u64)>>,
     pub(crate) stop: CancellationToken,
-}
-
-/// `/proc/[pid]/stat` counts CPU time in USER_HZ ticks, 100 per second on Linux (its ABI).
-const CLOCK_TICKS_PER_SEC: f64 = 100.0;
-
-/// User + system CPU ticks of this process (Linux `/proc/self/stat`; `None` elsewhere).
-fn process_cpu_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may contain spaces) start at field 3 (state);
-    // utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    Some(utime + stime)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -591,21 +577,5 @@ impl Agent {
         });
         placed.entry(chosen.id.clone()).or_default().push_back(now);
         Ok(chosen)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    #[cfg(target_os = "linux")]
-    fn process_cpu_time_is_read_and_grows_with_work() {
-        let before = super::process_cpu_ticks().expect("/proc/self/stat");
-        let start = std::time::Instant::now();
-        let mut x = 0u64;
-        while start.elapsed() < std::time::Duration::from_millis(150) {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-        }
-        std::hint::black_box(x);
-        assert!(super::process_cpu_ticks().unwrap() > before);
     }
 }

@@ -5,9 +5,11 @@
 //!   implementation.
 //! - [`agent`]: this node's registration and heartbeat, its leases and the fencing that closes a
 //!   Room before its lease can pass to another node.
-//! - [`placement`]: the load score and the power-of-two-choices pick for new Rooms.
-//! - `edge`: the `switchboard.v1` services in cluster mode (routing, forwarding, event relays) and
-//!   `ClusterService`; with `api`, the only place that knows protobuf and tonic.
+//! - [`placement`]: the load score and the power-of-two-choices pick for new Rooms; `load`: the
+//!   process CPU a node publishes.
+//! - `edge`: the `switchboard.v1` services in cluster mode (routing and forwarding of the unary
+//!   calls, event relays per Room, the cluster-wide unfiltered stream) and `ClusterService`; with
+//!   `api`, the only place that knows protobuf and tonic.
 //!
 //! This module never touches a Worker or an `Rtc`: it reaches the Rooms through
 //! [`GatewayHandle`] and the local gRPC service like a backend would.
@@ -15,6 +17,7 @@
 pub mod agent;
 mod config;
 mod edge;
+mod load;
 pub mod placement;
 pub mod redis;
 pub mod store;
