@@ -310,7 +310,7 @@ impl Agent {
     }
 
     /// Renews every lease; one that is no longer ours is fenced at once.
-    async fn renew(&self) {
+    pub(crate) async fn renew(&self) {
         let held: Vec<(String, RoomOwner)> = lock(&self.leases)
             .iter()
             .map(|(r, l)| {

@@ -21,6 +21,8 @@ mod load;
 pub mod placement;
 pub mod redis;
 pub mod store;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
