@@ -251,6 +251,25 @@ async fn a_room_and_its_sessions_live_on_one_owner_reached_through_any_node() ->
     let holders = lease_holders(&b, "call").await?;
     assert_eq!(holders.len(), 1);
     assert_eq!(holders[0].0, owner.id);
+    // The status names every node as it registered: endpoint, media addresses, state, load.
+    let status = b.status().await?;
+    assert!(status.store_available);
+    assert_eq!(status.node_id, "b");
+    for n in &c.nodes {
+        let s = status.nodes.iter().find(|s| s.node_id == n.id).unwrap();
+        assert_eq!(s.grpc_endpoint, n.grpc);
+        let media: Vec<String> = n.udp.iter().map(ToString::to_string).collect();
+        assert_eq!(s.media_addresses, media);
+        assert_eq!(s.state, pb::NodeState::Serving as i32);
+        assert!(s.reachable, "{}", n.id);
+        // As last published (bob's close may not be in the owner's figure yet).
+        let load = s.load.clone().unwrap();
+        if n.id == owner.id {
+            assert!(load.rooms == 1 && load.sessions >= 1, "{load:?}");
+        } else {
+            assert_eq!((load.rooms, load.sessions), (0, 0), "{}", n.id);
+        }
+    }
 
     // DeleteRoom through a non-owner closes it on the owner and frees the id at once.
     other
