@@ -263,7 +263,7 @@ async fn a_room_and_its_sessions_live_on_one_owner_reached_through_any_node() ->
         assert_eq!(s.state, pb::NodeState::Serving as i32);
         assert!(s.reachable, "{}", n.id);
         // As last published (bob's close may not be in the owner's figure yet).
-        let load = s.load.clone().unwrap();
+        let load = s.load.unwrap();
         if n.id == owner.id {
             assert!(load.rooms == 1 && load.sessions >= 1, "{load:?}");
         } else {
