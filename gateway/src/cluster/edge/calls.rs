@@ -19,7 +19,11 @@ macro_rules! by_room {
             Route::Local => $self.local.$method($req).await,
             Route::Remote(n) => {
                 let (meta, _, msg) = $req.into_parts();
-                $self.$client(&n)?.$method($self.forward(&meta, msg)).await
+                $self
+                    .$client(&n)?
+                    .$method($self.forward(&meta, msg))
+                    .await
+                    .map_err(|s| status::via(&n, s))
             }
         }
     }};
@@ -36,7 +40,8 @@ macro_rules! by_session {
                 let res = $self
                     .sessions_client(&n)?
                     .$method($self.forward(&meta, msg))
-                    .await;
+                    .await
+                    .map_err(|s| status::via(&n, s));
                 if res.is_err() {
                     $self.sessions.forget(&session);
                 }
@@ -88,6 +93,7 @@ impl RoomService for ClusterEdge {
                 self.rooms(&target)?
                     .create_room(self.forward(&meta, msg.clone()))
                     .await
+                    .map_err(|s| status::via(&target, s))
             };
             match res {
                 Err(s) if attempt == 0 && s.metadata().contains_key(OWNER_HINT) => {
@@ -169,7 +175,10 @@ impl RoomService for ClusterEdge {
             }
             Route::Remote(n) => {
                 let (meta, _, msg) = req.into_parts();
-                self.rooms(&n)?.delete_room(self.forward(&meta, msg)).await
+                self.rooms(&n)?
+                    .delete_room(self.forward(&meta, msg))
+                    .await
+                    .map_err(|s| status::via(&n, s))
             }
         }
     }
@@ -209,7 +218,8 @@ impl SessionService for ClusterEdge {
                 let res = self
                     .sessions_client(&n)?
                     .create_session(self.forward(&meta, msg))
-                    .await?;
+                    .await
+                    .map_err(|s| status::via(&n, s))?;
                 if let Some(s) = &res.get_ref().session {
                     self.sessions.put(&s.session_id, &n.id);
                 }

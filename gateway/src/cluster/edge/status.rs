@@ -30,6 +30,22 @@ pub(super) fn owner_gone(room: &str, node: &str) -> Status {
     ))
 }
 
+/// A forwarded call failed: UNAVAILABLE names the node it was forwarded to (its connection may
+/// have failed rather than the call); every other status passes through unchanged.
+pub(super) fn via(node: &NodeInfo, s: Status) -> Status {
+    if s.code() != tonic::Code::Unavailable {
+        return s;
+    }
+    let mut out = Status::unavailable(format!(
+        "via node {} ({}): {}",
+        node.id,
+        node.grpc_endpoint,
+        s.message()
+    ));
+    *out.metadata_mut() = s.metadata().clone();
+    out
+}
+
 /// Another node won the claim: FAILED_PRECONDITION naming it (metadata `x-switchboard-owner`).
 pub(super) fn not_owner(room: &str, node: &str) -> Status {
     let mut s = Status::failed_precondition(format!("room {room} is owned by node {node}"));
