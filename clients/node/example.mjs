@@ -50,11 +50,18 @@ const { room } = await call(rooms, "CreateRoom", { room_id: "node-example", opti
 console.log(`room ${room.room_id}: max ${room.options.max_sessions} sessions`);
 const { session } = await call(sessions, "CreateSession", { room_id: room.room_id, participant_id: "node" });
 console.log(`session ${session.session_id} (${session.state})`);
+// A backend mistake is refused with a status naming it: here INVALID_ARGUMENT for the session_id.
+let refused;
 try {
   await call(sessions, "GetSession", { session_id: "not-an-id" });
 } catch (e) {
-  console.log(`a malformed id is refused: ${grpc.status[e.code]}: ${e.details}`);
+  refused = e;
 }
+if (refused?.code !== grpc.status.INVALID_ARGUMENT) {
+  console.error(`a malformed id got ${refused ? grpc.status[refused.code] : "no error"}, wanted INVALID_ARGUMENT`);
+  process.exit(1);
+}
+console.log(`a malformed id is refused: ${grpc.status[refused.code]}: ${refused.details}`);
 await call(rooms, "DeleteRoom", { room_id: room.room_id });
 await Promise.race([closed, new Promise((r) => setTimeout(r, 10000))]);
 const want = ["room_created", "participant_joined", "session_closed", "participant_left", "room_closed"];

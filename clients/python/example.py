@@ -56,12 +56,18 @@ def main(addr: str) -> int:
         metadata=metadata,
     )
     print(f"session {created.session.session_id} for participant {created.session.participant_id}")
+    # A backend mistake is refused with a status naming it: here INVALID_ARGUMENT for the sdp.
     try:
         sessions.ApplyOffer(
             session_pb2.ApplyOfferRequest(session_id=created.session.session_id, sdp="not sdp"),
             metadata=metadata,
         )
+        print("a bad offer was accepted")
+        return 1
     except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.INVALID_ARGUMENT:
+            print(f"a bad offer got {e.code().name}, wanted INVALID_ARGUMENT: {e.details()}")
+            return 1
         print(f"a bad offer is refused: {e.code().name}: {e.details()}")
     rooms.DeleteRoom(room_pb2.DeleteRoomRequest(room_id=room.room_id), metadata=metadata)
     done.wait(10)

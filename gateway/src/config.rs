@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::turn::settings::{IceServerConfig, InvalidSetting, TurnConfig};
+
+mod workers;
+
 /// The whole configuration. See `switchboard.example.toml` for every key, commented.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -48,16 +52,85 @@ pub struct Config {
 pub struct GrpcConfig {
     /// Address of the gRPC listener (port 0 picks a free port).
     pub listen: SocketAddr,
-    /// Bearer API key backends must send. Empty is allowed only on a loopback `listen` address.
-    pub api_key: String,
+    /// Bearer API key backends must send. Empty is allowed only on a loopback `listen` address;
+    /// on any other address it must be at least [`MIN_PUBLIC_API_KEY_LEN`] characters. Never
+    /// whitespace or control characters.
+    pub api_key: Secret,
+    /// Serve gRPC reflection (v1 and v1alpha), which lists the services and their messages.
+    pub reflection: bool,
+    /// Serve reflection without the API key even when one is set. By default reflection needs
+    /// the key whenever `api_key` is set (health never does).
+    pub reflection_public: bool,
+    /// PEM certificate chain: with `tls_key`, the API is served over TLS (HTTP/2 with ALPN `h2`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Seconds a client has to finish its TLS handshake before the connection is dropped.
+    pub tls_handshake_timeout_secs: u64,
 }
+
+/// Shortest `grpc.api_key` accepted on a listener that is not a loopback address.
+pub const MIN_PUBLIC_API_KEY_LEN: usize = 16;
 
 impl Default for GrpcConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50051),
-            api_key: String::new(),
+            api_key: Secret::default(),
+            reflection: true,
+            reflection_public: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_handshake_timeout_secs: 10,
         }
+    }
+}
+
+/// A secret setting (API key, shared secret, access token): its `Debug` never shows the value,
+/// so a logged or printed `Config` does not leak it. Read it through `Deref<Target = str>`.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"<redacted>\""
+        })
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl PartialEq<&str> for Secret {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
     }
 }
 
@@ -83,6 +156,12 @@ pub struct MediaConfig {
     pub tcp_port_base: u16,
     /// Most open TCP connections per Worker; more are closed as soon as they are accepted.
     pub tcp_max_connections: usize,
+    /// Most open TCP connections per Worker from one source (an IPv4 address or an IPv6 /64);
+    /// more are closed as soon as they are accepted. Raise it when many Peers share one NAT.
+    pub tcp_max_connections_per_ip: usize,
+    /// Seconds a new TCP connection has to carry a valid STUN check for a live Session (a frame
+    /// a Session accepted) before it is closed.
+    pub tcp_first_check_timeout_secs: u64,
     /// Seconds a TCP connection may go without a frame a Session accepted (STUN, DTLS, media)
     /// before it is closed. ICE consent checks every few seconds keep a live one open.
     pub tcp_idle_timeout_secs: u64,
@@ -104,6 +183,8 @@ impl Default for MediaConfig {
             tcp_enabled: true,
             tcp_port_base: 40000,
             tcp_max_connections: 1000,
+            tcp_max_connections_per_ip: 100,
+            tcp_first_check_timeout_secs: 5,
             tcp_idle_timeout_secs: 30,
             tcp_max_frame_bytes: 4096,
             tcp_send_queue_frames: 256,
@@ -178,6 +259,12 @@ pub struct LimitsConfig {
     pub command_queue: usize,
     /// Events buffered per `WatchEvents` stream before it ends with DATA_LOSS.
     pub event_buffer: usize,
+    /// Bytes (encoded events) buffered per `WatchEvents` stream before it ends with DATA_LOSS.
+    pub event_stream_bytes: usize,
+    /// Recent events kept for `WatchEventsRequest.after_sequence` replay, at most this many...
+    pub event_replay_events: usize,
+    /// ...and at most this many bytes (approximate in-memory size); older ones are dropped.
+    pub event_replay_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -185,6 +272,21 @@ impl Default for LimitsConfig {
         Self {
             command_queue: 1024,
             event_buffer: 4096,
+            event_stream_bytes: 16 << 20,
+            event_replay_events: 10_000,
+            event_replay_bytes: 32 << 20,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The event bus sizes these limits set.
+    pub fn event_bus(&self) -> crate::events::EventBusLimits {
+        crate::events::EventBusLimits {
+            live_events: self.event_buffer,
+            replay_events: self.event_replay_events,
+            replay_bytes: self.event_replay_bytes,
+            stream_bytes: self.event_stream_bytes,
         }
     }
 }
@@ -245,122 +347,6 @@ impl Default for BweConfig {
     }
 }
 
-/// One `[[ice_servers]]` entry.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct IceServerConfig {
-    /// `stun:` or `turn:` URLs.
-    pub urls: Vec<String>,
-    /// TURN username (static; leave empty with `shared_secret`).
-    pub username: String,
-    /// TURN password (static; leave empty with `shared_secret`).
-    pub credential: String,
-    /// coturn `static-auth-secret`: when set, the gateway mints a time-limited username and
-    /// credential for this server per Session (`use-auth-secret` scheme).
-    pub shared_secret: String,
-    /// Lifetime of minted credentials in seconds; 0 = `turn.credential_ttl_secs`.
-    pub credential_ttl_secs: u64,
-}
-
-/// `[turn]`: the embedded TURN server (also answers STUN Binding on its ports).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct TurnConfig {
-    /// Run the embedded TURN server.
-    pub enabled: bool,
-    /// UDP listener (port 0 picks a free port; the minted URLs carry the real one).
-    pub listen_udp: SocketAddr,
-    /// TCP listener (plain STUN framing, RFC 8656).
-    pub listen_tcp: SocketAddr,
-    /// TLS listener (`turns:`); needs `tls_cert` and `tls_key`. None = no TLS.
-    pub listen_tls: Option<SocketAddr>,
-    /// PEM certificate chain for the TLS listener.
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for the TLS listener.
-    pub tls_key: Option<PathBuf>,
-    /// Host put into the `turn:`/`turns:` URLs. Empty = the first media announce IP.
-    pub public_host: String,
-    /// REALM of the long-term credentials.
-    pub realm: String,
-    /// Shared secret of the `username = expiry:identity`, `password = base64(HMAC-SHA1(secret,
-    /// username))` scheme. Empty = a random secret per start.
-    pub secret: String,
-    /// Lifetime of minted credentials, in seconds.
-    pub credential_ttl_secs: u64,
-    /// Address relay sockets bind to. None = `media.bind_ip`.
-    pub relay_ip: Option<IpAddr>,
-    /// Lowest relay port.
-    pub relay_port_min: u16,
-    /// Highest relay port.
-    pub relay_port_max: u16,
-    /// Most live allocations per identity (the part of the username after the expiry).
-    pub max_allocations_per_identity: u32,
-    /// Most live allocations in total.
-    pub max_allocations: u32,
-    /// Relayed bitrate per allocation (both directions), in kbit/s; over it packets are
-    /// dropped. 0 = unlimited.
-    pub max_relay_bitrate_kbps: u32,
-    /// Longest lifetime an Allocate or Refresh may obtain, in seconds.
-    pub allocation_max_lifetime_secs: u32,
-    /// Most permissions (peer IPs) per allocation; channel bindings are capped the same.
-    pub max_permissions_per_allocation: u32,
-    /// Most simultaneous TCP and TLS client connections.
-    pub max_stream_connections: u32,
-    /// Peer address ranges (CIDR) never relayed to.
-    pub deny_peers: Vec<String>,
-    /// Peer address ranges (CIDR) relayed to even when `deny_peers` matches.
-    pub allow_peers: Vec<String>,
-}
-
-impl Default for TurnConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            listen_udp: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3478),
-            listen_tcp: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3478),
-            listen_tls: None,
-            tls_cert: None,
-            tls_key: None,
-            public_host: String::new(),
-            realm: "switchboard".into(),
-            secret: String::new(),
-            credential_ttl_secs: 86400,
-            relay_ip: None,
-            relay_port_min: 49152,
-            relay_port_max: 65535,
-            max_allocations_per_identity: 10,
-            max_allocations: 1000,
-            max_relay_bitrate_kbps: 10_000,
-            allocation_max_lifetime_secs: 3600,
-            max_permissions_per_allocation: 32,
-            max_stream_connections: 1024,
-            deny_peers: [
-                "0.0.0.0/8",
-                "10.0.0.0/8",
-                "100.64.0.0/10",
-                "127.0.0.0/8",
-                "169.254.0.0/16",
-                "172.16.0.0/12",
-                "192.0.0.0/24",
-                "192.168.0.0/16",
-                "198.18.0.0/15",
-                "224.0.0.0/4",
-                "240.0.0.0/4",
-                "::/128",
-                "::1/128",
-                "64:ff9b::/96",
-                "64:ff9b:1::/48",
-                "fc00::/7",
-                "fe80::/10",
-                "ff00::/8",
-            ]
-            .map(String::from)
-            .to_vec(),
-            allow_peers: Vec::new(),
-        }
-    }
-}
-
 /// `[log]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -368,8 +354,12 @@ pub struct LogConfig {
     /// `plain` or `json`.
     pub format: LogFormat,
     /// A `tracing` env-filter directive, e.g. `info` or `switchboard_gateway=debug`.
-    /// `RUST_LOG`, when set, takes precedence.
+    /// `RUST_LOG`, when set, takes precedence. Peer-driven lines of the WebRTC stack
+    /// (`sctp_proto`, `str0m`, `dimpl`) show only when the filter enables `debug` for them or
+    /// names them (see `telemetry`).
     pub filter: String,
+    /// Replace Peer IP addresses in the gateway's own log lines with `<redacted>`.
+    pub redact_ips: bool,
 }
 
 impl Default for LogConfig {
@@ -377,6 +367,7 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Plain,
             filter: "info".into(),
+            redact_ips: false,
         }
     }
 }
@@ -411,8 +402,13 @@ impl Default for ShutdownConfig {
 pub struct DemoConfig {
     /// Start the demo with the `switchboard` binary.
     pub enabled: bool,
-    /// Where the demo's HTTP/WebSocket server listens (port 0 picks a free port).
+    /// Where the demo's HTTP/WebSocket server listens (port 0 picks a free port). It can create
+    /// Rooms with the API key, so a non-loopback address needs `access_token`.
     pub listen: SocketAddr,
+    /// Token browsers must give (`?token=` on the page and the WebSocket) to use the demo. Empty
+    /// is allowed only on a loopback `listen`; otherwise at least [`MIN_PUBLIC_API_KEY_LEN`]
+    /// characters.
+    pub access_token: Secret,
 }
 
 impl Default for DemoConfig {
@@ -420,6 +416,7 @@ impl Default for DemoConfig {
         Self {
             enabled: true,
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+            access_token: Secret::default(),
         }
     }
 }
@@ -438,6 +435,15 @@ pub enum ConfigError {
         /// Why.
         reason: String,
     },
+}
+
+impl From<InvalidSetting> for ConfigError {
+    fn from(e: InvalidSetting) -> Self {
+        Self::Invalid {
+            key: e.key,
+            reason: e.reason,
+        }
+    }
 }
 
 impl Config {
@@ -490,12 +496,7 @@ impl Config {
                 reason: reason.to_string(),
             })
         };
-        if self.grpc.api_key.is_empty() && !self.grpc.listen.ip().is_loopback() {
-            return bad(
-                "grpc.api_key",
-                "an API key is required when grpc.listen is not a loopback address",
-            );
-        }
+        self.validate_grpc()?;
         if self.media.workers > 64 {
             return bad("media.workers", "at most 64");
         }
@@ -534,6 +535,12 @@ impl Config {
         }
         if self.media.tcp_max_connections == 0 {
             return bad("media.tcp_max_connections", "must be at least 1");
+        }
+        if self.media.tcp_max_connections_per_ip == 0 {
+            return bad("media.tcp_max_connections_per_ip", "must be at least 1");
+        }
+        if self.media.tcp_first_check_timeout_secs == 0 {
+            return bad("media.tcp_first_check_timeout_secs", "must be at least 1");
         }
         if self.media.tcp_idle_timeout_secs == 0 {
             return bad("media.tcp_idle_timeout_secs", "must be at least 1");
@@ -621,31 +628,22 @@ impl Config {
         if self.limits.event_buffer < 16 {
             return bad("limits.event_buffer", "must be at least 16");
         }
-        for s in &self.ice_servers {
-            if s.urls.is_empty() {
-                return bad("ice_servers.urls", "each ICE server needs at least one URL");
-            }
-            if let Some(u) = s.urls.iter().find(|u| {
-                !["stun:", "stuns:", "turn:", "turns:"]
-                    .iter()
-                    .any(|p| u.starts_with(p))
-            }) {
-                return Err(ConfigError::Invalid {
-                    key: "ice_servers.urls",
-                    reason: format!("{u:?} is not a stun:, stuns:, turn: or turns: URL"),
-                });
-            }
+        if self.limits.event_stream_bytes < 1 << 20 {
+            return bad(
+                "limits.event_stream_bytes",
+                "must be at least 1048576 (one event can be a large SDP offer)",
+            );
+        }
+        if self.limits.event_replay_events == 0 {
+            return bad("limits.event_replay_events", "must be at least 1");
+        }
+        if self.limits.event_replay_bytes < 1 << 20 {
+            return bad("limits.event_replay_bytes", "must be at least 1048576");
         }
         for s in &self.ice_servers {
-            let minted = !s.shared_secret.is_empty();
-            if minted && (!s.username.is_empty() || !s.credential.is_empty()) {
-                return bad(
-                    "ice_servers.shared_secret",
-                    "with a shared_secret the gateway mints username and credential: leave them empty",
-                );
-            }
+            s.validate()?;
         }
-        self.validate_turn()?;
+        self.turn.validate()?;
         self.cluster.validate(&self.grpc)?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return bad("log.filter", "not a valid tracing filter directive");
@@ -653,76 +651,74 @@ impl Config {
         Ok(())
     }
 
-    fn validate_turn(&self) -> Result<(), ConfigError> {
-        let t = &self.turn;
+    /// `[grpc]` and the demo, which holds the API key.
+    fn validate_grpc(&self) -> Result<(), ConfigError> {
         let bad = |key, reason: &str| {
             Err(ConfigError::Invalid {
                 key,
                 reason: reason.to_string(),
             })
         };
-        for (key, list) in [
-            ("turn.deny_peers", &t.deny_peers),
-            ("turn.allow_peers", &t.allow_peers),
-        ] {
-            for c in list {
-                if let Err(e) = c.parse::<crate::turn::Cidr>() {
-                    return Err(ConfigError::Invalid {
-                        key,
-                        reason: format!("{c:?}: {e}"),
-                    });
-                }
-            }
-        }
-        if !t.enabled {
-            return Ok(());
-        }
-        if t.realm.is_empty() || t.realm.len() > 127 {
-            return bad("turn.realm", "must be 1 to 127 bytes");
-        }
-        if t.credential_ttl_secs == 0 {
-            return bad("turn.credential_ttl_secs", "must be at least 1");
-        }
-        if t.relay_port_min == 0 || t.relay_port_min > t.relay_port_max {
+        let g = &self.grpc;
+        if g.api_key.is_empty() && !g.listen.ip().is_loopback() {
             return bad(
-                "turn.relay_port_min",
-                "must be at least 1 and not above turn.relay_port_max",
+                "grpc.api_key",
+                "an API key is required when grpc.listen is not a loopback address",
             );
         }
-        if t.max_allocations == 0 {
-            return bad("turn.max_allocations", "must be at least 1");
-        }
-        if t.max_allocations_per_identity == 0 {
-            return bad("turn.max_allocations_per_identity", "must be at least 1");
-        }
-        if t.allocation_max_lifetime_secs < 60 {
-            return bad("turn.allocation_max_lifetime_secs", "must be at least 60");
-        }
-        if t.max_permissions_per_allocation == 0 {
-            return bad("turn.max_permissions_per_allocation", "must be at least 1");
-        }
-        if t.max_stream_connections == 0 {
-            return bad("turn.max_stream_connections", "must be at least 1");
-        }
-        if t.listen_tls.is_some() != (t.tls_cert.is_some() && t.tls_key.is_some()) {
-            return bad(
-                "turn.listen_tls",
-                "turn.listen_tls, turn.tls_cert and turn.tls_key must be set together",
-            );
-        }
-        if t.tls_cert.is_some() != t.tls_key.is_some() {
-            return bad("turn.tls_key", "turn.tls_cert and turn.tls_key go together");
-        }
-        if let Some(ip) = t.relay_ip
-            && ip.is_multicast()
+        // The messages name the key, never its value.
+        if g.api_key
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
         {
-            return bad("turn.relay_ip", "must be a unicast address");
-        }
-        if t.public_host.contains(['/', '?', ' ']) {
             return bad(
-                "turn.public_host",
-                "a host name or IP address, nothing else",
+                "grpc.api_key",
+                "must not contain whitespace or control characters",
             );
+        }
+        if !g.api_key.is_ascii() {
+            return bad(
+                "grpc.api_key",
+                "must be printable ASCII (it travels in an HTTP header)",
+            );
+        }
+        if !g.listen.ip().is_loopback() && g.api_key.len() < MIN_PUBLIC_API_KEY_LEN {
+            return bad(
+                "grpc.api_key",
+                "must be at least 16 characters when grpc.listen is not a loopback address",
+            );
+        }
+        if g.tls_cert.is_some() != g.tls_key.is_some() {
+            return bad("grpc.tls_key", "grpc.tls_cert and grpc.tls_key go together");
+        }
+        if !(1..=300).contains(&g.tls_handshake_timeout_secs) {
+            return bad(
+                "grpc.tls_handshake_timeout_secs",
+                "must be between 1 and 300",
+            );
+        }
+        let d = &self.demo;
+        if d.enabled {
+            if d.access_token.chars().any(|c| !c.is_ascii_graphic()) {
+                return bad(
+                    "demo.access_token",
+                    "must be printable ASCII without whitespace",
+                );
+            }
+            if !d.listen.ip().is_loopback() && d.access_token.len() < MIN_PUBLIC_API_KEY_LEN {
+                return bad(
+                    "demo.access_token",
+                    "the demo can create Rooms: on a non-loopback demo.listen it needs an \
+                     access_token of at least 16 characters (or set demo.enabled = false)",
+                );
+            }
+            if g.tls_cert.is_some() {
+                return bad(
+                    "demo.enabled",
+                    "the demo talks plaintext gRPC to this gateway: set demo.enabled = false \
+                     when grpc.tls_cert is set",
+                );
+            }
         }
         Ok(())
     }

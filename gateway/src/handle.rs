@@ -11,13 +11,15 @@ use std::sync::{Arc, Mutex};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use switchboard_core::{
-    CoreError, ParticipantId, RemoteCandidate, RoomId, RoomInfo, RoomSpec, SendReport, SessionId,
+    Command, CoreError, ParticipantId, Reply, RoomId, RoomInfo, RoomSpec, SendReport, SessionId,
     SessionInfo, SessionSpec, TrackId, TrackPreference,
 };
+pub use switchboard_core::{DataMessage, IceCandidate};
 
-use crate::config::IceServerConfig;
 use crate::driver::{SendError, WorkerHandle};
 use crate::events::{EventBus, EventFilter, EventSubscription};
+pub use crate::turn::IceServer;
+use crate::turn::IceServers;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,14 +28,6 @@ pub enum GatewayError {
     /// The core refused the request.
     #[error(transparent)]
     Core(#[from] CoreError),
-    /// A request field is invalid before it reaches a Worker.
-    #[error("invalid {field}: {reason}")]
-    InvalidArgument {
-        /// The offending field.
-        field: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
     /// The Worker's command queue is full; retry later.
     #[error("worker {worker} is overloaded; retry later")]
     Busy {
@@ -43,88 +37,36 @@ pub enum GatewayError {
     /// The gateway is shutting down or a Worker stopped.
     #[error("gateway unavailable: {0}")]
     Unavailable(&'static str),
+    /// A bug: a Worker answered a command with a reply of another command's shape.
+    #[error("internal error: a worker answered {command} with {reply}")]
+    WrongReply {
+        /// The command's kind.
+        command: &'static str,
+        /// The reply it got.
+        reply: String,
+    },
 }
 
-/// An ICE server for a Peer's `RTCPeerConnection` (`iceServers` entry).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct IceServer {
-    /// `stun:`, `turn:` or `turns:` URLs.
-    pub urls: Vec<String>,
-    /// TURN username (minted ones are `<unix expiry>:<session id>`).
-    pub username: String,
-    /// TURN password.
-    pub credential: String,
-}
-
-/// The ICE servers of every new Session: the configured `[[ice_servers]]` (credentials minted
-/// per Session for those with a `shared_secret`) and the embedded TURN server.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct IceServers {
-    pub(crate) configured: Vec<IceServerConfig>,
-    pub(crate) default_ttl: std::time::Duration,
-    pub(crate) embedded: Option<crate::turn::EmbeddedTurn>,
-}
-
-impl IceServers {
-    /// The list for the Session `identity`, credentials minted at `now`.
-    pub(crate) fn for_session(&self, identity: &str, now: std::time::SystemTime) -> Vec<IceServer> {
-        let mut out = Vec::with_capacity(self.configured.len() + 1);
-        if let Some(e) = &self.embedded {
-            let c = e.mint(identity, now);
-            out.push(IceServer {
-                urls: e.urls.clone(),
-                username: c.username,
-                credential: c.password,
-            });
+/// Unpacks the reply a command must get. Any other variant is a bug (the core answers each
+/// command with the variant its docs name); it is reported as [`GatewayError::WrongReply`]
+/// (INTERNAL) rather than a panic, so one bad answer cannot take down the caller's task.
+macro_rules! expect_reply {
+    ($answer:expr, $pat:pat => $out:expr) => {{
+        let answer: Answer = $answer;
+        match answer.reply {
+            $pat => Ok($out),
+            other => Err(GatewayError::WrongReply {
+                command: answer.kind,
+                reply: format!("{other:?}"),
+            }),
         }
-        for s in &self.configured {
-            if s.shared_secret.is_empty() {
-                out.push(IceServer {
-                    urls: s.urls.clone(),
-                    username: s.username.clone(),
-                    credential: s.credential.clone(),
-                });
-            } else {
-                let ttl = if s.credential_ttl_secs == 0 {
-                    self.default_ttl
-                } else {
-                    std::time::Duration::from_secs(s.credential_ttl_secs)
-                };
-                let c =
-                    crate::turn::mint_credential(s.shared_secret.as_bytes(), identity, ttl, now);
-                out.push(IceServer {
-                    urls: s.urls.clone(),
-                    username: c.username,
-                    credential: c.password,
-                });
-            }
-        }
-        out
-    }
+    }};
 }
 
-/// A backend message for [`GatewayHandle::send_data`].
-#[derive(Debug, Clone, Default)]
-pub struct DataMessage {
-    /// Target Sessions; empty means the whole Room.
-    pub targets: Vec<SessionId>,
-    /// Channel label.
-    pub label: String,
-    /// Binary or text.
-    pub binary: bool,
-    /// The bytes.
-    pub data: Vec<u8>,
-    /// Reliable delivery policy (see `data.proto`).
-    pub reliable: bool,
-}
-
-/// A trickled candidate, owned (see [`RemoteCandidate`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Candidate {
-    /// A `candidate:` line.
-    Line(String),
-    /// End of candidates.
-    End,
+/// A Worker's reply and the kind of command it answers.
+struct Answer {
+    kind: &'static str,
+    reply: Reply,
 }
 
 pub(crate) struct Inner {
@@ -174,20 +116,17 @@ impl GatewayHandle {
         Ok(w)
     }
 
-    async fn call<R: Send + 'static>(
-        &self,
-        worker: usize,
-        f: impl FnOnce(&mut switchboard_core::Sfu, std::time::Instant, std::time::SystemTime) -> R
-        + Send
-        + 'static,
-    ) -> Result<R, GatewayError> {
-        self.inner.workers[worker]
-            .call(f)
+    /// Sends `cmd` to Worker `worker` and waits for its reply.
+    async fn call(&self, worker: usize, cmd: Command) -> Result<Answer, GatewayError> {
+        let kind = cmd.kind();
+        let res = self.inner.workers[worker]
+            .call(cmd)
             .await
             .map_err(|e| match e {
                 SendError::Full => GatewayError::Busy { worker },
                 SendError::Stopped => GatewayError::Unavailable("the worker has stopped"),
-            })
+            })?;
+        Ok(Answer { kind, reply: res? })
     }
 
     fn check_open(&self) -> Result<(), GatewayError> {
@@ -198,7 +137,7 @@ impl GatewayHandle {
     }
 
     /// Creates a Room (idempotent for an identical caller-chosen id). Returns it and whether this
-    /// call created it. `spec.created_at` is overwritten with the current time.
+    /// call created it. `spec.created_at` is replaced by the Worker's wall-clock time.
     pub async fn create_room(&self, mut spec: RoomSpec) -> Result<(RoomInfo, bool), GatewayError> {
         self.check_open()?;
         let id = match spec.id.take() {
@@ -210,52 +149,45 @@ impl GatewayHandle {
         };
         let w = self.room_worker(&id);
         spec.id = Some(id);
-        self.call(w, move |sfu, now, wall| {
-            spec.created_at = wall;
-            sfu.create_room(now, spec)
-        })
-        .await?
-        .map_err(Into::into)
+        expect_reply!(self.call(w, Command::CreateRoom(spec)).await?,
+            Reply::RoomCreated { room, created } => (room, created))
     }
 
     /// Reads a Room.
-    pub async fn get_room(&self, id: RoomId) -> Result<RoomInfo, GatewayError> {
-        let w = self.room_worker(&id);
-        Ok(self.call(w, move |sfu, _, _| sfu.get_room(&id)).await??)
+    pub async fn get_room(&self, room: RoomId) -> Result<RoomInfo, GatewayError> {
+        let w = self.room_worker(&room);
+        expect_reply!(self.call(w, Command::GetRoom { room }).await?, Reply::Room(r) => r)
     }
 
     /// Lists every Room of every Worker, ordered by id.
     pub async fn list_rooms(&self) -> Result<Vec<RoomInfo>, GatewayError> {
         let mut all = Vec::new();
         for w in 0..self.inner.workers.len() {
-            all.extend(self.call(w, |sfu, _, _| sfu.list_rooms()).await?);
+            let rooms =
+                expect_reply!(self.call(w, Command::ListRooms).await?, Reply::Rooms(r) => r)?;
+            all.extend(rooms);
         }
         all.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(all)
     }
 
     /// Deletes a Room, closing its Sessions; returns how many.
-    pub async fn delete_room(&self, id: RoomId) -> Result<u32, GatewayError> {
-        let w = self.room_worker(&id);
-        Ok(self
-            .call(w, move |sfu, now, _| sfu.delete_room(now, &id))
-            .await??)
+    pub async fn delete_room(&self, room: RoomId) -> Result<u32, GatewayError> {
+        let w = self.room_worker(&room);
+        expect_reply!(self.call(w, Command::DeleteRoom { room }).await?,
+            Reply::SessionsClosed(n) => n)
     }
 
     /// Creates a Session in a Room. Returns it and the ICE servers for the Peer, with TURN
     /// credentials minted for this Session (identity = the Session id).
     pub async fn create_session(
         &self,
-        mut spec: SessionSpec,
+        spec: SessionSpec,
     ) -> Result<(SessionInfo, Vec<IceServer>), GatewayError> {
         self.check_open()?;
         let w = self.room_worker(&spec.room);
-        let info = self
-            .call(w, move |sfu, now, wall| {
-                spec.created_at = wall;
-                sfu.create_session(now, spec)
-            })
-            .await??;
+        let info = expect_reply!(self.call(w, Command::CreateSession(spec)).await?,
+            Reply::Session(s) => s)?;
         let ice = self
             .inner
             .ice_servers
@@ -264,68 +196,61 @@ impl GatewayHandle {
     }
 
     /// Reads a Session.
-    pub async fn get_session(&self, id: SessionId) -> Result<SessionInfo, GatewayError> {
-        let w = self.session_worker(&id)?;
-        Ok(self
-            .call(w, move |sfu, _, _| sfu.get_session(&id))
-            .await??)
+    pub async fn get_session(&self, session: SessionId) -> Result<SessionInfo, GatewayError> {
+        let w = self.session_worker(&session)?;
+        expect_reply!(self.call(w, Command::GetSession { session }).await?,
+            Reply::Session(s) => s)
     }
 
     /// Lists a Room's Sessions.
     pub async fn list_sessions(&self, room: RoomId) -> Result<Vec<SessionInfo>, GatewayError> {
         let w = self.room_worker(&room);
-        Ok(self
-            .call(w, move |sfu, _, _| sfu.list_sessions(&room))
-            .await??)
+        expect_reply!(self.call(w, Command::ListSessions { room }).await?,
+            Reply::Sessions(s) => s)
     }
 
     /// Closes a Session.
-    pub async fn close_session(&self, id: SessionId) -> Result<(), GatewayError> {
-        let w = self.session_worker(&id)?;
-        Ok(self
-            .call(w, move |sfu, now, _| sfu.close_session(now, &id))
-            .await??)
+    pub async fn close_session(&self, session: SessionId) -> Result<(), GatewayError> {
+        let w = self.session_worker(&session)?;
+        expect_reply!(self.call(w, Command::CloseSession { session }).await?, Reply::Done => ())
     }
 
     /// Applies a Peer's offer; returns the answer SDP.
-    pub async fn apply_offer(&self, id: SessionId, sdp: String) -> Result<String, GatewayError> {
-        let w = self.session_worker(&id)?;
-        Ok(self
-            .call(w, move |sfu, now, _| sfu.apply_offer(now, &id, &sdp))
-            .await??)
+    pub async fn apply_offer(
+        &self,
+        session: SessionId,
+        sdp: String,
+    ) -> Result<String, GatewayError> {
+        let w = self.session_worker(&session)?;
+        expect_reply!(self.call(w, Command::ApplyOffer { session, sdp }).await?,
+            Reply::Answer(a) => a)
     }
 
     /// Applies a Peer's answer to the gateway's outstanding offer (`offer_id` checks which).
     pub async fn apply_answer(
         &self,
-        id: SessionId,
+        session: SessionId,
         sdp: String,
         offer_id: Option<u64>,
     ) -> Result<(), GatewayError> {
-        let w = self.session_worker(&id)?;
-        Ok(self
-            .call(w, move |sfu, now, _| {
-                sfu.apply_answer(now, &id, &sdp, offer_id)
-            })
-            .await??)
+        let w = self.session_worker(&session)?;
+        let cmd = Command::ApplyAnswer {
+            session,
+            sdp,
+            offer_id,
+        };
+        expect_reply!(self.call(w, cmd).await?, Reply::Done => ())
     }
 
     /// Adds a trickled remote candidate, or the end of them.
     pub async fn add_ice_candidate(
         &self,
-        id: SessionId,
-        candidate: Candidate,
+        session: SessionId,
+        candidate: IceCandidate,
     ) -> Result<(), GatewayError> {
-        let w = self.session_worker(&id)?;
-        Ok(self
-            .call(w, move |sfu, now, _| {
-                let c = match &candidate {
-                    Candidate::Line(l) => RemoteCandidate::Candidate(l),
-                    Candidate::End => RemoteCandidate::EndOfCandidates,
-                };
-                sfu.add_remote_candidate(now, &id, c)
-            })
-            .await??)
+        let w = self.session_worker(&session)?;
+        let cmd = Command::AddIceCandidate { session, candidate };
+        expect_reply!(self.call(w, cmd).await?, Reply::Done => ())
     }
 
     /// Sends a data-channel message from the backend to Sessions of a Room (all when `targets` is
@@ -333,28 +258,11 @@ impl GatewayHandle {
     pub async fn send_data(
         &self,
         room: RoomId,
-        msg: DataMessage,
+        message: DataMessage,
     ) -> Result<SendReport, GatewayError> {
-        if !msg.binary && std::str::from_utf8(&msg.data).is_err() {
-            return Err(GatewayError::InvalidArgument {
-                field: "data",
-                reason: "a text message (binary = false) must be UTF-8".into(),
-            });
-        }
         let w = self.room_worker(&room);
-        Ok(self
-            .call(w, move |sfu, now, _| {
-                sfu.send_data(
-                    now,
-                    &room,
-                    &msg.targets,
-                    &msg.label,
-                    msg.binary,
-                    &msg.data,
-                    msg.reliable,
-                )
-            })
-            .await??)
+        expect_reply!(self.call(w, Command::SendData { room, message }).await?,
+            Reply::Sent(r) => r)
     }
 
     /// Mutes or unmutes a published Track on the server.
@@ -365,11 +273,8 @@ impl GatewayHandle {
         muted: bool,
     ) -> Result<(), GatewayError> {
         let w = self.room_worker(&room);
-        Ok(self
-            .call(w, move |sfu, now, _| {
-                sfu.set_track_muted(now, &room, &track, muted)
-            })
-            .await??)
+        let cmd = Command::MuteTrack { room, track, muted };
+        expect_reply!(self.call(w, cmd).await?, Reply::Done => ())
     }
 
     /// Removes a Participant (all its Sessions) from a Room; returns how many Sessions closed.
@@ -379,46 +284,46 @@ impl GatewayHandle {
         participant: ParticipantId,
     ) -> Result<u32, GatewayError> {
         let w = self.room_worker(&room);
-        Ok(self
-            .call(w, move |sfu, now, _| {
-                sfu.remove_participant(now, &room, &participant)
-            })
-            .await??)
+        let cmd = Command::RemoveParticipant { room, participant };
+        expect_reply!(self.call(w, cmd).await?, Reply::SessionsClosed(n) => n)
     }
 
     /// Subscribes a Session to Tracks of its Room.
-    pub async fn subscribe(&self, id: SessionId, tracks: Vec<TrackId>) -> Result<(), GatewayError> {
-        let w = self.session_worker(&id)?;
-        Ok(self
-            .call(w, move |sfu, now, _| sfu.subscribe(now, &id, &tracks))
-            .await??)
+    pub async fn subscribe(
+        &self,
+        session: SessionId,
+        tracks: Vec<TrackId>,
+    ) -> Result<(), GatewayError> {
+        let w = self.session_worker(&session)?;
+        expect_reply!(self.call(w, Command::Subscribe { session, tracks }).await?,
+            Reply::Done => ())
     }
 
     /// Unsubscribes a Session from Tracks.
     pub async fn unsubscribe(
         &self,
-        id: SessionId,
+        session: SessionId,
         tracks: Vec<TrackId>,
     ) -> Result<(), GatewayError> {
-        let w = self.session_worker(&id)?;
-        Ok(self
-            .call(w, move |sfu, now, _| sfu.unsubscribe(now, &id, &tracks))
-            .await??)
+        let w = self.session_worker(&session)?;
+        expect_reply!(self.call(w, Command::Unsubscribe { session, tracks }).await?,
+            Reply::Done => ())
     }
 
     /// Sets a subscriber's layer and pause preference for one Track.
     pub async fn set_track_preference(
         &self,
-        id: SessionId,
+        session: SessionId,
         track: TrackId,
-        pref: TrackPreference,
+        preference: TrackPreference,
     ) -> Result<(), GatewayError> {
-        let w = self.session_worker(&id)?;
-        Ok(self
-            .call(w, move |sfu, now, _| {
-                sfu.set_track_preference(now, &id, &track, pref)
-            })
-            .await??)
+        let w = self.session_worker(&session)?;
+        let cmd = Command::SetTrackPreference {
+            session,
+            track,
+            preference,
+        };
+        expect_reply!(self.call(w, cmd).await?, Reply::Done => ())
     }
 
     /// Subscribes to events from now on.
@@ -429,5 +334,26 @@ impl GatewayHandle {
     /// Whether the gateway is shutting down.
     pub fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::Acquire)
+    }
+}
+
+/// The steps of [`crate::Gateway::shutdown`]; nothing else calls them.
+impl GatewayHandle {
+    /// Refuses new Rooms and Sessions from now on (`is_draining` turns true).
+    pub(crate) fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::Release);
+    }
+
+    /// Has every Worker close its Sessions (Peers get a DTLS close) and stop; returns once each
+    /// has answered or is gone.
+    pub(crate) async fn shutdown_workers(&self) {
+        for w in &self.inner.workers {
+            w.shutdown().await;
+        }
+    }
+
+    /// Publishes `Draining`, the last event of every stream.
+    pub(crate) fn publish_draining(&self) {
+        self.inner.bus.publish(crate::events::EventBody::Draining);
     }
 }

@@ -6,12 +6,14 @@
 //!
 //! # Layout
 //! - `switchboard_core` (crate): the sans-IO SFU; every decision.
-//! - [`driver`]: Worker threads, each with a UDP socket, an ICE-TCP listener and one core.
+//! - `driver`: Worker threads, each with a UDP socket, an ICE-TCP listener and one core.
 //! - [`handle`]: the typed control surface and dispatch to Workers.
 //! - [`api`]: the gRPC edge (the only module that knows protobuf).
 //! - [`events`]: sequence-stamped event fan-out.
-//! - [`turn`]: the embedded TURN/STUN server and TURN credential minting.
-//! - [`config`], [`telemetry`]: settings and logging.
+//! - [`turn`]: the embedded TURN/STUN server, TURN credential minting and the `[turn]` keys.
+//! - `conns`: TCP plumbing shared by the ICE-TCP side and the TURN listeners (accept back-off,
+//!   per-source connection limits, the batching queue writer).
+//! - [`config`], [`telemetry`]: settings (and what the Workers are built from) and logging.
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -24,6 +26,7 @@
 pub mod api;
 pub mod cluster;
 pub mod config;
+mod conns;
 mod driver;
 pub mod events;
 pub mod handle;
@@ -32,17 +35,15 @@ pub mod turn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub use config::Config;
 pub use handle::{GatewayError, GatewayHandle};
 pub use switchboard_core as core;
 
-use switchboard_core::SfuConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{EventBody, EventBus};
+use crate::events::EventBus;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -87,64 +88,16 @@ impl Gateway {
     /// Validates `config`, binds every socket, starts the Workers and the gRPC server.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         config.validate()?;
-        let bus = Arc::new(EventBus::new(config.limits.event_buffer));
+        let bus = Arc::new(EventBus::new(config.limits.event_bus()));
         let n = config.workers();
-        let sfu_config = SfuConfig {
-            worker: 0,
-            candidate_addrs: Vec::new(),
-            tcp_candidate_addrs: Vec::new(),
-            default_max_sessions: config.rooms.default_max_sessions,
-            max_sessions_limit: config.rooms.max_sessions_limit,
-            default_empty_timeout: Duration::from_secs(config.rooms.empty_timeout_secs),
-            max_rooms: config.rooms.max_rooms_per_worker,
-            connect_timeout: Duration::from_secs(config.sessions.connect_timeout_secs),
-            disconnect_grace: Duration::from_secs(config.sessions.disconnect_grace_secs),
-            keyframe_min_interval: Duration::from_millis(config.sessions.keyframe_min_interval_ms),
-            rtx_cache_packets: config.sessions.rtx_cache_packets,
-            data_max_message_bytes: config.data.max_message_bytes,
-            data_send_buffer_bytes: config.data.send_buffer_bytes,
-            data_backend_max_bytes: config.data.backend_max_bytes,
-            speaker_interval: Duration::from_millis(config.rooms.active_speaker_interval_ms),
-            speaker_smoothing: config.rooms.active_speaker_smoothing,
-            speaker_min_loudness: (127
-                + i16::from(config.rooms.active_speaker_threshold_dbov.max(-127)))
-                as u8,
-            bwe: switchboard_core::BweConfig {
-                enabled: config.bwe.enabled,
-                initial_bitrate_bps: config.bwe.initial_bitrate_kbps * 1000,
-                down_hold: Duration::from_millis(config.bwe.down_hold_ms),
-                up_hold: Duration::from_millis(config.bwe.up_hold_ms),
-                up_headroom: config.bwe.up_headroom_percent as f32 / 100.0,
-                min_switch_interval: Duration::from_millis(config.bwe.min_switch_interval_ms),
-            },
-        };
+        let sfu_config = config.sfu_config();
         let announce = config.announce_ips();
-        let tcp_limits = driver::TcpLimits {
-            max_connections: config.media.tcp_max_connections,
-            idle_timeout: Duration::from_secs(config.media.tcp_idle_timeout_secs),
-            max_frame_bytes: config.media.tcp_max_frame_bytes,
-            send_queue_frames: config.media.tcp_send_queue_frames,
-        };
         let mut workers = Vec::with_capacity(n);
         for i in 0..n {
-            let port = if config.media.port_base == 0 {
-                0
-            } else {
-                // Validated: port_base + workers fits in u16.
-                config.media.port_base + i as u16
-            };
-            let addr = SocketAddr::new(config.media.bind_ip, port);
-            let tcp = config.media.tcp_enabled.then(|| {
-                let port = if config.media.tcp_port_base == 0 {
-                    0
-                } else {
-                    // Validated: tcp_port_base + workers fits in u16.
-                    config.media.tcp_port_base + i as u16
-                };
-                driver::TcpSetup {
-                    bind: SocketAddr::new(config.media.bind_ip, port),
-                    limits: tcp_limits,
-                }
+            let addr = config.worker_udp_addr(i);
+            let tcp = config.worker_tcp_addr(i).map(|bind| driver::TcpSetup {
+                bind,
+                limits: config.tcp_limits(),
             });
             let w = driver::spawn(
                 i as u8,
@@ -174,15 +127,21 @@ impl Gateway {
         let udp_addrs: Vec<SocketAddr> = workers.iter().map(|w| w.local_addr).collect();
         let tcp_addrs = workers.iter().filter_map(|w| w.tcp_addr).collect();
         let turn = if config.turn.enabled {
-            Some(turn::TurnServer::start(&config, &udp_addrs).await?)
+            let media = turn::MediaAddrs {
+                bind_ip: config.media.bind_ip,
+                announce_ips: announce.clone(),
+                sockets: udp_addrs.clone(),
+            };
+            let mut t = turn::TurnServer::start(&config.turn, &media).await?;
+            t.revoke_closed_sessions(bus.subscribe(Default::default()));
+            Some(t)
         } else {
             None
         };
-        let ice = handle::IceServers {
-            configured: config.ice_servers.clone(),
-            default_ttl: Duration::from_secs(config.turn.credential_ttl_secs),
-            embedded: turn.as_ref().map(turn::TurnServer::embedded),
-        };
+        let ice = turn::IceServers::new(
+            config.ice_servers.clone(),
+            turn.as_ref().map(turn::TurnServer::embedded),
+        );
         let handle =
             GatewayHandle::new(workers.iter().map(|w| w.handle.clone()).collect(), bus, ice)
                 .map_err(|e| StartError::Other(e.to_string()))?;
@@ -208,7 +167,7 @@ impl Gateway {
         let server = api::serve(
             listener,
             handle.clone(),
-            api::Auth::new(&config.grpc.api_key),
+            &config.grpc,
             config.limits.event_buffer,
             cancel.clone(),
             cluster.clone(),
@@ -290,15 +249,9 @@ impl Gateway {
         if let Some(c) = &cluster {
             c.drain().await;
         }
-        handle.inner.draining.store(true, Ordering::Release);
+        handle.start_draining();
         server.set_not_serving().await;
-        let workers = handle.inner.workers.clone();
-        let closed = tokio::time::timeout(grace, async {
-            for w in &workers {
-                w.shutdown().await;
-            }
-        })
-        .await;
+        let closed = tokio::time::timeout(grace, handle.shutdown_workers()).await;
         if closed.is_err() {
             tracing::warn!("workers did not close within the grace period");
         }
@@ -309,7 +262,7 @@ impl Gateway {
         if let Some(c) = &cluster {
             c.shutdown().await;
         }
-        handle.inner.bus.publish(EventBody::Draining);
+        handle.publish_draining();
         // Stop accepting calls; open event streams deliver what they hold (the Draining event
         // last) and end.
         cancel.cancel();
@@ -317,7 +270,6 @@ impl Gateway {
             tracing::warn!("gRPC server did not stop within the grace period");
         }
         tracing::debug!("gRPC server stopped");
-        drop(workers);
         drop(handle);
         let joined = tokio::task::spawn_blocking(move || {
             for t in threads {

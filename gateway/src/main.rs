@@ -67,7 +67,12 @@ async fn main() -> anyhow::Result<()> {
         println!("Cluster node {} ({})", c.node_id(), config.cluster.name);
     }
     println!(
-        "Switchboard gRPC listening on http://{} ({})",
+        "Switchboard gRPC listening on {}://{} ({})",
+        if config.grpc.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         gateway.grpc_addr(),
         if config.grpc.api_key.is_empty() {
             "no API key: loopback only"
@@ -91,13 +96,19 @@ async fn main() -> anyhow::Result<()> {
         let (listener, addr) = switchboard_demo::bind(config.demo.listen)
             .await
             .with_context(|| format!("cannot bind the demo on {}", config.demo.listen))?;
-        println!("Demo: open http://{addr}/ in two browser tabs to start a call");
-        let key = (!config.grpc.api_key.is_empty()).then(|| config.grpc.api_key.clone());
+        if config.demo.access_token.is_empty() {
+            println!("Demo: open http://{addr}/ in two browser tabs to start a call");
+        } else {
+            println!("Demo: open http://{addr}/?token=<demo.access_token> in two browser tabs");
+        }
+        let key = (!config.grpc.api_key.is_empty()).then(|| config.grpc.api_key.to_string());
+        let token =
+            (!config.demo.access_token.is_empty()).then(|| config.demo.access_token.to_string());
         let url = format!("http://{}", gateway.grpc_addr());
         let stop = demo_stop.clone();
         Some(tokio::spawn(async move {
             if let Err(e) =
-                switchboard_demo::serve(listener, url, key, stop.cancelled_owned()).await
+                switchboard_demo::serve(listener, url, key, token, stop.cancelled_owned()).await
             {
                 tracing::error!(error = %e, "demo server failed");
             }

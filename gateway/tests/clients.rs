@@ -11,18 +11,8 @@ use common::repo;
 use std::process::Command;
 use std::time::Instant;
 
-use switchboard_gateway::{Config, Gateway};
-
-fn config() -> Config {
-    let mut c = Config::default();
-    c.grpc.listen = "127.0.0.1:0".parse().unwrap();
-    c.media.port_base = 0;
-    c.media.tcp_port_base = 0;
-    c.media.workers = 2;
-    c.turn.listen_udp = "127.0.0.1:0".parse().unwrap();
-    c.turn.listen_tcp = "127.0.0.1:0".parse().unwrap();
-    c
-}
+use switchboard_gateway::Gateway;
+use switchboard_integration_tests::test_config;
 
 fn python() -> PathBuf {
     let p = repo().join("clients/python/.venv/bin/python");
@@ -70,17 +60,28 @@ fn bounded(secs: u64, program: impl AsRef<std::ffi::OsStr>, args: &[&std::ffi::O
     c
 }
 
+/// Starts a gateway, runs `program script GATEWAY_ADDR` (the script relative to the repository
+/// root) for at most `secs`, stops the gateway and returns the script's stdout.
+async fn run_against_a_gateway(
+    program: impl AsRef<std::ffi::OsStr>,
+    script: &str,
+    secs: u64,
+) -> String {
+    let gw = Gateway::start(test_config()).await.unwrap();
+    let (path, addr) = (repo().join(script), gw.grpc_addr().to_string());
+    let out = run(
+        bounded(secs, program, &[path.as_os_str(), addr.as_ref()]),
+        script,
+    )
+    .await;
+    gw.shutdown().await;
+    out
+}
+
 #[tokio::test]
 async fn the_python_example_runs() {
-    let gw = Gateway::start(config()).await.unwrap();
-    let (script, addr) = (
-        repo().join("clients/python/example.py"),
-        gw.grpc_addr().to_string(),
-    );
-    let cmd = bounded(60, python(), &[script.as_os_str(), addr.as_ref()]);
-    let out = run(cmd, "clients/python/example.py").await;
+    let out = run_against_a_gateway(python(), "clients/python/example.py", 60).await;
     assert!(out.trim_end().ends_with("OK"), "{out}");
-    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -91,28 +92,14 @@ async fn the_node_example_runs() {
             .exists(),
         "@grpc/grpc-js missing: `bash scripts/test.sh` runs `npm ci` in clients/node"
     );
-    let gw = Gateway::start(config()).await.unwrap();
-    let (script, addr) = (
-        repo().join("clients/node/example.mjs"),
-        gw.grpc_addr().to_string(),
-    );
-    let cmd = bounded(60, "node", &[script.as_os_str(), addr.as_ref()]);
-    let out = run(cmd, "clients/node/example.mjs").await;
+    let out = run_against_a_gateway("node", "clients/node/example.mjs", 60).await;
     assert!(out.trim_end().ends_with("OK"), "{out}");
-    gw.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aiortc_peers_publish_subscribe_and_exchange_data() {
     // WebRTC: only inside a namespace that has just `lo` (the test command makes one).
     common::assert_loopback_only_namespace();
-    let gw = Gateway::start(config()).await.unwrap();
-    let (script, addr) = (
-        repo().join("clients/python/tests/aiortc_call.py"),
-        gw.grpc_addr().to_string(),
-    );
-    let cmd = bounded(90, python(), &[script.as_os_str(), addr.as_ref()]);
-    let out = run(cmd, "clients/python/tests/aiortc_call.py").await;
+    let out = run_against_a_gateway(python(), "clients/python/tests/aiortc_call.py", 90).await;
     assert!(out.contains("OK frames"), "{out}");
-    gw.shutdown().await;
 }

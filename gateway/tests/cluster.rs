@@ -191,8 +191,8 @@ async fn a_room_and_its_sessions_live_on_one_owner_reached_through_any_node() ->
         .events
         .clone()
         .watch_events(pb::WatchEventsRequest {
-            room_id: String::new(),
             session_id: s2.clone(),
+            ..Default::default()
         })
         .await?
         .into_inner();

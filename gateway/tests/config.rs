@@ -99,9 +99,18 @@ format = "json"
             ("SWITCHBOARD__MEDIA__TCP_IDLE_TIMEOUT_SECS", "9"),
             ("SWITCHBOARD__MEDIA__TCP_MAX_FRAME_BYTES", "1500"),
             ("SWITCHBOARD__MEDIA__TCP_SEND_QUEUE_FRAMES", "64"),
+            ("SWITCHBOARD__MEDIA__TCP_MAX_CONNECTIONS_PER_IP", "3"),
+            ("SWITCHBOARD__MEDIA__TCP_FIRST_CHECK_TIMEOUT_SECS", "2"),
         ]),
     )
     .unwrap();
+    assert_eq!(
+        (
+            c.media.tcp_max_connections_per_ip,
+            c.media.tcp_first_check_timeout_secs
+        ),
+        (3, 2)
+    );
     assert!(!c.media.tcp_enabled);
     assert_eq!(
         (
@@ -221,11 +230,82 @@ fn bad_values_are_rejected_naming_the_key() {
         ),
         ("[turn]\nrealm = \"\"", &[], "turn.realm"),
         (
+            "[media]\ntcp_max_connections_per_ip = 0",
+            &[],
+            "media.tcp_max_connections_per_ip",
+        ),
+        (
+            "[media]\ntcp_first_check_timeout_secs = 0",
+            &[],
+            "media.tcp_first_check_timeout_secs",
+        ),
+        (
+            "[turn]\nmax_stream_connections_per_ip = 0",
+            &[],
+            "turn.max_stream_connections_per_ip",
+        ),
+        (
+            "[turn]\nfirst_request_timeout_secs = 0",
+            &[],
+            "turn.first_request_timeout_secs",
+        ),
+        (
             "[[ice_servers]]\nurls = [\"turn:x\"]\nusername = \"u\"\nshared_secret = \"s\"",
             &[],
             "ice_servers.shared_secret",
         ),
         ("", &[("SWITCHBOARD__NOPE__X", "1")], "nope"),
+        (
+            "[grpc]\nlisten = \"0.0.0.0:50051\"\napi_key = \"Zq9\"",
+            &[],
+            "grpc.api_key",
+        ),
+        (
+            "[grpc]\nlisten = \"0.0.0.0:50051\"\napi_key = \"                    \"",
+            &[],
+            "grpc.api_key",
+        ),
+        (
+            "[grpc]\napi_key = \"a key with spaces in it\"",
+            &[],
+            "grpc.api_key",
+        ),
+        ("[grpc]\ntls_cert = \"/tmp/c.pem\"", &[], "grpc.tls_key"),
+        (
+            "[grpc]\ntls_handshake_timeout_secs = 0",
+            &[],
+            "grpc.tls_handshake_timeout_secs",
+        ),
+        (
+            "[grpc]\ntls_cert = \"/tmp/c.pem\"\ntls_key = \"/tmp/k.pem\"",
+            &[],
+            "demo.enabled",
+        ),
+        (
+            "[demo]\nlisten = \"0.0.0.0:8080\"",
+            &[],
+            "demo.access_token",
+        ),
+        (
+            "[demo]\nlisten = \"0.0.0.0:8080\"\naccess_token = \"short\"",
+            &[],
+            "demo.access_token",
+        ),
+        (
+            "[limits]\nevent_stream_bytes = 4096",
+            &[],
+            "limits.event_stream_bytes",
+        ),
+        (
+            "[limits]\nevent_replay_events = 0",
+            &[],
+            "limits.event_replay_events",
+        ),
+        (
+            "[limits]\nevent_replay_bytes = 10",
+            &[],
+            "limits.event_replay_bytes",
+        ),
     ];
     for (toml, vars, key) in cases {
         let msg = rejected(toml, vars);
@@ -233,6 +313,52 @@ fn bad_values_are_rejected_naming_the_key() {
             msg.contains(key),
             "{toml:?} {vars:?}: {msg:?} should name {key}"
         );
+    }
+}
+
+#[test]
+fn api_key_errors_never_show_the_key_and_strong_keys_pass() {
+    let msg = rejected("[grpc]\nlisten = \"0.0.0.0:50051\"\napi_key = \"Zq9\"", &[]);
+    assert!(!msg.contains("Zq9"), "{msg}");
+    let c = Config::load_with_env(
+        None,
+        env(&[
+            ("SWITCHBOARD__GRPC__LISTEN", "0.0.0.0:50051"),
+            ("SWITCHBOARD__GRPC__API_KEY", "Zq9-a-long-enough-key"),
+            ("SWITCHBOARD__DEMO__ENABLED", "false"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.grpc.api_key, "Zq9-a-long-enough-key");
+    // A public demo with its own token is allowed.
+    let f = file("[demo]\nlisten = \"0.0.0.0:8080\"\naccess_token = \"demo-token-0123456789\"");
+    assert!(Config::load_with_env(Some(&f.0), env(&[])).is_ok());
+}
+
+#[test]
+fn debug_of_config_never_prints_secrets() {
+    let f = file(
+        r#"
+[grpc]
+api_key = "SECRET-API-KEY-1"
+[turn]
+secret = "SECRET-TURN-2"
+[demo]
+access_token = "SECRET-DEMO-TOKEN-3"
+[[ice_servers]]
+urls = ["turn:x"]
+username = "u"
+credential = "SECRET-CREDENTIAL-4"
+[[ice_servers]]
+urls = ["turn:y"]
+shared_secret = "SECRET-SHARED-5"
+"#,
+    );
+    let c = Config::load_with_env(Some(&f.0), env(&[])).unwrap();
+    assert_eq!(c.grpc.api_key, "SECRET-API-KEY-1", "the value is there");
+    for shown in [format!("{c:?}"), format!("{c:#?}")] {
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 }
 
@@ -249,6 +375,8 @@ fn turn_keys_come_from_the_environment() {
             ("SWITCHBOARD__TURN__ALLOW_PEERS", "127.0.0.0/8,::1"),
             ("SWITCHBOARD__TURN__RELAY_IP", "127.0.0.1"),
             ("SWITCHBOARD__TURN__MAX_ALLOCATIONS_PER_IDENTITY", "3"),
+            ("SWITCHBOARD__TURN__MAX_STREAM_CONNECTIONS_PER_IP", "4"),
+            ("SWITCHBOARD__TURN__FIRST_REQUEST_TIMEOUT_SECS", "6"),
         ]),
     )
     .unwrap();
@@ -259,9 +387,12 @@ fn turn_keys_come_from_the_environment() {
         c.turn.tls_key.as_deref(),
         Some(std::path::Path::new("/tmp/k.pem"))
     );
-    assert_eq!(c.turn.allow_peers, ["127.0.0.0/8", "::1"]);
+    let allow: Vec<String> = c.turn.allow_peers.iter().map(|c| c.to_string()).collect();
+    assert_eq!(allow, ["127.0.0.0/8", "::1/128"]);
     assert_eq!(c.turn.relay_ip, Some("127.0.0.1".parse().unwrap()));
     assert_eq!(c.turn.max_allocations_per_identity, 3);
+    assert_eq!(c.turn.max_stream_connections_per_ip, 4);
+    assert_eq!(c.turn.first_request_timeout_secs, 6);
     assert_eq!(c.turn.deny_peers, Config::default().turn.deny_peers);
 }
 

@@ -11,11 +11,11 @@ mod common;
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_loopback_only_namespace, assert_tools, run_node, run_node_with, serial,
+    assert_loopback_only_namespace, assert_tools, coturn_command, run_node, run_node_with, serial,
     start_gateway_with,
 };
 
@@ -94,26 +94,16 @@ fn chromium_relays_through_coturn_with_the_shared_secret() {
     );
     let port = free_port();
     let coturn_secret = "coturn-shared-secret";
-    let child = Command::new(&turnserver)
-        .args([
-            "-n",
-            "--listening-ip=127.0.0.1",
-            "--relay-ip=127.0.0.1",
-            &format!("--listening-port={port}"),
-            "--use-auth-secret",
-            &format!("--static-auth-secret={coturn_secret}"),
-            "--realm=test.local",
-            "--allow-loopback-peers",
-            "--no-cli",
-            "--no-tls",
-            "--no-dtls",
-            "--log-file=stdout",
-            "--simple-log",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start coturn");
+    let child = coturn_command(
+        Path::new(&turnserver),
+        port,
+        coturn_secret,
+        &["--simple-log"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("start coturn");
     let _coturn = Coturn(child);
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

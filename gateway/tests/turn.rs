@@ -1,8 +1,10 @@
 //! The embedded TURN server over real sockets on 127.0.0.1, driven by a TURN client written on
-//! the `turn-types` codec (wire format as RFC 8656 / RFC 8489 define it). The same client also
-//! allocates through a real coturn (`turnserver`, installed by scripts/test.sh) with credentials
-//! minted by the gateway's function, which proves the shared-secret scheme interoperates and
-//! that the client speaks the protocol as a reference server expects.
+//! the `turn-types` codec (wire format as RFC 8656 / RFC 8489 define it; `turn/client.rs`).
+//! This file: binding, authentication, relaying over UDP, TCP and TLS, malformed input, the
+//! CreateSession credentials and start-up. Under `turn/`: `policy.rs` (denied peers, quotas,
+//! lifetimes, bitrate), `sessions.rs` (credentials tied to Sessions, revocation), `streams.rs`
+//! (stream connection slots and the first-request deadline), `interop.rs` (a real coturn accepts
+//! the gateway's credentials).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -29,298 +31,23 @@ use turn_types::stun::message::{
 };
 use turn_types::stun::prelude::MessageWrite;
 
+#[path = "turn/client.rs"]
+mod client;
+mod common;
+#[path = "turn/interop.rs"]
+mod interop;
+#[path = "turn/policy.rs"]
+mod policy;
+#[path = "turn/sessions.rs"]
+mod sessions;
+#[path = "turn/streams.rs"]
+mod streams;
+
 const SECRET: &str = "test-secret";
 const REALM: &str = "test.local";
 const WAIT: Duration = Duration::from_secs(5);
 
-// ---------------------------------------------------------------------------------------------
-// A minimal TURN client.
-
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-enum Conn {
-    Udp(UdpSocket),
-    Stream(Box<dyn Stream>, Vec<u8>),
-}
-
-/// What arrived from a peer through the relay.
-#[derive(Debug, PartialEq, Eq)]
-enum Relayed {
-    Data(SocketAddr, Vec<u8>),
-    Channel(u16, Vec<u8>),
-}
-
-struct TurnClient {
-    conn: Conn,
-    /// Relayed data that arrived while waiting for a response.
-    queue: VecDeque<Relayed>,
-    realm: String,
-    nonce: String,
-    creds: Option<(String, String)>,
-}
-
-type Attrs<'a> = &'a dyn Fn(&mut MessageWriteVec, TransactionId);
-
-impl TurnClient {
-    async fn udp(server: SocketAddr) -> anyhow::Result<Self> {
-        let s = UdpSocket::bind("127.0.0.1:0").await?;
-        s.connect(server).await?;
-        Ok(Self::new(Conn::Udp(s)))
-    }
-
-    async fn tcp(server: SocketAddr) -> anyhow::Result<Self> {
-        let s = TcpStream::connect(server).await?;
-        Ok(Self::new(Conn::Stream(Box::new(s), Vec::new())))
-    }
-
-    async fn tls(server: SocketAddr, ca_der: Vec<u8>) -> anyhow::Result<Self> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(rustls_pki_types::CertificateDer::from(ca_der))?;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let tcp = TcpStream::connect(server).await?;
-        let name = rustls_pki_types::ServerName::try_from("localhost")?;
-        let s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-            .connect(name, tcp)
-            .await?;
-        Ok(Self::new(Conn::Stream(Box::new(s), Vec::new())))
-    }
-
-    fn new(conn: Conn) -> Self {
-        Self {
-            conn,
-            queue: VecDeque::new(),
-            realm: String::new(),
-            nonce: String::new(),
-            creds: None,
-        }
-    }
-
-    async fn send_raw(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        match &mut self.conn {
-            Conn::Udp(s) => {
-                s.send(bytes).await?;
-            }
-            Conn::Stream(s, _) => s.write_all(bytes).await?,
-        }
-        Ok(())
-    }
-
-    /// One frame (STUN message or ChannelData without padding).
-    async fn recv_frame(&mut self) -> anyhow::Result<Vec<u8>> {
-        match &mut self.conn {
-            Conn::Udp(s) => {
-                let mut buf = vec![0u8; 65536];
-                let n = tokio::time::timeout(WAIT, s.recv(&mut buf))
-                    .await
-                    .context("no datagram from the server")??;
-                buf.truncate(n);
-                Ok(buf)
-            }
-            Conn::Stream(s, buf) => loop {
-                if buf.len() >= 4 {
-                    let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
-                    let (total, used) = if buf[0] >> 6 == 1 {
-                        (4 + len.div_ceil(4) * 4, 4 + len)
-                    } else {
-                        (20 + len, 20 + len)
-                    };
-                    if buf.len() >= total {
-                        let f = buf[..used].to_vec();
-                        buf.drain(..total);
-                        return Ok(f);
-                    }
-                }
-                let mut chunk = [0u8; 16384];
-                let n = tokio::time::timeout(WAIT, s.read(&mut chunk))
-                    .await
-                    .context("nothing from the server")??;
-                if n == 0 {
-                    bail!("server closed the stream");
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            },
-        }
-    }
-
-    /// Waits for the response to `tid`, queueing relayed data that arrives meanwhile.
-    async fn response(&mut self, tid: TransactionId) -> anyhow::Result<Vec<u8>> {
-        loop {
-            let f = self.recv_frame().await?;
-            if let Some(r) = parse_relayed(&f) {
-                self.queue.push_back(r);
-                continue;
-            }
-            let m = Message::from_bytes(&f).map_err(|e| anyhow::anyhow!("bad response: {e:?}"))?;
-            if m.is_response() && m.transaction_id() == tid {
-                return Ok(f);
-            }
-        }
-    }
-
-    fn long_term(&self) -> Option<MessageIntegrityCredentials> {
-        self.creds.as_ref().map(|(u, p)| {
-            LongTermKeyCredentials::new(u.clone(), p.clone(), self.realm.clone()).into()
-        })
-    }
-
-    /// Sends a request (signed when credentials and a nonce are known) and returns the
-    /// response, with its MESSAGE-INTEGRITY checked when it is signed.
-    async fn transact(&mut self, method: Method, attrs: Attrs<'_>) -> anyhow::Result<Vec<u8>> {
-        let mut b = Message::builder_request(method, MessageWriteVec::new());
-        let tid = b.transaction_id();
-        attrs(&mut b, tid);
-        if let (Some((u, _)), Some(creds)) = (&self.creds, self.long_term())
-            && !self.nonce.is_empty()
-        {
-            b.add_attribute(&Username::new(u)?)?;
-            b.add_attribute(&Realm::new(&self.realm)?)?;
-            b.add_attribute(&Nonce::new(&self.nonce)?)?;
-            b.add_message_integrity(&creds, IntegrityAlgorithm::Sha1)?;
-        }
-        b.add_fingerprint()?;
-        let bytes = b.finish();
-        self.send_raw(&bytes).await?;
-        let resp = self.response(tid).await?;
-        let m = Message::from_bytes(&resp).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        if let Ok(r) = m.attribute::<Realm>() {
-            self.realm = r.realm().to_string();
-        }
-        if let Ok(n) = m.attribute::<Nonce>() {
-            self.nonce = n.nonce().to_string();
-        }
-        if m.class() == MessageClass::Success
-            && method != BINDING
-            && let Some(creds) = self.long_term()
-        {
-            m.validate_integrity(&creds)
-                .map_err(|e| anyhow::anyhow!("response integrity: {e:?}"))?;
-        }
-        Ok(resp)
-    }
-
-    /// Sends `method` and returns Ok(response) on success or Err(error code); retries once on
-    /// 401-with-nonce (the first challenge) and on 438.
-    async fn request(&mut self, method: Method, attrs: Attrs<'_>) -> Result<Vec<u8>, u16> {
-        for _ in 0..3 {
-            let had_nonce = !self.nonce.is_empty();
-            let resp = self.transact(method, attrs).await.map_err(|e| {
-                eprintln!("transport error: {e:#}");
-                0u16
-            })?;
-            let m = Message::from_bytes(&resp).map_err(|_| 1u16)?;
-            match m.class() {
-                MessageClass::Success => return Ok(resp),
-                _ => {
-                    let code = m.attribute::<ErrorCode>().map(|e| e.code()).unwrap_or(2);
-                    let retry = (code == 401 && !had_nonce && self.creds.is_some()) || code == 438;
-                    if !retry {
-                        return Err(code);
-                    }
-                }
-            }
-        }
-        Err(3)
-    }
-
-    async fn binding(&mut self) -> anyhow::Result<SocketAddr> {
-        let resp = self.transact(BINDING, &|_, _| {}).await?;
-        let m = Message::from_bytes(&resp).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        anyhow::ensure!(m.class() == MessageClass::Success, "binding failed");
-        let x = m
-            .attribute::<XorMappedAddress>()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        Ok(x.addr(m.transaction_id()))
-    }
-
-    /// Allocate with `username`/`password`: Ok(relayed address) or Err(error code).
-    async fn allocate(&mut self, username: &str, password: &str) -> Result<SocketAddr, u16> {
-        self.creds = Some((username.to_string(), password.to_string()));
-        let resp = self
-            .request(ALLOCATE, &|b, _| {
-                b.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-                    .unwrap();
-            })
-            .await?;
-        let m = Message::from_bytes(&resp).unwrap();
-        let r = m.attribute::<XorRelayedAddress>().map_err(|_| 4u16)?;
-        Ok(r.addr(m.transaction_id()))
-    }
-
-    async fn create_permission(&mut self, peer: SocketAddr) -> Result<(), u16> {
-        self.request(CREATE_PERMISSION, &|b, tid| {
-            b.add_attribute(&XorPeerAddress::new(peer, tid)).unwrap();
-        })
-        .await
-        .map(drop)
-    }
-
-    async fn channel_bind(&mut self, ch: u16, peer: SocketAddr) -> Result<(), u16> {
-        self.request(CHANNEL_BIND, &|b, tid| {
-            b.add_attribute(&ChannelNumber::new(ch)).unwrap();
-            b.add_attribute(&XorPeerAddress::new(peer, tid)).unwrap();
-        })
-        .await
-        .map(drop)
-    }
-
-    async fn refresh(&mut self, lifetime: u32) -> Result<(), u16> {
-        self.request(REFRESH, &|b, _| {
-            b.add_attribute(&Lifetime::new(lifetime)).unwrap();
-        })
-        .await
-        .map(drop)
-    }
-
-    async fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) -> anyhow::Result<()> {
-        let mut b = Message::builder_indication(SEND, MessageWriteVec::new());
-        let tid = b.transaction_id();
-        b.add_attribute(&XorPeerAddress::new(peer, tid))?;
-        b.add_attribute(&DataAttr::new(data))?;
-        let bytes = b.finish();
-        self.send_raw(&bytes).await
-    }
-
-    async fn send_channel(&mut self, ch: u16, data: &[u8]) -> anyhow::Result<()> {
-        let mut out = ch.to_be_bytes().to_vec();
-        out.extend_from_slice(&(data.len() as u16).to_be_bytes());
-        out.extend_from_slice(data);
-        if matches!(self.conn, Conn::Stream(..)) {
-            out.resize(out.len().div_ceil(4) * 4, 0);
-        }
-        self.send_raw(&out).await
-    }
-
-    async fn recv_relayed(&mut self) -> anyhow::Result<Relayed> {
-        if let Some(r) = self.queue.pop_front() {
-            return Ok(r);
-        }
-        loop {
-            let f = self.recv_frame().await?;
-            if let Some(r) = parse_relayed(&f) {
-                return Ok(r);
-            }
-        }
-    }
-}
-
-fn parse_relayed(f: &[u8]) -> Option<Relayed> {
-    if f.first().is_some_and(|b| b >> 6 == 1) {
-        let cd = ChannelData::parse(f).ok()?;
-        return Some(Relayed::Channel(cd.id(), cd.data().to_vec()));
-    }
-    let m = Message::from_bytes(f).ok()?;
-    if m.class() == MessageClass::Indication && m.method() == DATA {
-        let p = m.attribute::<XorPeerAddress>().ok()?;
-        let d = m.attribute::<DataAttr>().ok()?;
-        return Some(Relayed::Data(p.addr(m.transaction_id()), d.data().to_vec()));
-    }
-    None
-}
+use client::{Conn, Relayed, TurnClient};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -353,10 +80,21 @@ fn config() -> Config {
     c.turn.listen_tcp = "127.0.0.1:0".parse().unwrap();
     c.turn.secret = SECRET.into();
     c.turn.realm = REALM.into();
-    c.turn.allow_peers = vec!["127.0.0.0/8".into()];
+    c.turn.allow_peers = vec!["127.0.0.0/8".parse().unwrap()];
     c.turn.relay_port_min = 42000;
     c.turn.relay_port_max = 42999;
     c
+}
+
+/// A gateway with [`config`] changed by `f`, and its TURN addresses.
+async fn start_with(
+    f: impl FnOnce(&mut Config),
+) -> (Gateway, switchboard_gateway::turn::TurnAddrs) {
+    let mut c = config();
+    f(&mut c);
+    let gw = Gateway::start(c).await.unwrap();
+    let a = gw.turn_addrs().unwrap();
+    (gw, a)
 }
 
 fn creds(identity: &str) -> (String, String) {
@@ -511,41 +249,6 @@ async fn allocation_without_or_with_bad_credentials_is_refused() {
 }
 
 #[tokio::test]
-async fn relay_bitrate_over_the_limit_is_dropped() {
-    let mut cfg = config();
-    // 8 kbit/s = 1000 bytes/s; the bucket holds 64 KiB.
-    cfg.turn.max_relay_bitrate_kbps = 8;
-    let gw = Gateway::start(cfg).await.unwrap();
-    let a = gw.turn_addrs().unwrap();
-    let (u, p) = creds("ss_rate");
-    let mut c = TurnClient::udp(a.udp).await.unwrap();
-    c.allocate(&u, &p).await.unwrap();
-    let sink = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let peer = sink.local_addr().unwrap();
-    c.channel_bind(0x4002, peer).await.unwrap();
-    let payload = vec![7u8; 1000];
-    let start = std::time::Instant::now();
-    for _ in 0..20 {
-        for _ in 0..10 {
-            c.send_channel(0x4002, &payload).await.unwrap();
-        }
-        // A round trip per batch, so the listener has handled the batch (no kernel drops).
-        c.refresh(600).await.unwrap();
-    }
-    let elapsed = start.elapsed().as_secs();
-    let s = gw.turn().unwrap().stats();
-    // 200 kB offered against a 64 KiB bucket refilling at 1 kB/s: every datagram is either
-    // relayed or dropped by the limit, and no more than the bucket plus the refill got through.
-    assert_eq!(s.bytes_to_peers / 1000 + s.dropped_rate, 200, "{s:?}");
-    assert!(s.bytes_to_peers >= 65_000, "{s:?}");
-    assert!(
-        s.bytes_to_peers <= 65_536 + 1000 * (elapsed + 1),
-        "{s:?} after {elapsed} s"
-    );
-    gw.shutdown().await;
-}
-
-#[tokio::test]
 async fn udp_allocation_relays_both_ways_inside_the_port_range() {
     let gw = Gateway::start(config()).await.unwrap();
     let a = gw.turn_addrs().unwrap();
@@ -643,196 +346,6 @@ async fn tls_allocation_with_a_self_signed_certificate() {
     relay_both_ways(&mut c, relayed, "tls").await;
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[tokio::test]
-async fn denied_peers_are_forbidden_but_the_gateway_itself_is_reachable() {
-    // The default deny list (no allow list): loopback and private ranges are refused.
-    let mut cfg = config();
-    cfg.turn.allow_peers.clear();
-    let gw = Gateway::start(cfg).await.unwrap();
-    let a = gw.turn_addrs().unwrap();
-    let (u, p) = creds("ss_deny");
-    let mut c = TurnClient::udp(a.udp).await.unwrap();
-    c.allocate(&u, &p).await.expect("allocation");
-    let echo = echo_peer_on("127.0.0.2").await;
-    for peer in [
-        echo,
-        "127.0.0.3:9".parse().unwrap(),
-        "10.1.2.3:9".parse().unwrap(),
-        "192.168.1.1:9".parse().unwrap(),
-        "169.254.1.1:9".parse().unwrap(),
-        "100.64.0.1:9".parse().unwrap(),
-    ] {
-        assert_eq!(c.create_permission(peer).await, Err(403), "{peer}");
-    }
-    assert_eq!(c.channel_bind(0x4000, echo).await, Err(403));
-    // IPv6 peers on an IPv4 relay: 443.
-    assert_eq!(
-        c.create_permission("[2001:db8::1]:9".parse().unwrap())
-            .await,
-        Err(443)
-    );
-    // The SFU's own media socket is always a permitted peer.
-    let media = gw.udp_addrs()[0];
-    c.create_permission(media).await.expect("own media address");
-    c.channel_bind(0x4000, media)
-        .await
-        .expect("bind to own media");
-    assert!(gw.turn().unwrap().stats().refused_forbidden >= 7);
-    // A permission for the gateway's IP reaches only its media ports: another socket on that
-    // IP gets nothing (the packet is dropped and counted).
-    let other = echo_peer_on(&media.ip().to_string()).await;
-    let before = gw.turn().unwrap().stats().dropped_no_permission;
-    c.send_indication(other, b"not the SFU").await.unwrap();
-    c.refresh(600).await.unwrap();
-    assert_eq!(gw.turn().unwrap().stats().dropped_no_permission, before + 1);
-    gw.shutdown().await;
-}
-
-#[tokio::test]
-async fn a_public_gateway_ip_is_reachable_only_at_its_media_ports() {
-    // Loopback plays a public IP here: not in deny_peers, not in allow_peers. The gateway's own
-    // IP may then be a peer only at the media ports: never its TURN listener (a relay loop) nor
-    // any other service bound on the host.
-    let mut cfg = config();
-    cfg.turn.allow_peers.clear();
-    cfg.turn.deny_peers = vec!["10.0.0.0/8".into()];
-    let gw = Gateway::start(cfg).await.unwrap();
-    let a = gw.turn_addrs().unwrap();
-    let (u, p) = creds("ss_own_host");
-    let mut c = TurnClient::udp(a.udp).await.unwrap();
-    c.allocate(&u, &p).await.expect("allocation");
-    let media = gw.udp_addrs()[0];
-    let other_service = echo_peer_on(&media.ip().to_string()).await;
-    c.create_permission(other_service)
-        .await
-        .expect("a permission for the gateway's IP (media only)");
-    let before = gw.turn().unwrap().stats().dropped_no_permission;
-    c.send_indication(other_service, b"not the SFU")
-        .await
-        .unwrap();
-    c.send_indication(a.udp, b"to the TURN listener itself")
-        .await
-        .unwrap();
-    // A request after the indications: the server handled them by the time it answers.
-    c.refresh(600).await.unwrap();
-    assert_eq!(
-        gw.turn().unwrap().stats().dropped_no_permission,
-        before + 2,
-        "neither the other service nor the TURN listener is reachable"
-    );
-    // A channel to the TURN listener relays nothing either.
-    c.channel_bind(0x4002, a.udp).await.unwrap();
-    c.send_channel(0x4002, b"loop").await.unwrap();
-    c.refresh(600).await.unwrap();
-    assert_eq!(gw.turn().unwrap().stats().dropped_no_permission, before + 3);
-    // Another "public" IP is still a normal peer.
-    let public_peer = echo_peer_on("127.0.0.2").await;
-    c.create_permission(public_peer).await.unwrap();
-    c.send_indication(public_peer, b"hello").await.unwrap();
-    assert_eq!(
-        c.recv_relayed().await.unwrap(),
-        Relayed::Data(public_peer, b"hello".to_vec())
-    );
-    gw.shutdown().await;
-}
-
-#[tokio::test]
-async fn lifetimes_never_outlast_the_credential() {
-    let gw = Gateway::start(config()).await.unwrap();
-    let a = gw.turn_addrs().unwrap();
-    let c = mint_credential(
-        SECRET.as_bytes(),
-        "ss_short",
-        Duration::from_secs(120),
-        SystemTime::now(),
-    );
-    let mut t = TurnClient::udp(a.udp).await.unwrap();
-    t.creds = Some((c.username, c.password));
-    let lifetime_of = |resp: &[u8]| {
-        let m = Message::from_bytes(resp).unwrap();
-        m.attribute::<Lifetime>().unwrap().seconds()
-    };
-    let resp = t
-        .request(ALLOCATE, &|b, _| {
-            b.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-                .unwrap();
-            b.add_attribute(&Lifetime::new(3600)).unwrap();
-        })
-        .await
-        .expect("allocation");
-    let l = lifetime_of(&resp);
-    assert!((1..=120).contains(&l), "Allocate lifetime {l}");
-    let resp = t
-        .request(REFRESH, &|b, _| {
-            b.add_attribute(&Lifetime::new(3600)).unwrap();
-        })
-        .await
-        .expect("refresh");
-    let l = lifetime_of(&resp);
-    assert!((1..=120).contains(&l), "Refresh lifetime {l}");
-    gw.shutdown().await;
-}
-
-#[tokio::test]
-async fn quotas_are_enforced() {
-    let mut cfg = config();
-    cfg.turn.max_allocations_per_identity = 2;
-    cfg.turn.max_permissions_per_allocation = 2;
-    let gw = Gateway::start(cfg).await.unwrap();
-    let a = gw.turn_addrs().unwrap();
-    let (u, p) = creds("ss_quota");
-    let mut keep = Vec::new();
-    for _ in 0..2 {
-        let mut c = TurnClient::udp(a.udp).await.unwrap();
-        c.allocate(&u, &p).await.expect("within quota");
-        keep.push(c);
-    }
-    let mut c = TurnClient::udp(a.udp).await.unwrap();
-    assert_eq!(
-        c.allocate(&u, &p).await,
-        Err(486),
-        "over the per-identity quota"
-    );
-    // Another identity is not affected.
-    let (u2, p2) = creds("ss_other");
-    let mut c2 = TurnClient::udp(a.udp).await.unwrap();
-    c2.allocate(&u2, &p2).await.expect("other identity");
-    // Permissions per allocation are capped (508).
-    for port in [1, 2] {
-        c2.create_permission(SocketAddr::new([127, 0, 0, port].into(), 9))
-            .await
-            .unwrap();
-    }
-    assert_eq!(
-        c2.create_permission("127.0.0.3:9".parse().unwrap()).await,
-        Err(508)
-    );
-    // Freeing one allocation makes room again.
-    keep[0].refresh(0).await.unwrap();
-    c.allocate(&u, &p).await.expect("room again after a delete");
-    assert!(gw.turn().unwrap().stats().refused_quota >= 1);
-    gw.shutdown().await;
-}
-
-#[tokio::test]
-async fn a_full_relay_port_range_is_insufficient_capacity() {
-    // A range of exactly one free port.
-    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = probe.local_addr().unwrap().port();
-    drop(probe);
-    let mut cfg = config();
-    cfg.turn.relay_port_min = port;
-    cfg.turn.relay_port_max = port;
-    let gw = Gateway::start(cfg).await.unwrap();
-    let a = gw.turn_addrs().unwrap();
-    let (u, p) = creds("ss_range");
-    let mut c1 = TurnClient::udp(a.udp).await.unwrap();
-    assert_eq!(c1.allocate(&u, &p).await.unwrap().port(), port);
-    let mut c2 = TurnClient::udp(a.udp).await.unwrap();
-    assert_eq!(c2.allocate(&u, &p).await, Err(508));
-    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -984,7 +497,7 @@ async fn create_session_returns_turn_urls_with_working_credentials() {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    assert!(exp > now && exp <= now + 86400 + 5);
+    assert!(exp > now && exp <= now + 600 + 5, "ten minutes by default");
 
     // The minted credentials allocate on UDP and on TCP.
     let mut c = TurnClient::udp(a.udp).await.unwrap();
@@ -1051,101 +564,6 @@ async fn create_session(gw: &Gateway) -> (String, Vec<switchboard::v1::IceServer
         .unwrap()
         .into_inner();
     (r.session.unwrap().session_id, r.ice_servers)
-}
-
-/// Kills the child process when dropped.
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A real coturn accepts credentials minted by the gateway's function for its secret, and the
-/// client used above allocates and relays through it (the client speaks real TURN).
-#[tokio::test]
-async fn coturn_accepts_credentials_minted_by_the_gateway() {
-    let bin = which("turnserver").expect(
-        "coturn's `turnserver` is required (scripts/test.sh installs the Debian package `coturn`)",
-    );
-    let port = {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        u.local_addr().unwrap().port()
-    };
-    let secret = "coturn-interop-secret";
-    let _child = Child(
-        std::process::Command::new(bin)
-            .args([
-                "-n",
-                "--listening-ip=127.0.0.1",
-                &format!("--listening-port={port}"),
-                "--relay-ip=127.0.0.1",
-                "--min-port=43000",
-                "--max-port=43999",
-                "--use-auth-secret",
-                &format!("--static-auth-secret={secret}"),
-                "--realm=test.local",
-                "--allow-loopback-peers",
-                "--no-cli",
-                "--no-tls",
-                "--no-dtls",
-                "--log-file=stdout",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start turnserver"),
-    );
-    let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-
-    // Wait until it answers Binding.
-    let mut up = false;
-    for _ in 0..100 {
-        let mut b = TurnClient::udp(server).await.unwrap();
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), b.binding()).await {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "coturn did not come up on {server}");
-
-    let c = mint_credential(
-        secret.as_bytes(),
-        "ss_coturn",
-        Duration::from_secs(600),
-        SystemTime::now(),
-    );
-    let mut client = TurnClient::udp(server).await.unwrap();
-    let relayed = client
-        .allocate(&c.username, &c.password)
-        .await
-        .expect("coturn accepts the minted credential");
-    relay_both_ways(&mut client, relayed, "coturn").await;
-
-    // And refuses a wrong one and an expired one.
-    let mut bad = TurnClient::udp(server).await.unwrap();
-    assert_eq!(bad.allocate(&c.username, "d3Jvbmc=").await, Err(401));
-    let old = mint_credential(
-        secret.as_bytes(),
-        "ss_coturn",
-        Duration::from_secs(60),
-        SystemTime::now() - Duration::from_secs(3600),
-    );
-    let mut expired = TurnClient::udp(server).await.unwrap();
-    assert_eq!(
-        expired.allocate(&old.username, &old.password).await,
-        Err(401)
-    );
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| std::path::Path::new(d).join(name))
-        .find(|p| p.is_file())
 }
 
 #[tokio::test]

@@ -1,6 +1,12 @@
 //! Shared support for the black-box tests: start a real gateway on loopback, connect gRPC clients,
 //! and act as a minimal backend that relays signaling between the gateway and str0m test Peers
 //! over real UDP (or ICE-TCP).
+//!
+//! It also holds the one [`test_config`] (the gateway's own tests in `gateway/tests` use it too)
+//! and the waits every test synchronises with: bounded polls of observable state ([`wait_until`]
+//! and the helpers built on it) that fail naming what they waited for. Tests never sleep and
+//! hope; a test that checks that something does *not* happen first waits for a control that
+//! shows it would have happened by then (see the mute and manual-subscription tests).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -14,11 +20,16 @@ use switchboard::v1::room_service_client::RoomServiceClient;
 use switchboard::v1::session_service_client::SessionServiceClient;
 use switchboard_gateway::{Config, Gateway};
 use switchboard_testpeer::{Publish, UdpPeer};
+/// Re-exported so that every test names one builder for each: a call Peer's tracks, a raw STUN
+/// Binding request.
+pub use switchboard_testpeer::{av, stun_binding_request};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-/// A test configuration: loopback, free ports, two Workers.
+/// The one test configuration of the gateway (the integration tests and `gateway/tests` use it):
+/// gRPC, media (UDP and ICE-TCP) and the embedded TURN server on free loopback ports, so parallel
+/// tests never collide; two Workers. Tests change what they test on top of it.
 pub fn test_config() -> Config {
     let mut c = Config::default();
     c.grpc.listen = "127.0.0.1:0".parse().unwrap();
@@ -141,7 +152,7 @@ impl Backend {
             .clone()
             .watch_events(pb::WatchEventsRequest {
                 room_id: room.into(),
-                session_id: String::new(),
+                ..Default::default()
             })
             .await?
             .into_inner();
@@ -170,9 +181,17 @@ impl Backend {
                 let peer = p.lock().unwrap().get(&ev.session_id).cloned();
                 let Some(peer) = peer else { continue };
                 // Like a browser's signaling queue: finish our own offer/answer first.
-                let settle = Instant::now() + Duration::from_secs(5);
-                while peer.with(|p| p.has_pending_offer()) && Instant::now() < settle {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                let settled = wait_until(Duration::from_secs(5), || {
+                    if peer.with(|p| p.has_pending_offer()) {
+                        Err("the Peer's own offer is still unanswered".into())
+                    } else {
+                        Ok(())
+                    }
+                })
+                .await;
+                if let Err(err) = settled {
+                    eprintln!("gateway offer {} left unanswered: {err}", n.offer_id);
+                    continue;
                 }
                 let answer = match peer.with(|p| p.accept_offer(&n.sdp)) {
                     Ok(a) => a,
@@ -345,13 +364,40 @@ pub fn min_frames(peer: &UdpPeer, tracks: &[String]) -> u64 {
     })
 }
 
-pub fn av(label: &'static str) -> Publish {
-    Publish {
-        audio: true,
-        video: true,
-        data_label: Some(label),
-        simulcast: false,
-    }
+/// Frames `peer` received of each of `tracks`, in order (0 for a Track it has not seen).
+pub fn frames_per_track(peer: &UdpPeer, tracks: &[String]) -> Vec<u64> {
+    peer.with(|p| {
+        tracks
+            .iter()
+            .map(|t| p.stats.tracks.get(t).map_or(0, |s| s.frames))
+            .collect()
+    })
+}
+
+/// Waits (up to 10 s) until `to` has received `more` frames of every Track Session `from`
+/// publishes beyond what it had when called; `what` names what the flow shows (e.g. "after the
+/// renegotiation").
+pub async fn frames_flow(
+    backend: &Backend,
+    from: &str,
+    to: &UdpPeer,
+    more: u64,
+    what: &str,
+) -> anyhow::Result<()> {
+    let tracks = backend.tracks_of(from);
+    anyhow::ensure!(!tracks.is_empty(), "{from} publishes no Track ({what})");
+    let start = frames_per_track(to, &tracks);
+    wait_until(Duration::from_secs(10), || {
+        let now = frames_per_track(to, &tracks);
+        if now.iter().zip(&start).all(|(n, s)| *n >= s + more) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what}: frames of {from} from {start:?} to {now:?}"
+            ))
+        }
+    })
+    .await
 }
 
 /// Waits (up to 15 s) until both Peers receive both Tracks (audio and video) of the other, at
@@ -386,21 +432,16 @@ pub async fn media_keeps_flowing(
     (sb, b): (&str, &UdpPeer),
     what: &str,
 ) -> anyhow::Result<()> {
-    let (ta, tb) = (backend.tracks_of(sa), backend.tracks_of(sb));
-    let (fa, fb) = (min_frames(b, &ta), min_frames(a, &tb));
-    wait_until(Duration::from_secs(10), || {
-        let (na, nb) = (min_frames(b, &ta), min_frames(a, &tb));
-        if na >= fa + 20 && nb >= fb + 20 {
-            Ok(())
-        } else {
-            Err(format!("frames {what}: {} and {}", na - fa, nb - fb))
-        }
-    })
-    .await
+    tokio::try_join!(
+        frames_flow(backend, sa, b, 20, what),
+        frames_flow(backend, sb, a, 20, what)
+    )?;
+    Ok(())
 }
 
-/// Waits (up to 5 s) for both Peers' data channels to open, then sends `from_a` from `a` and
-/// `from_b` from `b`, and waits until each received exactly the other's message.
+/// Waits (up to 5 s) for both Peers' data channels to open (see [`channels_open`]), then sends
+/// `from_a` from `a` and `from_b` from `b`, and waits until each received exactly the other's
+/// message.
 pub async fn data_both_ways(
     a: &UdpPeer,
     b: &UdpPeer,
@@ -415,8 +456,8 @@ pub async fn data_both_ways(
         }
     })
     .await?;
-    // The gateway's side of a channel opens when the Peer's DCEP arrives; give it a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No pause needed: a Peer's channel counts as open on the gateway's DCEP ACK, which the
+    // gateway sends only once its own end is open (see [`channels_open`]).
     anyhow::ensure!(a.with(|p| p.send_data(from_a)), "a could not send");
     anyhow::ensure!(b.with(|p| p.send_data(from_b)), "b could not send");
     wait_until(Duration::from_secs(5), || {
@@ -428,6 +469,61 @@ pub async fn data_both_ways(
             Ok(())
         } else {
             Err(format!("a got {ma:?}, b got {mb:?}"))
+        }
+    })
+    .await
+}
+
+/// Waits (up to 10 s) until every Peer has every channel in `labels` open. A channel a Peer opens
+/// counts as open when the gateway's DCEP ACK arrives, and the gateway's end is open before that
+/// ACK leaves it (str0m queues the ACK and reports the open in the same poll; the core records
+/// the channel before the Worker sends anything): from then on the gateway delivers messages on
+/// it both ways, so no pause is needed after this.
+pub async fn channels_open(peers: &[&UdpPeer], labels: &[&str]) -> anyhow::Result<()> {
+    wait_until(Duration::from_secs(10), || {
+        for (i, p) in peers.iter().enumerate() {
+            for l in labels {
+                if !p.with(|c| c.has_channel(l)) {
+                    return Err(format!("peer {i}: channel {l} not open"));
+                }
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Waits (up to 10 s) until `peer` (named `who` in the failure) is connected: ICE, DTLS and SRTP up.
+pub async fn connected(peer: &UdpPeer, who: &str) -> anyhow::Result<()> {
+    wait_until(Duration::from_secs(10), || {
+        if peer.with(|p| p.stats.connected) {
+            Ok(())
+        } else {
+            Err(format!("{who} not connected"))
+        }
+    })
+    .await
+}
+
+/// Waits (up to `timeout`) until Session `session` was reported Disconnected and then closed with
+/// `DISCONNECT_TIMEOUT`.
+pub async fn disconnected_then_closed(
+    backend: &Backend,
+    session: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    wait_until(timeout, || {
+        let kinds = backend.events_of(session);
+        let disconnected = kinds
+            .iter()
+            .position(|k| matches!(k, pb::event::Kind::SessionDisconnected(_)));
+        let closed = kinds.iter().position(|k| {
+            matches!(k, pb::event::Kind::SessionClosed(c)
+                if c.reason == pb::SessionCloseReason::DisconnectTimeout as i32)
+        });
+        match (disconnected, closed) {
+            (Some(d), Some(c)) if d < c => Ok(()),
+            other => Err(format!("{session} disconnected/closed at events {other:?}")),
         }
     })
     .await

@@ -1,7 +1,6 @@
 //! Data channels over the real gateway: Peer to Room, Peer to Peer (directed), backend to Peers
 //! (`SendData`) and Peers to backend (`DataReceived`), over gRPC and UDP.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard::v1 as pb;
@@ -23,23 +22,6 @@ fn direct() -> ChannelConfig {
     }
 }
 
-async fn channels_open(peers: &[&Arc<UdpPeer>], labels: &[&str]) -> anyhow::Result<()> {
-    wait_until(Duration::from_secs(10), || {
-        for p in peers {
-            for l in labels {
-                if !p.with(|c| c.has_channel(l)) {
-                    return Err(format!("{l} not open"));
-                }
-            }
-        }
-        Ok(())
-    })
-    .await?;
-    // The gateway's end of each channel opens when the Peer's DCEP message arrives.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_between_peers_and_the_backend() -> anyhow::Result<()> {
     let gw = start(test_config()).await?;
@@ -59,7 +41,11 @@ async fn data_between_peers_and_the_backend() -> anyhow::Result<()> {
     let (sa, a) = backend.join_with("alice", publish, &chans).await?;
     let (sb, b) = backend.join_with("bob", publish, &chans).await?;
     let (sc, c) = backend.join_with("carol", publish, &chans).await?;
-    channels_open(&[&a, &b, &c], &["chat", "captions", "sb.direct"]).await?;
+    channels_open(
+        &[a.as_ref(), b.as_ref(), c.as_ref()],
+        &["chat", "captions", "sb.direct"],
+    )
+    .await?;
 
     // Peer to Room.
     assert!(a.with(|p| p.send_on("chat", false, b"hi all")));

@@ -177,7 +177,7 @@ async fn watch_events_filters_by_room_and_by_session() -> anyhow::Result<()> {
         .clone()
         .watch_events(pb::WatchEventsRequest {
             room_id: "b".into(),
-            session_id: String::new(),
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -199,8 +199,8 @@ async fn watch_events_filters_by_room_and_by_session() -> anyhow::Result<()> {
         .events
         .clone()
         .watch_events(pb::WatchEventsRequest {
-            room_id: String::new(),
             session_id: sb.clone(),
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -289,7 +289,24 @@ async fn health_and_reflection_are_served() -> anyhow::Result<()> {
         .server_reflection_info(tokio_stream::once(req))
         .await?
         .into_inner();
-    assert!(resp.message().await?.is_some(), "v1alpha answers");
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as AlphaResponse;
+    let msg = resp.message().await?.expect("one v1alpha response");
+    let Some(AlphaResponse::ListServicesResponse(list)) = msg.message_response else {
+        anyhow::bail!("unexpected v1alpha reflection response {msg:?}");
+    };
+    // Each version lists itself; everything else is the same.
+    let without_reflection = |names: Vec<String>| -> Vec<String> {
+        names
+            .into_iter()
+            .filter(|n| !n.starts_with("grpc.reflection."))
+            .collect()
+    };
+    let alpha_names = list.service.into_iter().map(|s| s.name).collect();
+    assert_eq!(
+        without_reflection(alpha_names),
+        without_reflection(names),
+        "v1alpha lists what v1 lists"
+    );
     gw.shutdown().await;
     Ok(())
 }

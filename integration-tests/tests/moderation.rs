@@ -9,17 +9,9 @@ use switchboard_integration_tests::*;
 async fn mute_a_track_and_remove_a_participant() -> anyhow::Result<()> {
     let gw = start(test_config()).await?;
     let backend = Backend::new(Clients::connect(&gw, None).await?, "mod").await?;
-    let (sa, _a) = backend.join("alice", av("chat")).await?;
-    let (_sb, b) = backend.join("bob", av("chat")).await?;
-    wait_until(Duration::from_secs(10), || {
-        let f = min_frames(&b, &backend.tracks_of(&sa));
-        if f >= 10 {
-            Ok(())
-        } else {
-            Err(format!("{f} frames"))
-        }
-    })
-    .await?;
+    let (sa, a) = backend.join("alice", av("chat")).await?;
+    let (sb, b) = backend.join("bob", av("chat")).await?;
+    media_both_ways(&backend, (&sa, &a), (&sb, &b), 10).await?;
     let tracks = backend.tracks_of(&sa);
     let mut rooms = backend.clients.rooms.clone();
     for t in &tracks {
@@ -31,14 +23,6 @@ async fn mute_a_track_and_remove_a_participant() -> anyhow::Result<()> {
             })
             .await?;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = min_frames(&b, &tracks);
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(
-        min_frames(&b, &tracks),
-        before,
-        "muted tracks are not forwarded"
-    );
     wait_until(Duration::from_secs(5), || {
         let n = backend
             .events_of(&sa)
@@ -52,6 +36,17 @@ async fn mute_a_track_and_remove_a_participant() -> anyhow::Result<()> {
         }
     })
     .await?;
+    // Bob's Tracks go on to Alice through the same Worker: once 20 more frames of each have
+    // arrived, whatever of Alice's was on its way before the mute has arrived too. From then on,
+    // while 20 more of Bob's frames reach Alice, not one of Alice's reaches Bob.
+    frames_flow(&backend, &sb, &a, 20, "bob to alice, draining").await?;
+    let before = frames_per_track(&b, &tracks);
+    frames_flow(&backend, &sb, &a, 20, "bob to alice, while alice is muted").await?;
+    assert_eq!(
+        frames_per_track(&b, &tracks),
+        before,
+        "muted tracks are not forwarded"
+    );
 
     let e = rooms
         .mute_track(pb::MuteTrackRequest {

@@ -38,14 +38,26 @@ async fn subscribe_and_choose_simulcast_layers_over_grpc() -> anyhow::Result<()>
     })
     .await?;
     let track = backend.tracks_of(&sa)[0].clone();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Carol subscribes automatically: once she has received Alice's video, the gateway has been
+    // forwarding it, and Bob, subscribed to nothing, has had every chance to get it too.
+    let (sc, c) = backend.join("carol", Publish::default()).await?;
+    wait_until(Duration::from_secs(10), || {
+        match frames_per_track(&c, std::slice::from_ref(&track))[..] {
+            [n] if n >= 10 => Ok(()),
+            ref f => Err(format!("carol got {f:?} frames")),
+        }
+    })
+    .await?;
     assert_eq!(
-        last_size(&b, &track).1,
-        0,
-        "manual subscription: nothing yet"
+        frames_per_track(&b, std::slice::from_ref(&track)),
+        [0],
+        "manual subscription: nothing before Subscribe"
     );
-
     let mut sessions = backend.clients.sessions.clone();
+    sessions
+        .close_session(pb::CloseSessionRequest { session_id: sc })
+        .await?;
+
     sessions
         .subscribe(pb::SubscribeRequest {
             session_id: sb.clone(),

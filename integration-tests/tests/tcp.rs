@@ -1,8 +1,10 @@
 //! ICE over TCP through the real gateway: str0m Peers whose only candidate is an active TCP one
 //! reach a Worker's passive TCP listener (RFC 6544, RFC 4571 framing) and call UDP Peers; the
-//! listener's limits (connections, idle time, framing) close only the offending connection.
+//! listener's limits (connections in total and per source, the first-check deadline, idle time,
+//! framing) close only the offending connection.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard::v1 as pb;
@@ -10,6 +12,20 @@ use switchboard_gateway::Config;
 use switchboard_integration_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+type Joined = (String, Arc<switchboard_testpeer::UdpPeer>);
+
+/// A call in a new Room named `room`: Alice over ICE-TCP, Bob over UDP, media flowing both ways.
+async fn tcp_call(
+    gw: &switchboard_gateway::Gateway,
+    room: &str,
+) -> anyhow::Result<(Backend, Joined, Joined)> {
+    let backend = Backend::new(Clients::connect(gw, None).await?, room).await?;
+    let (sa, a) = backend.join_tcp("alice", av("chat")).await?;
+    let (sb, b) = backend.join("bob", av("chat")).await?;
+    media_both_ways(&backend, (&sa, &a), (&sb, &b), 10).await?;
+    Ok((backend, (sa, a), (sb, b)))
+}
 
 /// One Worker (so every connection counts against the same limit), ICE-TCP on a free port.
 fn tcp_config(max_connections: usize, idle_secs: u64) -> Config {
@@ -107,15 +123,14 @@ async fn a_connection_that_never_sends_a_check_is_closed_after_the_idle_timeout(
 -> anyhow::Result<()> {
     let gw = start(tcp_config(16, 2)).await?;
     let tcp_addr: SocketAddr = gw.tcp_addrs()[0];
-    let backend = Backend::new(Clients::connect(&gw, None).await?, "tcp-idle").await?;
-    let (sa, a) = backend.join_tcp("alice", av("chat")).await?;
-    let (sb, b) = backend.join("bob", av("chat")).await?;
-    media_both_ways(&backend, (&sa, &a), (&sb, &b), 10).await?;
+    let (backend, (sa, a), (sb, b)) = tcp_call(&gw, "tcp-idle").await?;
 
     let mut silent = TcpStream::connect(tcp_addr).await?;
     // Framed, well-formed STUN for nobody's ufrag: routed nowhere, so it does not count as life.
     let mut stray = TcpStream::connect(tcp_addr).await?;
-    stray.write_all(&framed(&stun_binding(b"nobody:x"))).await?;
+    stray
+        .write_all(&framed(&stun_binding_request(b"nobody:x")))
+        .await?;
     // Not closed before the timeout (half of it is well before; a coarse bound, not a speed test).
     still_open(&mut silent, Duration::from_millis(800)).await;
     closed_by_gateway(&mut silent, Duration::from_secs(15)).await?;
@@ -147,10 +162,7 @@ async fn a_connection_that_never_sends_a_check_is_closed_after_the_idle_timeout(
 async fn garbage_framing_closes_only_that_connection() -> anyhow::Result<()> {
     let gw = start(tcp_config(16, 60)).await?;
     let tcp_addr: SocketAddr = gw.tcp_addrs()[0];
-    let backend = Backend::new(Clients::connect(&gw, None).await?, "tcp-garbage").await?;
-    let (sa, a) = backend.join_tcp("alice", av("chat")).await?;
-    let (sb, b) = backend.join("bob", av("chat")).await?;
-    media_both_ways(&backend, (&sa, &a), (&sb, &b), 10).await?;
+    let (backend, (sa, a), (sb, b)) = tcp_call(&gw, "tcp-garbage").await?;
 
     // A length far above tcp_max_frame_bytes (what an HTTP request looks like as RFC 4571).
     let mut oversize = TcpStream::connect(tcp_addr).await?;
@@ -201,26 +213,9 @@ async fn a_tcp_peer_that_hangs_up_is_disconnected_then_closed_after_the_grace_pe
     let mut c = tcp_config(16, 60);
     c.sessions.disconnect_grace_secs = 1;
     let gw = start(c).await?;
-    let backend = Backend::new(Clients::connect(&gw, None).await?, "tcp-gone").await?;
-    let (sa, a) = backend.join_tcp("alice", av("chat")).await?;
-    let (sb, b) = backend.join("bob", av("chat")).await?;
-    media_both_ways(&backend, (&sa, &a), (&sb, &b), 10).await?;
+    let (backend, (sa, a), (sb, _)) = tcp_call(&gw, "tcp-gone").await?;
     a.stop();
-    wait_until(Duration::from_secs(20), || {
-        let kinds = backend.events_of(&sa);
-        let disc = kinds
-            .iter()
-            .position(|k| matches!(k, pb::event::Kind::SessionDisconnected(_)));
-        let closed = kinds.iter().position(|k| {
-            matches!(k, pb::event::Kind::SessionClosed(c)
-                if c.reason == pb::SessionCloseReason::DisconnectTimeout as i32)
-        });
-        match (disc, closed) {
-            (Some(d), Some(c)) if d < c => Ok(()),
-            other => Err(format!("disconnected/closed at {other:?}")),
-        }
-    })
-    .await?;
+    disconnected_then_closed(&backend, &sa, Duration::from_secs(20)).await?;
     // Bob is unaffected.
     assert!(
         !backend
@@ -261,25 +256,70 @@ async fn with_tcp_disabled_there_is_no_listener() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A TCP connection to `to` from the loopback address `from` (another host, as far as the
+/// gateway can tell).
+async fn connect_from(from: &str, to: SocketAddr) -> anyhow::Result<TcpStream> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.bind(SocketAddr::new(from.parse()?, 0))?;
+    Ok(s.connect(to).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_filling_its_quota_does_not_lock_out_another() -> anyhow::Result<()> {
+    // Eight slots, four per source; neither the idle timeout nor the first-check deadline frees
+    // a slot during the test, so only the per-source limit can let Alice in.
+    let mut c = tcp_config(8, 60);
+    c.media.tcp_max_connections_per_ip = 4;
+    c.media.tcp_first_check_timeout_secs = 60;
+    let gw = start(c).await?;
+    let tcp_addr: SocketAddr = gw.tcp_addrs()[0];
+    // One host opens as many connections as the Worker takes in total.
+    let mut hogs = Vec::new();
+    for _ in 0..8 {
+        hogs.push(connect_from("127.0.0.2", tcp_addr).await?);
+    }
+    for h in &mut hogs[4..] {
+        closed_by_gateway(h, Duration::from_secs(10)).await?;
+    }
+    still_open(&mut hogs[0], Duration::from_millis(300)).await;
+
+    // A Peer on another address still connects, its checks for its live Session are answered,
+    // and the call works.
+    let (_, (_, a), _) = tcp_call(&gw, "tcp-per-source").await?;
+    assert_eq!(a.tcp_stats().unwrap().connections, 1);
+    gw.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_without_a_valid_check_is_closed_at_the_first_check_deadline()
+-> anyhow::Result<()> {
+    // The idle timeout is a minute: any close seen here is the one-second first-check deadline.
+    let mut c = tcp_config(16, 60);
+    c.media.tcp_first_check_timeout_secs = 1;
+    let gw = start(c).await?;
+    let tcp_addr: SocketAddr = gw.tcp_addrs()[0];
+    let (backend, (sa, a), (sb, b)) = tcp_call(&gw, "tcp-first-check").await?;
+
+    let mut silent = TcpStream::connect(tcp_addr).await?;
+    // Well-formed STUN for nobody's ufrag: no Session accepts it, so it is no valid check.
+    let mut stray = TcpStream::connect(tcp_addr).await?;
+    stray
+        .write_all(&framed(&stun_binding_request(b"nobody:x")))
+        .await?;
+    closed_by_gateway(&mut silent, Duration::from_secs(10)).await?;
+    closed_by_gateway(&mut stray, Duration::from_secs(10)).await?;
+
+    // Alice's connection passed its first check long ago: it stays, and media flows on it.
+    media_keeps_flowing(&backend, (&sa, &a), (&sb, &b), "after the deadline").await?;
+    assert_eq!(a.tcp_stats().unwrap().connections, 1);
+    gw.shutdown().await;
+    Ok(())
+}
+
 /// One RFC 4571 frame.
 fn framed(msg: &[u8]) -> Vec<u8> {
     let mut f = (msg.len() as u16).to_be_bytes().to_vec();
     f.extend_from_slice(msg);
     f
-}
-
-/// A STUN binding request with only a USERNAME attribute (no integrity: nobody accepts it).
-fn stun_binding(user: &[u8]) -> Vec<u8> {
-    let mut attr = vec![0x00, 0x06];
-    attr.extend_from_slice(&(user.len() as u16).to_be_bytes());
-    attr.extend_from_slice(user);
-    while attr.len() % 4 != 0 {
-        attr.push(0);
-    }
-    let mut m = vec![0x00, 0x01];
-    m.extend_from_slice(&(attr.len() as u16).to_be_bytes());
-    m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
-    m.extend_from_slice(&[7; 12]);
-    m.extend_from_slice(&attr);
-    m
 }

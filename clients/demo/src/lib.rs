@@ -8,14 +8,21 @@
 //! closes the Session. It holds no media and knows nothing of the gateway's internals.
 //!
 //! WebSocket messages are JSON objects with a `type`; see [`ClientMsg`] and [`ServerMsg`].
+//!
+//! Access: the demo creates Rooms and Sessions with the gateway's API key, so anyone who reaches
+//! it can. [`serve`] refuses a listener that is not a loopback address unless an access token is
+//! given; with a token, the page must be opened once as `/?token=<token>` (which sets an HttpOnly,
+//! SameSite=Strict cookie) and the WebSocket needs that cookie (or `?token=`), and a WebSocket
+//! from another origin is refused.
 
 use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -155,14 +162,40 @@ struct AppState {
     events: EventServiceClient<Svc>,
 }
 
+/// Why the demo cannot serve.
+#[derive(Debug)]
+pub struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// The cookie that carries the access token after `/?token=`.
+const COOKIE: &str = "switchboard_demo_token";
+
 /// Serves the demo on `listener`, talking to the gateway at `grpc_url` (e.g.
-/// `http://127.0.0.1:50051`) with an optional API key. Runs until `shutdown` resolves.
+/// `http://127.0.0.1:50051`) with an optional API key. Browsers must present `access_token` when
+/// one is given; a listener that is not a loopback address is refused without one. Runs until
+/// `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     grpc_url: String,
     api_key: Option<String>,
+    access_token: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let access_token = access_token.filter(|t| !t.is_empty());
+    let local = listener.local_addr()?;
+    if access_token.is_none() && !local.ip().is_loopback() {
+        return Err(Box::new(Refused(format!(
+            "the demo can create Rooms: it listens on {local}, which is not a loopback address, \
+             so it needs an access token (demo.access_token)"
+        ))));
+    }
     let channel = Channel::from_shared(grpc_url)?.connect_lazy();
     let auth = Auth(api_key);
     let state = AppState {
@@ -170,7 +203,7 @@ pub async fn serve(
         sessions: SessionServiceClient::with_interceptor(channel.clone(), auth.clone()),
         events: EventServiceClient::with_interceptor(channel, auth),
     };
-    let app = Router::new()
+    let guarded = Router::new()
         .route(
             "/",
             get(|| async {
@@ -180,6 +213,12 @@ pub async fn serve(
                 )
             }),
         )
+        .route("/ws", get(ws))
+        .with_state(state)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            guard(access_token.clone(), req, next)
+        }));
+    let app = Router::new()
         .route(
             "/demo.js",
             get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], DEMO_JS) }),
@@ -188,16 +227,74 @@ pub async fn serve(
             "/switchboard.js",
             get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], CLIENT_JS) }),
         )
-        .route(
-            "/favicon.ico",
-            get(|| async { axum::http::StatusCode::NO_CONTENT }),
-        )
-        .route("/ws", get(ws))
-        .with_state(state);
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .merge(guarded);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+/// Lets a request to the page or the WebSocket through when no token is configured, or when it
+/// carries the token (`?token=` or the cookie); a WebSocket must come from the demo's own origin.
+async fn guard(token: Option<String>, req: Request, next: Next) -> Response {
+    if !same_origin(req.headers()) {
+        return (StatusCode::FORBIDDEN, "cross-origin request refused").into_response();
+    }
+    let Some(token) = token else {
+        return next.run(req).await;
+    };
+    let from_query = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+            .map(str::to_string)
+    });
+    let from_cookie = req
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix(&format!("{COOKIE}="))
+                .map(str::to_string)
+        });
+    let given = from_query.clone().or(from_cookie);
+    if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "this demo needs its access token: open /?token=<demo.access_token>",
+        )
+            .into_response();
+    }
+    let mut resp = next.run(req).await;
+    if from_query.is_some()
+        && let Ok(v) = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/").parse()
+    {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// A request without `Origin` (not from a browser page) or whose `Origin` names the host it was
+/// sent to.
+fn same_origin(h: &HeaderMap) -> bool {
+    let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    origin_host.is_some() && origin_host == host
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Binds `addr` and returns the listener and its address (for printing the URL).
@@ -242,7 +339,7 @@ async fn relay(
         .events
         .watch_events(pb::WatchEventsRequest {
             room_id: room.clone(),
-            session_id: String::new(),
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -27,6 +27,17 @@ pub struct Publish {
     pub simulcast: bool,
 }
 
+/// What a Peer in a typical call publishes: audio, video (no simulcast) and a data channel
+/// labelled `label`.
+pub fn av(label: &'static str) -> Publish {
+    Publish {
+        audio: true,
+        video: true,
+        data_label: Some(label),
+        simulcast: false,
+    }
+}
+
 /// Simulcast layers sent with [`Publish::simulcast`] and their frame sizes, lowest first.
 pub const SIMULCAST_FRAME_BYTES: [(&str, usize); 3] = [("q", 400), ("h", 1200), ("f", 3000)];
 

@@ -9,12 +9,14 @@
 //! gateway's renegotiation offers, and it counts what it receives per Track id.
 
 mod core;
+mod stun;
 mod tcp;
 mod udp;
 
 pub use crate::core::{
-    Codecs, PeerCore, PeerStats, Publish, Received, SIMULCAST_FRAME_BYTES, TrackStats,
+    Codecs, PeerCore, PeerStats, Publish, Received, SIMULCAST_FRAME_BYTES, TrackStats, av,
 };
+pub use crate::stun::stun_binding_request;
 pub use crate::udp::{TcpStats, UdpPeer};
 pub use str0m::channel::{ChannelConfig, Reliability};
 pub use str0m::format::Codec;

@@ -8,7 +8,8 @@
 //! - Bytes from a Peer never panic and never produce an error; they are dropped and counted.
 //!
 //! # Driving loop
-//! 1. Feed one input: a control call (`create_room`, `apply_offer`, …), [`Sfu::handle_datagram`]
+//! 1. Feed one input: a backend operation ([`Sfu::handle_command`] with a [`Command`]; each
+//!    operation is also a method, `create_room`, `apply_offer`, …), [`Sfu::handle_datagram`]
 //!    (a UDP datagram or a TCP frame, tagged with its [`Transport`]), [`Sfu::handle_tcp_closed`]
 //!    or [`Sfu::handle_timeout`].
 //! 2. Call [`Sfu::poll_output`] until it returns [`Output::Timeout`]: send each
@@ -17,12 +18,14 @@
 
 #![warn(missing_docs)]
 
+mod command;
 mod demux;
 mod error;
 mod ids;
 mod model;
 mod sfu;
 
+pub use command::{COMMAND_KINDS, Command, CommandCounts, DataMessage, IceCandidate, Reply};
 pub use demux::stun_local_ufrag;
 pub use error::CoreError;
 pub use ids::{IdError, MAX_ID_LEN, ParticipantId, RoomId, SessionId, TrackId};

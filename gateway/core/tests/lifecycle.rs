@@ -112,7 +112,7 @@ fn glare_the_gateway_yields_and_reoffers_its_changes() {
         "the gateway offers bob's tracks to alice",
         |n| !n.peers[a].offers.is_empty(),
     );
-    let (stale_offer, _) = net.peers[a].offers.remove(0);
+    let (stale_offer, stale_sdp) = net.peers[a].offers.remove(0);
 
     // Alice renegotiates at the same moment: both sides have an offer out.
     let a_session = net.peers[a].session.clone();
@@ -120,15 +120,16 @@ fn glare_the_gateway_yields_and_reoffers_its_changes() {
     let answer = net.sfu.apply_offer(net.now, &a_session, &offer).unwrap();
     net.peers[a].core.accept_answer(&answer).unwrap();
     net.pump();
-    // The gateway dropped its offer: answering it now is refused.
+    // The gateway dropped its offer: a well-formed answer to it (from a bystander, so Alice's
+    // state is untouched) is refused because no offer is outstanding, nothing else.
+    let bystander = switchboard_testpeer::PeerCore::new(net.now, "10.9.9.9:5000".parse().unwrap())
+        .accept_offer(&stale_sdp)
+        .unwrap();
     let err = net
         .sfu
-        .apply_answer(net.now, &a_session, "v=0\r\n", Some(stale_offer))
+        .apply_answer(net.now, &a_session, &bystander, Some(stale_offer))
         .unwrap_err();
-    assert!(
-        matches!(err, CoreError::InvalidArgument { field: "sdp", .. }),
-        "{err}"
-    );
+    assert!(matches!(err, CoreError::WrongState { .. }), "{err}");
     net.run_until(Duration::from_secs(2), "a fresh gateway offer", |n| {
         !n.peers[a].offers.is_empty()
     });

@@ -326,6 +326,7 @@ impl ToProto<pb::Event> for &GatewayEvent {
             }
         };
         pb::Event {
+            boot_id: e.boot_id.to_string(),
             sequence: e.sequence,
             time: Some(timestamp(e.time)),
             room_id,

@@ -1,8 +1,11 @@
-//! The edge: the only module that knows protobuf and gRPC. It builds the tonic router (the four
-//! `switchboard.v1` services behind bearer-key auth, plus health and reflection) over a
-//! [`GatewayHandle`]. It never touches a socket or an `Rtc`.
+//! The edge: the only module that knows protobuf and gRPC. It builds the tonic server (the four
+//! `switchboard.v1` services behind bearer-key auth, health, and reflection as configured) over a
+//! [`GatewayHandle`], on the listener it is given: `TCP_NODELAY` on every accepted connection,
+//! optional TLS, and undecodable requests answered `INVALID_ARGUMENT`. It never touches a Worker
+//! socket or an `Rtc`.
 
 mod convert;
+mod event_stream;
 mod service;
 mod status;
 
@@ -15,7 +18,11 @@ use switchboard::v1::session_service_server::SessionServiceServer;
 use tonic::service::Routes;
 use tonic::{Request, Status};
 
+use crate::config::GrpcConfig;
 use crate::handle::GatewayHandle;
+
+mod edge;
+pub(crate) use edge::{DecodeErrors, incoming};
 
 /// Checks `authorization: Bearer <key>` when a key is configured.
 #[derive(Clone)]
@@ -61,27 +68,79 @@ pub(crate) struct Server {
     health: tonic_health::server::HealthReporter,
 }
 
-/// Serves the API on `listener` until `stop` is cancelled.
+/// Why the gRPC server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The reflection descriptors did not build.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The TLS certificate or key could not be read or used.
+    #[error("gRPC TLS ({path}): {reason}")]
+    Tls {
+        /// The file or key concerned.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Serves the API on `listener` until `stop` is cancelled, as `grpc` says (API key, reflection,
+/// TLS); each event stream buffers up to `event_buffer` events.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     handle: GatewayHandle,
-    auth: Auth,
+    grpc: &GrpcConfig,
     event_buffer: usize,
     stop: tokio_util::sync::CancellationToken,
     cluster: Option<crate::cluster::Cluster>,
-) -> Result<Server, tonic_reflection::server::Error> {
-    let (routes, health) = routes(handle, auth, event_buffer, cluster).await?;
+) -> Result<Server, ServeError> {
+    let auth = Auth::new(&grpc.api_key);
+    let reflection = Reflection::from_config(grpc);
+    let (routes, health) = routes(handle, auth, reflection, event_buffer, cluster).await?;
+    let mut builder = tonic::transport::Server::builder();
+    if let (Some(cert), Some(key)) = (&grpc.tls_cert, &grpc.tls_key) {
+        builder = builder
+            .tls_config(edge::tls_config(
+                cert,
+                key,
+                std::time::Duration::from_secs(grpc.tls_handshake_timeout_secs),
+            )?)
+            .map_err(|e| ServeError::Tls {
+                path: cert.display().to_string(),
+                reason: e.to_string(),
+            })?;
+    }
+    let svc = DecodeErrors::new(routes.prepare());
     let task = tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let res = tonic::transport::Server::builder()
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+        let res = builder
+            .serve_with_incoming_shutdown(svc, incoming(listener), stop.cancelled_owned())
             .await;
         if let Err(e) = res {
             tracing::error!(error = %e, "gRPC server failed");
         }
     });
     Ok(Server { task, health })
+}
+
+/// Whether and to whom reflection is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reflection {
+    /// Not served.
+    Off,
+    /// Served behind the API key (open when no key is set).
+    WithKey,
+    /// Served to anyone.
+    Public,
+}
+
+impl Reflection {
+    pub(crate) fn from_config(g: &GrpcConfig) -> Self {
+        match (g.reflection, g.reflection_public) {
+            (false, _) => Self::Off,
+            (true, false) => Self::WithKey,
+            (true, true) => Self::Public,
+        }
+    }
 }
 
 impl Server {
@@ -109,10 +168,12 @@ impl Server {
     }
 }
 
-/// Builds the routes: control services (authenticated), health and reflection (open).
+/// Builds the routes: control services (authenticated), health (open) and reflection (as
+/// `reflection` says).
 async fn routes(
     handle: GatewayHandle,
     auth: Auth,
+    reflection: Reflection,
     event_buffer: usize,
     cluster: Option<crate::cluster::Cluster>,
 ) -> Result<(Routes, tonic_health::server::HealthReporter), tonic_reflection::server::Error> {
@@ -130,14 +191,29 @@ async fn routes(
     health
         .set_serving::<DataServiceServer<ControlService>>()
         .await;
-    let reflection = || {
+    let builder = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(switchboard::v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let routes = Routes::new(health_svc)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?);
+    let mut routes = Routes::new(health_svc);
+    // Reflection behind the key unless public: an open key-less listener stays open either way.
+    let reflection_auth = match reflection {
+        Reflection::Public => Auth::new(""),
+        _ => auth.clone(),
+    };
+    if reflection != Reflection::Off {
+        let (r1, r2) = (reflection_auth.clone(), reflection_auth);
+        routes = routes
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                builder().build_v1()?,
+                move |r| r1.check(r),
+            ))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                builder().build_v1alpha()?,
+                move |r| r2.check(r),
+            ));
+    }
     // Cluster mode: the same services, routed to each Room's owner node (see `cluster`).
     if let Some(c) = cluster {
         return Ok((c.routes(routes, svc, &auth, event_buffer), health));

@@ -12,9 +12,10 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{FromProto, ToProto, room_id, session_id, track_ids};
-use super::status::{events_lost, events_unread, invalid};
-use crate::events::{EventBody, EventFilter, EventStreamError};
-use crate::handle::{Candidate, DataMessage, GatewayHandle};
+use super::event_stream::{self, StreamLimits};
+use super::status::{events_not_kept, invalid};
+use crate::events::{BootId, EventFilter};
+use crate::handle::{DataMessage, GatewayError, GatewayHandle, IceCandidate};
 
 /// Implements every `switchboard.v1` service over one [`GatewayHandle`].
 #[derive(Clone)]
@@ -182,22 +183,8 @@ impl SessionService for ControlService {
     ) -> Result<Response<pb::AddIceCandidateResponse>, Status> {
         let r = req.into_inner();
         let id = session_id("session_id", &r.session_id)?;
-        let c = match (r.end_of_candidates, r.candidate.is_empty()) {
-            (true, true) => Candidate::End,
-            (true, false) => {
-                return Err(invalid(
-                    "candidate",
-                    "must be empty when end_of_candidates is set",
-                ));
-            }
-            (false, true) => {
-                return Err(invalid(
-                    "candidate",
-                    "must not be empty unless end_of_candidates is set",
-                ));
-            }
-            (false, false) => Candidate::Line(r.candidate),
-        };
+        let c = IceCandidate::from_parts(r.candidate, r.end_of_candidates)
+            .map_err(GatewayError::from)?;
         self.handle.add_ice_candidate(id, c).await?;
         Ok(Response::new(pb::AddIceCandidateResponse {}))
     }
@@ -300,32 +287,29 @@ impl EventService for ControlService {
             },
         };
         // Subscribe before answering, so every event after this call is seen.
-        let mut sub = self.handle.watch_events(filter);
-        let (tx, rx) = tokio::sync::mpsc::channel(self.event_buffer);
-        tokio::spawn(async move {
-            loop {
-                let (item, last) = match sub.next().await {
-                    Ok(ev) => (Ok((&*ev).to_proto()), ev.body == EventBody::Draining),
-                    Err(EventStreamError::Lagged { missed }) => (Err(events_lost(missed)), true),
-                    Err(EventStreamError::Closed) => break,
+        let bus = &self.handle.inner.bus;
+        let sub = match r.after_sequence {
+            None => self.handle.watch_events(filter),
+            Some(after) => {
+                let boot = if r.boot_id.is_empty() {
+                    None
+                } else {
+                    Some(
+                        r.boot_id
+                            .parse::<BootId>()
+                            .ok()
+                            .filter(|_| r.boot_id.len() == 32)
+                            .ok_or_else(|| invalid("boot_id", "not 32 hex digits"))?,
+                    )
                 };
-                // A full per-stream buffer means the backend is not reading: end the stream
-                // rather than hold events without bound.
-                match tx.try_send(item) {
-                    Ok(()) => {}
-                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-                        let _ = tx.send(Err(events_unread())).await;
-                        break;
-                    }
-                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => break,
-                }
-                if last {
-                    break;
-                }
+                bus.subscribe_after(after, boot, filter)
+                    .map_err(|e| events_not_kept(&e))?
             }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        };
+        let limits = StreamLimits {
+            events: self.event_buffer,
+            bytes: bus.limits().stream_bytes,
+        };
+        Ok(Response::new(event_stream::spawn(sub, limits)))
     }
 }

@@ -30,17 +30,28 @@ pub(crate) fn events_lost(missed: u64) -> Status {
     ))
 }
 
-/// The backend did not read its event stream, which filled its buffer.
-pub(crate) fn events_unread() -> Status {
-    Status::data_loss("the backend read events too slowly; reconnect and re-read state")
+/// The backend did not read its event stream, which filled its buffer (`limit` names which).
+pub(crate) fn events_unread(limit: &str) -> Status {
+    Status::data_loss(format!(
+        "the backend read events too slowly ({limit} reached); reconnect with after_sequence \
+         or re-read state"
+    ))
+}
+
+/// `WatchEventsRequest.after_sequence` cannot be resumed (the message names the oldest available).
+pub(crate) fn events_not_kept(e: &crate::events::ResumeError) -> Status {
+    Status::out_of_range(e.to_string())
 }
 
 impl From<GatewayError> for Status {
     fn from(e: GatewayError) -> Self {
         match e {
-            GatewayError::InvalidArgument { field, reason } => invalid(field, reason),
             GatewayError::Busy { .. } => Self::resource_exhausted(e.to_string()),
             GatewayError::Unavailable(_) => Self::unavailable(e.to_string()),
+            GatewayError::WrongReply { .. } => {
+                tracing::error!(error = %e, "internal error");
+                Self::internal(e.to_string())
+            }
             GatewayError::Core(c) => match c {
                 CoreError::InvalidArgument { field, reason } => invalid(field, reason),
                 CoreError::PermissionDenied(_) => Self::permission_denied(c.to_string()),

@@ -7,7 +7,8 @@
 //!    full), publish each event.
 //! 2. Wait for the first of: a command from the API layer, frames from TCP connections, a readable
 //!    socket, a new TCP connection, the idle sweep, the timeout.
-//! 3. A command runs against the `Sfu` and answers through its one-shot channel. TCP frames and
+//! 3. A [`Command`] is applied with [`Sfu::handle_command`]; its result answers through its
+//!    one-shot channel once its events are published. TCP frames and
 //!    UDP datagrams are each drained up to [`IO_LOOP_BOUND`] and handed to the `Sfu`. A new
 //!    connection is taken (or closed when the Worker has `tcp_max_connections`). The sweep closes
 //!    connections idle for `tcp_idle_timeout_secs`; every closed connection is reported with
@@ -27,7 +28,7 @@ use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSoc
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use switchboard_core::{Datagram, Output, Sfu, SfuConfig, Transport};
+use switchboard_core::{Command, CoreError, Datagram, Output, Reply, Sfu, SfuConfig, Transport};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -46,14 +47,12 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Largest datagram accepted (larger ones are truncated by the kernel and then fail to parse).
 const MAX_DATAGRAM_BYTES: usize = 2048;
 
-/// A command: runs on the Worker thread with the `Sfu`, the monotonic and the wall-clock time,
-/// and returns the reply to send once the command's outputs (events) have been published.
-pub(crate) type Job = Box<dyn FnOnce(&mut Sfu, Instant, SystemTime) -> Reply + Send>;
-/// Sends a command's reply.
-pub(crate) type Reply = Box<dyn FnOnce() + Send>;
+/// Where a command's result goes once its outputs (events) have been published.
+type ReplyTx = oneshot::Sender<Result<Reply, CoreError>>;
 
 enum WorkerMsg {
-    Job(Job),
+    /// A backend operation, applied with [`Sfu::handle_command`].
+    Command(Command, ReplyTx),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -73,23 +72,15 @@ pub(crate) struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    /// Queues `f` and waits for its result.
-    pub(crate) async fn call<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Sfu, Instant, SystemTime) -> R + Send + 'static,
-    ) -> Result<R, SendError> {
+    /// Queues `cmd` and waits for its result.
+    pub(crate) async fn call(&self, cmd: Command) -> Result<Result<Reply, CoreError>, SendError> {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |sfu, now, wall| {
-            let res = f(sfu, now, wall);
-            Box::new(move || {
-                // The caller may have gone away (request cancelled); nothing to do then.
-                let _ = tx.send(res);
-            })
-        });
-        self.tx.try_send(WorkerMsg::Job(job)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SendError::Full,
-            mpsc::error::TrySendError::Closed(_) => SendError::Stopped,
-        })?;
+        self.tx
+            .try_send(WorkerMsg::Command(cmd, tx))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SendError::Full,
+                mpsc::error::TrySendError::Closed(_) => SendError::Stopped,
+            })?;
         rx.await.map_err(|_| SendError::Stopped)
     }
 
@@ -263,12 +254,13 @@ async fn run(
         tokio::select! {
             biased;
             msg = rx.recv() => match msg {
-                Some(WorkerMsg::Job(job)) => {
-                    let reply = job(&mut sfu, Instant::now(), SystemTime::now());
+                Some(WorkerMsg::Command(cmd, reply)) => {
+                    let res = sfu.handle_command(Instant::now(), SystemTime::now(), cmd);
                     // Publish the command's events before answering: when a call returns, its
                     // events are already in every event stream.
                     flush(&mut sfu, &socket, tcp.as_mut(), &bus, &mut udp_drops);
-                    reply();
+                    // The caller may have gone away (request cancelled); nothing to do then.
+                    let _ = reply.send(res);
                 }
                 Some(WorkerMsg::Shutdown(done)) => {
                     sfu.shutdown(Instant::now());
@@ -363,6 +355,7 @@ async fn run(
         udp_drops,
         tcp = ?tcp.as_ref().map(|t| t.counters),
         counters = ?sfu.counters(),
+        commands = ?sfu.command_counts().iter().filter(|(_, n)| *n > 0).collect::<Vec<_>>(),
         "worker stopped"
     );
 }
@@ -388,7 +381,7 @@ fn on_tcp_event(sfu: &mut Sfu, side: &mut TcpSide, ev: ConnEvent, candidates: &[
         }
         ConnEvent::Ended { id, remote, why } => {
             if side.on_ended(id, remote, why) {
-                tracing::debug!(%remote, ?why, "TCP connection ended");
+                tracing::debug!(remote = %crate::telemetry::Redact(remote), ?why, "TCP connection ended");
                 sfu.handle_tcp_closed(now, remote);
             }
         }

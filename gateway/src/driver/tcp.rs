@@ -12,23 +12,27 @@
 //! Bytes from the network never panic here: a zero or oversize length, or a first frame that is
 //! not STUN (RFC 6544 requires the connection to start with a connectivity check), closes only
 //! that connection and is counted.
+//!
+//! Slots cannot be held by strangers: one source (an IPv4 address or IPv6 /64) may hold at most
+//! `max_connections_per_ip` of them, and a connection on which no Session accepted a frame
+//! (its first valid STUN check) within `first_check_timeout` of the accept is closed.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+use crate::conns::{ConnCount, write_batched};
+
 /// Frames queued from all readers toward the Worker loop; a full queue makes readers wait (TCP
 /// flow control pushes back on the Peers), never the loop.
 const INBOUND_QUEUE: usize = 1024;
-/// Most bytes a writer gathers from its queue into one write.
-const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// How long a closed connection's writer may still flush its queue. A Peer that stopped reading
 /// (or vanished: half-open) would otherwise keep the writer, its queue and the socket forever.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -37,6 +41,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TcpLimits {
     pub(crate) max_connections: usize,
+    pub(crate) max_connections_per_ip: usize,
+    pub(crate) first_check_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_frame_bytes: usize,
     pub(crate) send_queue_frames: usize,
@@ -46,8 +52,11 @@ pub(crate) struct TcpLimits {
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct TcpCounters {
     pub(crate) accepted: u64,
-    /// Closed at once: the Worker already had `max_connections`, or a duplicate remote address.
+    /// Closed at once: the Worker already had `max_connections`, its source had
+    /// `max_connections_per_ip`, or a duplicate remote address.
     pub(crate) refused: u64,
+    /// Closed because no Session accepted a frame within `first_check_timeout`.
+    pub(crate) unchecked: u64,
     /// Closed for a zero or oversize length, or a first frame that was not STUN.
     pub(crate) garbage: u64,
     /// Closed after `idle_timeout` without a frame a Session accepted.
@@ -88,6 +97,8 @@ struct Conn {
     tx: mpsc::Sender<Vec<u8>>,
     /// Accept time, then the time of the last frame a Session accepted.
     last_valid: Instant,
+    /// Whether a Session accepted a frame yet (the first valid check).
+    checked: bool,
     reader: AbortHandle,
     writer: tokio::task::JoinHandle<()>,
 }
@@ -98,8 +109,10 @@ pub(crate) struct TcpSide {
     limits: TcpLimits,
     conns: HashMap<SocketAddr, Conn>,
     /// Writers of closed connections still flushing, aborted at their deadline. They hold a
-    /// socket, so they count toward `max_connections`.
-    closing: Vec<(Instant, tokio::task::JoinHandle<()>)>,
+    /// socket, so they count toward the limits.
+    closing: Vec<(Instant, IpAddr, tokio::task::JoinHandle<()>)>,
+    /// Sockets held (open connections and flushing writers), in total and per source.
+    count: ConnCount,
     next_id: u64,
     events_tx: mpsc::Sender<ConnEvent>,
     pub(crate) counters: TcpCounters,
@@ -123,6 +136,7 @@ impl TcpSide {
             limits,
             conns: HashMap::new(),
             closing: Vec::new(),
+            count: ConnCount::new(limits.max_connections, limits.max_connections_per_ip),
             next_id: 1,
             events_tx,
             counters: TcpCounters::default(),
@@ -130,14 +144,12 @@ impl TcpSide {
         Ok((side, TcpWaits { listener, events }))
     }
 
-    /// Takes a new connection, or closes it at once when the Worker is full.
+    /// Takes a new connection, or closes it at once when the Worker or its source is full.
     pub(crate) fn on_accept(&mut self, stream: TcpStream, remote: SocketAddr, now: Instant) {
-        self.closing.retain(|(_, w)| !w.is_finished());
-        if self.conns.len() + self.closing.len() >= self.limits.max_connections
-            || self.conns.contains_key(&remote)
-        {
+        self.reap_closing(now);
+        if self.conns.contains_key(&remote) || !self.count.try_add(remote.ip()) {
             self.counters.refused += 1;
-            tracing::debug!(%remote, "TCP connection refused (limit reached)");
+            tracing::debug!(remote = %crate::telemetry::Redact(remote), "TCP connection refused (limit reached)");
             drop(stream);
             return;
         }
@@ -161,6 +173,7 @@ impl TcpSide {
                 id,
                 tx,
                 last_valid: now,
+                checked: false,
                 reader,
                 writer,
             },
@@ -177,6 +190,7 @@ impl TcpSide {
     pub(crate) fn mark_valid(&mut self, remote: SocketAddr, now: Instant) {
         if let Some(c) = self.conns.get_mut(&remote) {
             c.last_valid = now;
+            c.checked = true;
         }
     }
 
@@ -208,37 +222,58 @@ impl TcpSide {
         true
     }
 
-    /// Closes the connections idle for longer than the limit and aborts the writers of closed
-    /// connections still flushing after [`CLOSE_GRACE`]; returns the closed remote addresses.
-    pub(crate) fn sweep_idle(&mut self, now: Instant) -> Vec<SocketAddr> {
-        self.closing.retain(|(deadline, w)| {
-            if w.is_finished() {
-                return false;
-            }
-            if *deadline <= now {
+    /// Forgets the writers of closed connections that finished, and aborts those still flushing
+    /// after [`CLOSE_GRACE`].
+    fn reap_closing(&mut self, now: Instant) {
+        let count = &mut self.count;
+        self.closing.retain(|(deadline, ip, w)| {
+            let done = w.is_finished() || *deadline <= now;
+            if done {
                 w.abort();
-                return false;
+                count.remove(*ip);
             }
-            true
+            !done
         });
-        let idle = self.limits.idle_timeout;
-        let gone: Vec<SocketAddr> = self
+    }
+
+    /// Closes the connections that got no valid check within `first_check_timeout` of their
+    /// accept, or none for `idle_timeout` since, and aborts the writers of closed connections
+    /// still flushing after [`CLOSE_GRACE`]; returns the closed remote addresses.
+    pub(crate) fn sweep_idle(&mut self, now: Instant) -> Vec<SocketAddr> {
+        self.reap_closing(now);
+        let l = self.limits;
+        let gone: Vec<(SocketAddr, bool)> = self
             .conns
             .iter()
-            .filter(|(_, c)| now.saturating_duration_since(c.last_valid) >= idle)
-            .map(|(a, _)| *a)
+            .filter_map(|(a, c)| {
+                let quiet = now.saturating_duration_since(c.last_valid);
+                if !c.checked && quiet >= l.first_check_timeout {
+                    Some((*a, true))
+                } else {
+                    (quiet >= l.idle_timeout).then_some((*a, false))
+                }
+            })
             .collect();
-        for a in &gone {
-            self.counters.idle += 1;
-            tracing::debug!(remote = %a, "TCP connection closed (idle)");
+        for (a, unchecked) in &gone {
+            if *unchecked {
+                self.counters.unchecked += 1;
+            } else {
+                self.counters.idle += 1;
+            }
+            tracing::debug!(remote = %crate::telemetry::Redact(a), unchecked, "TCP connection closed (no valid check)");
             self.close(*a, now);
         }
-        gone
+        gone.into_iter().map(|(a, _)| a).collect()
     }
 
     /// How often [`TcpSide::sweep_idle`] should run.
     pub(crate) fn sweep_interval(&self) -> Duration {
-        (self.limits.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+        (self
+            .limits
+            .idle_timeout
+            .min(self.limits.first_check_timeout)
+            / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(1))
     }
 
     /// Closes every connection, letting each writer send what is queued (the DTLS close alerts of
@@ -251,8 +286,12 @@ impl TcpSide {
                 c.reader.abort();
                 c.writer
             })
-            .chain(self.closing.drain(..).map(|(_, w)| w))
+            .chain(self.closing.drain(..).map(|(_, _, w)| w))
             .collect();
+        self.count = ConnCount::new(
+            self.limits.max_connections,
+            self.limits.max_connections_per_ip,
+        );
         let aborts: Vec<_> = writers.iter().map(|w| w.abort_handle()).collect();
         let _ = tokio::time::timeout(grace, async {
             for w in writers {
@@ -272,7 +311,7 @@ impl TcpSide {
             + self
                 .closing
                 .iter()
-                .filter(|(_, w)| !w.is_finished())
+                .filter(|(_, _, w)| !w.is_finished())
                 .count()
     }
 
@@ -282,7 +321,8 @@ impl TcpSide {
         if let Some(c) = self.conns.remove(&remote) {
             c.reader.abort();
             // Dropping `c.tx` ends the writer once its queue is empty.
-            self.closing.push((now + CLOSE_GRACE, c.writer));
+            self.closing
+                .push((now + CLOSE_GRACE, remote.ip(), c.writer));
         }
     }
 }
@@ -340,32 +380,16 @@ async fn read_loop(
 }
 
 async fn write_frames(
-    mut w: OwnedWriteHalf,
+    w: OwnedWriteHalf,
     id: u64,
     remote: SocketAddr,
     mut rx: mpsc::Receiver<Vec<u8>>,
     events: mpsc::Sender<ConnEvent>,
 ) {
-    let mut batch = Vec::new();
-    while let Some(frame) = rx.recv().await {
-        batch.clear();
-        push_frame(&mut batch, &frame);
-        while batch.len() < WRITE_BATCH_BYTES {
-            let Ok(frame) = rx.try_recv() else { break };
-            push_frame(&mut batch, &frame);
-        }
-        if w.write_all(&batch).await.is_err() {
-            let _ = events
-                .send(ConnEvent::Ended {
-                    id,
-                    remote,
-                    why: Ended::Closed,
-                })
-                .await;
-            return;
-        }
+    if write_batched(w, &mut rx, push_frame, |_| {}).await.is_err() {
+        let why = Ended::Closed;
+        let _ = events.send(ConnEvent::Ended { id, remote, why }).await;
     }
-    let _ = w.shutdown().await;
 }
 
 /// Appends one RFC 4571 frame. The caller checked that `frame` fits a 16-bit length.
@@ -400,6 +424,8 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let limits = TcpLimits {
             max_connections: 1,
+            max_connections_per_ip: 1,
+            first_check_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             max_frame_bytes: 4096,
             send_queue_frames: 64,

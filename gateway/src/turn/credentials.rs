@@ -77,6 +77,12 @@ pub fn check_username(username: &str, now: SystemTime) -> Result<&str, Credentia
     Ok(identity)
 }
 
+/// The identity part of a username (after the first `:`; empty when there is none), whether or
+/// not the username is still valid.
+pub(crate) fn identity_of(username: &str) -> &str {
+    username.split_once(':').map_or("", |(_, id)| id)
+}
+
 /// Whole seconds until the expiry in a username [`check_username`] accepted, at least 1 and at
 /// most `u32::MAX` (0 for a username it would refuse).
 pub(crate) fn seconds_left(username: &str, now: SystemTime) -> u32 {
@@ -172,6 +178,8 @@ mod tests {
         assert_eq!(seconds_left(&c.username, now), 60);
         assert_eq!(seconds_left("9999999999999:x", now), u32::MAX);
         assert_eq!(seconds_left("x:ss", now), 0);
+        assert_eq!(identity_of("5:ss_x:y"), "ss_x:y");
+        assert_eq!(identity_of("5"), "");
     }
 
     #[test]

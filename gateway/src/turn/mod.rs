@@ -12,9 +12,11 @@
 //! config), or panic on network input (every frame is parsed by the codec; a panic in a handler
 //! is caught per frame and counted).
 //!
-//! Layout: [`credentials`] (minting and checking `expiry:identity` usernames, stateless nonces),
-//! [`policy`] (deny/allow CIDRs and the gateway's own media addresses), `server` (the protocol
-//! engine), this file (listeners, stream framing, TLS, start and shutdown).
+//! Layout: [`settings`] (the `[turn]` and `[[ice_servers]]` keys), [`credentials`] (minting and
+//! checking `expiry:identity` usernames, stateless nonces), `ice_servers` (which servers and
+//! credentials a new Session gets), [`policy`] (deny/allow CIDRs and the gateway's own media
+//! addresses), `server/` (the protocol engine: auth, sessions, allocations, permissions, relay),
+//! `listeners` (sockets, stream framing, connection slots), this file (start, TLS, shutdown).
 //!
 //! # Why not `turn-server-proto`
 //! `turn-server-proto` 0.7 (MIT OR Apache-2.0, sans-IO) was evaluated first. It authenticates
@@ -35,41 +37,44 @@
 //! in one address family: that of the relay address (`turn.relay_ip`, else `media.bind_ip`);
 //! an Allocate for the other family gets 440, a peer of the other family 443.
 //!
-//! Credentials are checked on every request, so a credential past its expiry cannot Refresh an
-//! allocation either, and no Allocate or Refresh grants a lifetime past the credential's expiry:
-//! `turn.credential_ttl_secs` bounds how long one relayed connection lasts.
+//! Credentials and Sessions: credentials are checked on every request and live
+//! `turn.credential_ttl_secs` (10 minutes by default). The credentials the gateway mints for a
+//! Session (identity = Session id) are tied to it: while this gateway knows the Session is live,
+//! they keep working past that expiry for every request (Allocate too, so an ICE restart over
+//! TURN works in a long call; Refresh, CreatePermission, ChannelBind), each lifetime granted at
+//! most `allocation_max_lifetime_secs`; when the Session closes (its `SessionClosed` event), its
+//! allocations end at once and every request with its credentials is refused with 401 until
+//! they would have expired. The expiry still bounds them whenever the gateway does not know the
+//! Session as live: after a restart with the same `turn.secret`, on another gateway sharing it,
+//! or after its event subscription lagged. Any other identity (minted with [`TurnServer::mint`])
+//! gets no lifetime past its credential's expiry and nothing after it.
 
 pub mod credentials;
+mod ice_servers;
+mod listeners;
 pub mod policy;
 mod server;
+pub mod settings;
 
 use std::net::{IpAddr, SocketAddr};
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 pub use credentials::{
     CredentialError, TurnCredential, check_username, mint_credential, password_for,
 };
+pub use ice_servers::IceServer;
+pub(crate) use ice_servers::IceServers;
 pub use policy::{Cidr, PeerPolicy, PeerVerdict};
 pub use server::{Transport, TurnStats};
+pub use settings::{IceServerConfig, TurnConfig};
 
-use crate::config::Config;
-use server::{ClientSink, FiveTuple, Settings, Shared};
-
-/// A stream connection with no allocation is closed after this long without a complete frame
-/// (trickling bytes does not keep it open).
-const STREAM_IDLE: Duration = Duration::from_secs(30);
-/// Time a TLS client has to finish its handshake.
-const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
-/// Frames queued toward one stream client before further ones are dropped (the bytes are
-/// bounded too, by `server::STREAM_QUEUE_BYTES`).
-const STREAM_QUEUE: usize = 256;
+use crate::events::EventSubscription;
+use listeners::{Slots, serve_tcp, serve_udp, sweeper};
+use server::{RelayAddrs, Shared};
 
 /// Why the TURN server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -104,17 +109,26 @@ pub struct TurnAddrs {
 }
 
 /// What the control API needs to hand out the embedded server to Peers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct EmbeddedTurn {
-    pub urls: Vec<String>,
-    pub secret: Vec<u8>,
-    pub ttl: Duration,
+    pub(crate) urls: Vec<String>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for EmbeddedTurn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedTurn")
+            .field("urls", &self.urls)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EmbeddedTurn {
-    /// Fresh credentials for `identity` (the Session id).
-    pub(crate) fn mint(&self, identity: &str, now: SystemTime) -> TurnCredential {
-        mint_credential(&self.secret, identity, self.ttl, now)
+    /// Fresh credentials for the Session `identity`, which from now on counts as live (see the
+    /// module docs) until its `SessionClosed`.
+    pub(crate) fn mint_for_session(&self, identity: &str, now: SystemTime) -> TurnCredential {
+        self.shared.session_started(identity);
+        self.shared.mint(identity, now)
     }
 }
 
@@ -122,7 +136,7 @@ impl EmbeddedTurn {
 pub struct TurnServer {
     shared: Arc<Shared>,
     addrs: TurnAddrs,
-    embedded: EmbeddedTurn,
+    urls: Vec<String>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -141,13 +155,26 @@ fn bracket(ip: IpAddr) -> String {
     }
 }
 
+/// The gateway's media addresses, as the TURN server needs them: to bind relays next to them, to
+/// name itself in URLs, and to keep its own host unreachable except at the Workers' ports.
+#[derive(Debug, Clone)]
+pub struct MediaAddrs {
+    /// `media.bind_ip`.
+    pub bind_ip: IpAddr,
+    /// The announced media IPs (`media.announce_ips`, else `bind_ip`); never empty.
+    pub announce_ips: Vec<IpAddr>,
+    /// The Workers' bound UDP sockets (always reachable as peers).
+    pub sockets: Vec<SocketAddr>,
+}
+
 impl TurnServer {
-    /// Binds the listeners of `config.turn` and starts serving. `media_addrs` are the gateway's
-    /// own media addresses (always reachable as peers).
-    pub async fn start(config: &Config, media_addrs: &[SocketAddr]) -> Result<Self, TurnError> {
-        let t = &config.turn;
-        let announce = config.announce_ips();
-        let relay_bind = t.relay_ip.unwrap_or(config.media.bind_ip);
+    /// Binds the listeners of `t` (a validated `[turn]`) and starts serving.
+    pub async fn start(t: &TurnConfig, media: &MediaAddrs) -> Result<Self, TurnError> {
+        let announce = &media.announce_ips;
+        if announce.is_empty() {
+            return Err(TurnError::Config("no media announce IP".into()));
+        }
+        let relay_bind = t.relay_ip.unwrap_or(media.bind_ip);
         let relay_public = if relay_bind.is_unspecified() {
             announce
                 .iter()
@@ -169,36 +196,26 @@ impl TurnServer {
         } else {
             t.secret.as_bytes().to_vec()
         };
-        let mut own: Vec<SocketAddr> = media_addrs.to_vec();
-        for a in media_addrs {
-            for ip in &announce {
+        let mut own: Vec<SocketAddr> = media.sockets.clone();
+        for a in &media.sockets {
+            for ip in announce {
                 own.push(SocketAddr::new(*ip, a.port()));
             }
         }
         // Every other IP of this host we know of: reachable only at the media ports.
-        let hosts = [relay_bind, relay_public, config.media.bind_ip]
+        let hosts = [relay_bind, relay_public, media.bind_ip]
             .into_iter()
             .chain(announce.iter().copied())
             .chain([t.listen_udp.ip(), t.listen_tcp.ip()])
             .chain(t.listen_tls.map(|a| a.ip()));
-        let policy = PeerPolicy::new(&t.deny_peers, &t.allow_peers, own, hosts)
-            .map_err(|e| TurnError::Config(format!("turn.deny_peers/allow_peers: {e}")))?;
-        let settings = Settings {
-            realm: t.realm.clone(),
-            secret: secret.clone(),
-            relay_bind,
-            relay_public,
-            port_min: t.relay_port_min,
-            port_max: t.relay_port_max,
-            max_per_identity: t.max_allocations_per_identity,
-            max_allocations: t.max_allocations,
-            rate_bytes: u64::from(t.max_relay_bitrate_kbps) * 125,
-            max_lifetime: t.allocation_max_lifetime_secs,
-            max_permissions: t.max_permissions_per_allocation as usize,
+        let policy = PeerPolicy::new(&t.deny_peers, &t.allow_peers, own, hosts);
+        let relay = RelayAddrs {
+            bind: relay_bind,
+            public: relay_public,
         };
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(|e| TurnError::Config(e.to_string()))?;
-        let shared = Arc::new(Shared::new(settings, policy, &seed));
+        let shared = Arc::new(Shared::new(t.clone(), secret, relay, policy, &seed));
 
         let bind_err = |what, addr| move |source| TurnError::Bind { what, addr, source };
         let udp = UdpSocket::bind(t.listen_udp)
@@ -239,7 +256,11 @@ impl TurnServer {
             urls.push(format!("turns:{host}:{}?transport=tcp", a.port()));
         }
 
-        let conns = Arc::new(Semaphore::new(t.max_stream_connections as usize));
+        let slots = Arc::new(Slots::new(
+            t.max_stream_connections as usize,
+            t.max_stream_connections_per_ip as usize,
+            Duration::from_secs(t.first_request_timeout_secs),
+        ));
         let mut tasks = vec![
             tokio::spawn(serve_udp(shared.clone(), Arc::new(udp), udp_addr)),
             tokio::spawn(serve_tcp(
@@ -247,7 +268,7 @@ impl TurnServer {
                 tcp,
                 tcp_addr,
                 None,
-                conns.clone(),
+                slots.clone(),
             )),
             tokio::spawn(sweeper(shared.clone())),
         ];
@@ -257,20 +278,30 @@ impl TurnServer {
                 l,
                 a,
                 Some(acc),
-                conns,
+                slots,
             )));
         }
         tracing::info!(udp = %addrs.udp, tcp = %addrs.tcp, tls = ?addrs.tls, relay = %relay_public, urls = ?urls, "TURN server listening");
         Ok(Self {
             shared,
             addrs,
-            embedded: EmbeddedTurn {
-                urls,
-                secret,
-                ttl: Duration::from_secs(t.credential_ttl_secs),
-            },
+            urls,
             tasks,
         })
+    }
+
+    /// Revokes the identity of every Session that closes on `events` (the gateway's bus): see
+    /// the module docs.
+    pub(crate) fn revoke_closed_sessions(&mut self, events: EventSubscription) {
+        let shared = self.shared.clone();
+        self.tasks.push(tokio::spawn(shared.watch_sessions(events)));
+    }
+
+    /// Ends every allocation of `identity` and refuses its credentials (401) until they would
+    /// have expired (`turn.credential_ttl_secs` from now). The gateway calls it for each Session
+    /// that closes; an embedder may call it for identities it minted.
+    pub fn revoke(&self, identity: &str) {
+        self.shared.revoke(identity);
     }
 
     /// The bound listener addresses.
@@ -280,12 +311,13 @@ impl TurnServer {
 
     /// The URLs handed to Peers (`turn:HOST:PORT?transport=udp`, `…tcp`, `turns:…` with TLS).
     pub fn urls(&self) -> &[String] {
-        &self.embedded.urls
+        &self.urls
     }
 
-    /// Mints credentials this server accepts, for `identity`, valid for `turn.credential_ttl_secs`.
+    /// Mints credentials this server accepts, for `identity`, valid for `turn.credential_ttl_secs`
+    /// (not tied to a Session: no lifetime past their expiry).
     pub fn mint(&self, identity: &str) -> TurnCredential {
-        self.embedded.mint(identity, SystemTime::now())
+        self.shared.mint(identity, SystemTime::now())
     }
 
     /// The counters.
@@ -294,7 +326,10 @@ impl TurnServer {
     }
 
     pub(crate) fn embedded(&self) -> EmbeddedTurn {
-        self.embedded.clone()
+        EmbeddedTurn {
+            urls: self.urls.clone(),
+            shared: self.shared.clone(),
+        }
     }
 
     /// Stops the listeners and drops every allocation.
@@ -334,207 +369,4 @@ fn tls_acceptor(
         .with_single_cert(certs, key)
         .map_err(|e| TurnError::Tls(e.to_string()))?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
-}
-
-/// Runs one frame through the engine; a panic is contained and counted, never propagated.
-fn guarded(shared: &Arc<Shared>, five: FiveTuple, sink: &ClientSink, frame: &[u8]) {
-    let r = std::panic::catch_unwind(AssertUnwindSafe(|| shared.handle_client(five, sink, frame)));
-    if r.is_err() {
-        shared
-            .counters
-            .malformed
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::error!(client = %five.client, "TURN frame handler panicked; frame dropped");
-    }
-}
-
-async fn serve_udp(shared: Arc<Shared>, sock: Arc<UdpSocket>, local: SocketAddr) {
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let (n, from) = tokio::select! {
-            _ = shared.cancel.cancelled() => return,
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(_) => continue,
-            },
-        };
-        let five = FiveTuple {
-            transport: Transport::Udp,
-            client: from,
-            server: local,
-        };
-        let sink = ClientSink::Udp(sock.clone(), from);
-        guarded(&shared, five, &sink, &buf[..n]);
-    }
-}
-
-async fn serve_tcp(
-    shared: Arc<Shared>,
-    listener: TcpListener,
-    local: SocketAddr,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    conns: Arc<Semaphore>,
-) {
-    loop {
-        let (stream, from) = tokio::select! {
-            _ = shared.cancel.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(_) => {
-                    // Out of descriptors or similar: back off instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = conns.clone().try_acquire_owned() else {
-            tracing::debug!(client = %from, "TURN stream connection refused: too many");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let five = FiveTuple {
-                transport: if tls.is_some() {
-                    Transport::Tls
-                } else {
-                    Transport::Tcp
-                },
-                client: from,
-                server: local,
-            };
-            match tls {
-                None => serve_stream(shared, stream, five).await,
-                Some(acc) => match tokio::time::timeout(TLS_HANDSHAKE, acc.accept(stream)).await {
-                    Ok(Ok(s)) => serve_stream(shared, s, five).await,
-                    _ => tracing::debug!(client = %from, "TURN TLS handshake failed"),
-                },
-            }
-        });
-    }
-}
-
-/// Length of the first complete frame in `buf` (STUN message or padded ChannelData), `Ok(None)`
-/// when more bytes are needed, `Err` when the stream is not TURN.
-fn frame_len(buf: &[u8]) -> Result<Option<(usize, usize)>, ()> {
-    if buf.len() < 4 {
-        return Ok(None);
-    }
-    let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
-    let (total, used) = match buf[0] >> 6 {
-        0 => {
-            if len % 4 != 0 {
-                return Err(());
-            }
-            (20 + len, 20 + len)
-        }
-        1 => (4 + len.div_ceil(4) * 4, 4 + len),
-        _ => return Err(()),
-    };
-    Ok((buf.len() >= total).then_some((total, used)))
-}
-
-async fn serve_stream<S>(shared: Arc<Shared>, stream: S, five: FiveTuple)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
-    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let sink = ClientSink::Stream(tx, queued.clone());
-    let writer = async move {
-        while let Some(b) = rx.recv().await {
-            let ok = wr.write_all(&b).await.is_ok();
-            queued.fetch_sub(b.len(), std::sync::atomic::Ordering::AcqRel);
-            if !ok {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-    };
-    let reader = async {
-        let mut buf: Vec<u8> = Vec::with_capacity(4096);
-        let mut chunk = vec![0u8; 16384];
-        let mut idle_at = tokio::time::Instant::now() + STREAM_IDLE;
-        loop {
-            loop {
-                match frame_len(&buf) {
-                    Ok(Some((total, used))) => {
-                        guarded(&shared, five, &sink, &buf[..used]);
-                        buf.drain(..total);
-                        idle_at = tokio::time::Instant::now() + STREAM_IDLE;
-                    }
-                    Ok(None) => break,
-                    Err(()) => {
-                        shared
-                            .counters
-                            .malformed
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        return;
-                    }
-                }
-            }
-            match tokio::time::timeout_at(idle_at, rd.read(&mut chunk)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return,
-                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-                Err(_) => {
-                    if !shared.has_allocation(&five) {
-                        return;
-                    }
-                    idle_at = tokio::time::Instant::now() + STREAM_IDLE;
-                }
-            }
-        }
-    };
-    tokio::select! {
-        _ = writer => {}
-        _ = reader => {}
-        _ = shared.cancel.cancelled() => {}
-    }
-    shared.remove(&five);
-}
-
-/// Expires state every second and logs the counters once a minute when they changed.
-async fn sweeper(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut n: u64 = 0;
-    let mut logged = TurnStats::default();
-    loop {
-        tokio::select! {
-            _ = shared.cancel.cancelled() => return,
-            _ = tick.tick() => shared.sweep(),
-        }
-        n += 1;
-        if n.is_multiple_of(60) {
-            let s = shared.stats();
-            if s != logged {
-                tracing::info!(stats = ?s, "TURN counters");
-                logged = s;
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stream_framing() {
-        assert_eq!(frame_len(&[0, 1, 0]), Ok(None));
-        // STUN header with 4 bytes of attributes.
-        let mut m = vec![0u8, 1, 0, 4];
-        m.extend([0; 20]);
-        assert_eq!(frame_len(&m), Ok(Some((24, 24))));
-        assert_eq!(frame_len(&m[..23]), Ok(None));
-        // ChannelData of 5 bytes, padded to 8.
-        let cd = server::channel_data(0x4000, &[1, 2, 3, 4, 5], true);
-        assert_eq!(cd.len(), 12);
-        assert_eq!(frame_len(&cd), Ok(Some((12, 9))));
-        assert_eq!(frame_len(&[0x80, 0, 0, 0]), Err(()));
-        assert_eq!(frame_len(&[0, 1, 0, 3]), Err(()));
-    }
 }

@@ -14,6 +14,8 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 /// An address range, `ADDR/PREFIX` (a bare address is a single host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -44,6 +46,56 @@ impl FromStr for Cidr {
         };
         Ok(Self { addr, prefix })
     }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Written and read as its `ADDR/PREFIX` text, so a bad range in the configuration is refused
+/// when it is read, naming the key.
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+    }
+}
+
+/// The default `turn.deny_peers`: loopback, private, link-local, CGNAT, multicast, reserved and
+/// NAT64 ranges of both families.
+pub fn default_deny() -> Vec<Cidr> {
+    [
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::/128",
+        "::1/128",
+        "64:ff9b::/96",
+        "64:ff9b:1::/48",
+        "fc00::/7",
+        "fe80::/10",
+        "ff00::/8",
+    ]
+    .iter()
+    .filter_map(|c| c.parse().ok())
+    .collect()
 }
 
 impl Cidr {
@@ -88,20 +140,14 @@ pub enum PeerVerdict {
 }
 
 impl PeerPolicy {
-    /// Parses the lists (already validated by the config) and records the gateway's media
-    /// addresses and the other IPs of its host (`own_hosts`: relay and listener IPs), which are
-    /// reachable only at the media ports.
+    /// Takes the lists and records the gateway's media addresses and the other IPs of its host
+    /// (`own_hosts`: relay and listener IPs), which are reachable only at the media ports.
     pub fn new(
-        deny: &[String],
-        allow: &[String],
+        deny: &[Cidr],
+        allow: &[Cidr],
         own_media: impl IntoIterator<Item = SocketAddr>,
         own_hosts: impl IntoIterator<Item = IpAddr>,
-    ) -> Result<Self, String> {
-        let parse = |l: &[String]| {
-            l.iter()
-                .map(|c| c.parse::<Cidr>().map_err(|e| format!("{c:?}: {e}")))
-                .collect::<Result<Vec<_>, _>>()
-        };
+    ) -> Self {
         let own: HashSet<SocketAddr> = own_media
             .into_iter()
             .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
@@ -113,12 +159,12 @@ impl PeerPolicy {
             .chain(own_hosts.into_iter().map(|ip| ip.to_canonical()))
             .filter(|ip| !ip.is_unspecified())
             .collect();
-        Ok(Self {
-            deny: parse(deny)?,
-            allow: parse(allow)?,
+        Self {
+            deny: deny.to_vec(),
+            allow: allow.to_vec(),
             own_ips,
             own,
-        })
+        }
     }
 
     /// The verdict for a peer IP (CreatePermission, ChannelBind).
@@ -150,17 +196,14 @@ impl PeerPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TurnConfig;
 
     fn default_policy(own: &[&str]) -> PeerPolicy {
-        let c = TurnConfig::default();
         PeerPolicy::new(
-            &c.deny_peers,
-            &c.allow_peers,
+            &default_deny(),
+            &[],
             own.iter().map(|a| a.parse().unwrap()),
             [],
         )
-        .unwrap()
     }
 
     #[test]
@@ -209,8 +252,7 @@ mod tests {
 
     #[test]
     fn allow_overrides_deny() {
-        let c = TurnConfig::default();
-        let p = PeerPolicy::new(&c.deny_peers, &["127.0.0.0/8".into()], [], []).unwrap();
+        let p = PeerPolicy::new(&default_deny(), &["127.0.0.0/8".parse().unwrap()], [], []);
         assert!(p.permits_addr("127.0.0.1:9".parse().unwrap()));
         assert!(!p.permits_addr("10.0.0.1:9".parse().unwrap()));
     }
@@ -219,14 +261,12 @@ mod tests {
     fn own_public_ips_reach_only_the_media_ports() {
         // A gateway on a public IP: its other services (TURN listener, relay ports, anything
         // bound on the host) must not be reachable through the relay.
-        let c = TurnConfig::default();
         let p = PeerPolicy::new(
-            &c.deny_peers,
-            &c.allow_peers,
+            &default_deny(),
+            &[],
             ["203.0.113.5:40000".parse().unwrap()],
             ["203.0.113.6".parse().unwrap()],
-        )
-        .unwrap();
+        );
         assert!(p.permits_addr("203.0.113.5:40000".parse().unwrap()));
         assert!(p.permits_addr("[::ffff:203.0.113.5]:40000".parse().unwrap()));
         for a in [
@@ -248,17 +288,15 @@ mod tests {
     #[test]
     fn unspecified_bind_addresses_are_not_own_addresses() {
         // Media bound on 0.0.0.0: sending to 0.0.0.0 would reach the local host.
-        let c = TurnConfig::default();
         let p = PeerPolicy::new(
-            &c.deny_peers,
-            &c.allow_peers,
+            &default_deny(),
+            &[],
             [
                 "0.0.0.0:40000".parse().unwrap(),
                 "[::]:40000".parse().unwrap(),
             ],
             ["0.0.0.0".parse().unwrap()],
-        )
-        .unwrap();
+        );
         for a in ["0.0.0.0:40000", "[::]:40000", "[::ffff:0.0.0.0]:40000"] {
             assert!(!p.permits_addr(a.parse().unwrap()), "{a}");
             assert_eq!(
@@ -266,6 +304,13 @@ mod tests {
                 PeerVerdict::Denied
             );
         }
+    }
+
+    #[test]
+    fn the_default_deny_list_parses_whole() {
+        assert_eq!(default_deny().len(), 18);
+        assert_eq!(default_deny()[1].to_string(), "10.0.0.0/8");
+        assert_eq!("1.2.3.4".parse::<Cidr>().unwrap().to_string(), "1.2.3.4/32");
     }
 
     #[test]

@@ -410,7 +410,7 @@ impl Clients {
             .clone()
             .watch_events(pb::WatchEventsRequest {
                 room_id: room.into(),
-                session_id: String::new(),
+                ..Default::default()
             })
             .await?
             .into_inner();

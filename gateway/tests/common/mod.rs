@@ -39,16 +39,29 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// Fails loudly unless Chromium and playwright-core are installed.
 pub fn assert_tools() {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert_browser(
+        "Chromium",
+        "CHROMIUM",
+        "/usr/bin/chromium",
+        "chromium",
+        "playwright-core",
+    );
+}
+
+/// Fails loudly unless `name` (at `$var`, else `default`; Debian package `apt`) and the npm
+/// package `npm` of `clients/web/test` are installed.
+fn assert_browser(name: &str, var: &str, default: &str, apt: &str, npm: &str) {
+    let bin = std::env::var(var).unwrap_or_else(|_| default.into());
     assert!(
-        Path::new(&chromium).exists(),
-        "Chromium not found at {chromium}: `bash scripts/test.sh` installs it (apt-get install chromium)"
+        Path::new(&bin).exists(),
+        "{name} not found at {bin}: `bash scripts/test.sh` installs it (apt-get install {apt})"
     );
     assert!(
         repo()
-            .join("clients/web/test/node_modules/playwright-core")
+            .join("clients/web/test/node_modules")
+            .join(npm)
             .exists(),
-        "playwright-core missing: `bash scripts/test.sh` runs `npm ci` in clients/web/test"
+        "{npm} missing: `bash scripts/test.sh` runs `npm ci` in clients/web/test"
     );
 }
 
@@ -160,15 +173,35 @@ pub fn run_demo_script(script: &str, extra: &[&str]) {
 
 /// Fails loudly unless Firefox ESR and puppeteer-core are installed.
 pub fn assert_firefox() {
-    let firefox = std::env::var("FIREFOX").unwrap_or_else(|_| "/usr/bin/firefox-esr".into());
-    assert!(
-        Path::new(&firefox).exists(),
-        "Firefox ESR not found at {firefox}: `bash scripts/test.sh` installs it (apt-get install firefox-esr)"
+    assert_browser(
+        "Firefox ESR",
+        "FIREFOX",
+        "/usr/bin/firefox-esr",
+        "firefox-esr",
+        "puppeteer-core",
     );
-    assert!(
-        repo()
-            .join("clients/web/test/node_modules/puppeteer-core")
-            .exists(),
-        "puppeteer-core missing: `bash scripts/test.sh` runs `npm ci` in clients/web/test"
-    );
+}
+
+/// coturn (`turnserver` at `bin`) as the interop tests run it: shared-secret credentials
+/// (`secret`, realm `test.local`) on 127.0.0.1:`port` (UDP and TCP), relaying on 127.0.0.1 to
+/// loopback Peers, no TLS, DTLS or CLI, logging to stdout; `extra` adds arguments (e.g. a relay
+/// port range). The issue notes give the same command line.
+pub fn coturn_command(bin: &Path, port: u16, secret: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "-n",
+        "--listening-ip=127.0.0.1",
+        &format!("--listening-port={port}"),
+        "--relay-ip=127.0.0.1",
+        "--use-auth-secret",
+        &format!("--static-auth-secret={secret}"),
+        "--realm=test.local",
+        "--allow-loopback-peers",
+        "--no-cli",
+        "--no-tls",
+        "--no-dtls",
+        "--log-file=stdout",
+    ])
+    .args(extra);
+    cmd
 }

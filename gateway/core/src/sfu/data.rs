@@ -11,12 +11,11 @@
 //! - Receivers have a bounded send buffer: unreliable messages are dropped when it is full;
 //!   a reliable channel whose buffer is full is closed (`ChannelClosed{SlowReceiver}`).
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
 use str0m::channel::Reliability;
 use str0m::channel::{ChannelConfig, ChannelId};
 
-use super::{Sfu, check_fault};
+use super::Sfu;
+use super::guard::RtcPanicked;
 use crate::demux::SessionKey;
 use crate::error::CoreError;
 use crate::ids::{RoomId, SessionId};
@@ -57,9 +56,13 @@ enum Write {
 impl Sfu {
     pub(super) fn on_channel_open(&mut self, key: SessionKey, id: ChannelId, label: String) {
         let s = self.sessions.get_mut(&key).expect("caller checked");
-        let spec = s.rtc.channel(id).and_then(|c| c.config().map(spec_of));
-        let Some(spec) = spec else {
-            return;
+        let spec = s
+            .rtc
+            .with(|rtc| rtc.channel(id).and_then(|c| c.config().map(spec_of)));
+        let spec = match spec {
+            Ok(Some(spec)) => spec,
+            Ok(None) => return,
+            Err(RtcPanicked) => return self.fail(key),
         };
         let Some(room) = self.rooms.get_mut(&s.room) else {
             return;
@@ -67,7 +70,12 @@ impl Sfu {
         let fixed = *room.labels.entry(label.clone()).or_insert(spec);
         if fixed != spec {
             let (room, sid) = (s.room.clone(), s.id.clone());
-            s.rtc.direct_api().close_data_channel(id);
+            if s.rtc
+                .with(|rtc| rtc.direct_api().close_data_channel(id))
+                .is_err()
+            {
+                return self.fail(key);
+            }
             self.touch(key);
             self.emit(
                 &room,
@@ -201,9 +209,8 @@ impl Sfu {
             return None;
         }
         let limit = self.config.data_send_buffer_bytes;
-        let res = catch_unwind(AssertUnwindSafe(|| {
-            check_fault(ts);
-            let Some(mut ch) = ts.rtc.channel(cid) else {
+        let res = ts.rtc.with(|rtc| {
+            let Some(mut ch) = rtc.channel(cid) else {
                 return Write::Gone;
             };
             if ch.buffered_amount() + data.len() > limit {
@@ -214,7 +221,7 @@ impl Sfu {
                 Ok(false) => Write::Full,
                 Err(_) => Write::Gone,
             }
-        }));
+        });
         match res {
             Err(_) => {
                 self.fail(target);
@@ -242,7 +249,12 @@ impl Sfu {
         let Some(ch) = s.channels.remove(&cid) else {
             return;
         };
-        s.rtc.direct_api().close_data_channel(cid);
+        if s.rtc
+            .with(|rtc| rtc.direct_api().close_data_channel(cid))
+            .is_err()
+        {
+            return self.fail(key);
+        }
         let (room, sid) = (s.room.clone(), s.id.clone());
         self.counters.data_slow_receivers += 1;
         self.touch(key);
@@ -285,6 +297,12 @@ impl Sfu {
                     data.len(),
                     self.config.data_max_message_bytes
                 ),
+            });
+        }
+        if !binary && std::str::from_utf8(data).is_err() {
+            return Err(CoreError::InvalidArgument {
+                field: "data",
+                reason: "a text message (binary = false) must be UTF-8".into(),
             });
         }
         let r = self

@@ -47,8 +47,39 @@ pub struct Net {
     pub now: Instant,
     pub start: Instant,
     pub events: Vec<SfuEvent>,
+    /// Every input given to the core (commands, datagrams, TCP closes, timeouts), when recording.
+    pub recording: Option<Vec<Recorded>>,
     sfu_timeout: Instant,
     next_ip: u8,
+}
+
+/// One input to the core, as [`Net`] gave it (times relative to [`Net::start`]).
+#[derive(Debug, Clone)]
+pub enum Recorded {
+    /// [`Sfu::handle_command`].
+    Command {
+        at: Duration,
+        wall: SystemTime,
+        cmd: Command,
+    },
+    /// [`Sfu::handle_datagram`].
+    Datagram {
+        at: Duration,
+        transport: Transport,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    },
+    /// [`Sfu::handle_tcp_closed`].
+    TcpClosed { at: Duration, remote: SocketAddr },
+    /// [`Sfu::handle_timeout`].
+    Timeout { at: Duration },
+}
+
+/// The wall-clock time the harness gives the core at `since` after the start: simulated, so a
+/// run never depends on the real clock.
+pub fn wall_clock(since: Duration) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + since
 }
 
 pub fn config() -> SfuConfig {
@@ -79,6 +110,7 @@ impl Net {
             now,
             start: now,
             events: Vec::new(),
+            recording: None,
             sfu_timeout: now,
             next_ip: 10,
         }
@@ -93,7 +125,36 @@ impl Net {
             created_at: SystemTime::now(),
             backend_data_labels: Vec::new(),
         };
-        self.sfu.create_room(self.now, spec).unwrap().0.id
+        self.create_room(spec)
+    }
+
+    /// Applies a command the way a Worker does ([`Sfu::handle_command`]), recording it.
+    pub fn command(&mut self, cmd: Command) -> Result<Reply, CoreError> {
+        let at = self.now - self.start;
+        let wall = wall_clock(at);
+        if let Some(r) = &mut self.recording {
+            r.push(Recorded::Command {
+                at,
+                wall,
+                cmd: cmd.clone(),
+            });
+        }
+        self.sfu.handle_command(self.now, wall, cmd)
+    }
+
+    fn create_room(&mut self, spec: RoomSpec) -> RoomId {
+        match self.command(Command::CreateRoom(spec)).unwrap() {
+            Reply::RoomCreated { room, .. } => room.id,
+            other => panic!("CreateRoom replied {other:?}"),
+        }
+    }
+
+    /// Creates a Session (its Peer joins with [`Net::join_session`]).
+    pub fn create_session(&mut self, spec: SessionSpec) -> SessionId {
+        match self.command(Command::CreateSession(spec)).unwrap() {
+            Reply::Session(s) => s.id,
+            other => panic!("CreateSession replied {other:?}"),
+        }
     }
 
     pub fn session(&mut self, room: &RoomId, participant: &str) -> SessionId {
@@ -105,7 +166,7 @@ impl Net {
             created_at: SystemTime::now(),
             auto_subscribe: true,
         };
-        self.sfu.create_session(self.now, spec).unwrap().id
+        self.create_session(spec)
     }
 
     /// Creates a Room whose messages on `labels` also go to the backend.
@@ -118,7 +179,7 @@ impl Net {
             created_at: SystemTime::now(),
             backend_data_labels: labels.iter().map(|l| l.to_string()).collect(),
         };
-        self.sfu.create_room(self.now, spec).unwrap().0.id
+        self.create_room(spec)
     }
 
     /// Creates a Session and a Peer, and negotiates the Peer's initial offer.
@@ -215,6 +276,12 @@ impl Net {
     /// a new connection from the next source port (as a real driver reconnects).
     pub fn tcp_reconnect(&mut self, i: usize) {
         let old = self.peers[i].wire;
+        if let Some(r) = &mut self.recording {
+            r.push(Recorded::TcpClosed {
+                at: self.now - self.start,
+                remote: old,
+            });
+        }
         self.sfu.handle_tcp_closed(self.now, old);
         self.peers[i].wire.set_port(old.port() + 1);
         self.pump();
@@ -232,7 +299,14 @@ impl Net {
         channels: &[switchboard_testpeer::ChannelConfig],
     ) -> usize {
         let offer = core.create_offer_with(publish, channels);
-        let answer = self.sfu.apply_offer(self.now, &session, &offer).unwrap();
+        let cmd = Command::ApplyOffer {
+            session: session.clone(),
+            sdp: offer,
+        };
+        let answer = match self.command(cmd).unwrap() {
+            Reply::Answer(a) => a,
+            other => panic!("ApplyOffer replied {other:?}"),
+        };
         core.accept_answer(&answer).unwrap();
         self.peers.push(TestPeer {
             core,
@@ -289,6 +363,15 @@ impl Net {
                     destination: dst,
                     contents: &bytes,
                 };
+                if let Some(r) = &mut self.recording {
+                    r.push(Recorded::Datagram {
+                        at: now - self.start,
+                        transport: d.transport,
+                        source,
+                        destination: dst,
+                        contents: bytes.clone(),
+                    });
+                }
                 self.sfu.handle_datagram(now, d);
             }
         }
@@ -305,6 +388,11 @@ impl Net {
             now + Duration::from_millis(10),
         );
         let now = self.now;
+        if let Some(r) = &mut self.recording {
+            r.push(Recorded::Timeout {
+                at: now - self.start,
+            });
+        }
         self.sfu.handle_timeout(now);
         for p in &mut self.peers {
             if p.core.next_timeout() <= now {
@@ -339,15 +427,21 @@ impl Net {
                 Output::Event(e) => {
                     if let EventKind::NegotiationNeeded { offer_id, sdp } = &e.kind {
                         let sid = e.session.clone().unwrap();
+                        let mut answer = None;
                         if let Some(p) = self.peers.iter_mut().find(|p| p.session == sid) {
                             if p.auto_answer {
-                                let answer = p.core.accept_offer(sdp).unwrap();
-                                self.sfu
-                                    .apply_answer(self.now, &sid, &answer, Some(*offer_id))
-                                    .unwrap();
+                                answer = Some(p.core.accept_offer(sdp).unwrap());
                             } else {
                                 p.offers.push((*offer_id, sdp.clone()));
                             }
+                        }
+                        if let Some(sdp) = answer {
+                            let cmd = Command::ApplyAnswer {
+                                session: sid,
+                                sdp,
+                                offer_id: Some(*offer_id),
+                            };
+                            self.command(cmd).unwrap();
                         }
                     }
                     self.events.push(e);

@@ -27,6 +27,8 @@ pub(super) type Item = Result<pb::Event, Status>;
 /// The `RoomLost` event for `room`.
 pub(super) fn room_lost(room: &str, reason: LostReason, node: &str, epoch: u64) -> pb::Event {
     pb::Event {
+        // Made by the node serving the stream, outside every gateway's sequence.
+        boot_id: String::new(),
         sequence: 0,
         time: Some(SystemTime::now().into()),
         room_id: room.to_string(),
@@ -325,6 +327,15 @@ impl EventService for ClusterEdge {
         } else {
             let route = self.route_room(&req, &r.room_id).await?;
             (route, format!("r:{}", r.room_id), r.room_id.clone())
+        };
+        // A resuming stream replays from the owner's ring: it gets an upstream of its own (a
+        // shared one is already past that point).
+        let key = if r.after_sequence.is_some() {
+            static PRIVATE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = PRIVATE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("{key}#{n}")
+        } else {
+            key
         };
         match route {
             Route::Local => Ok(Response::new(self.watch_here(req).await?)),

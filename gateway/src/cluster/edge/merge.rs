@@ -4,7 +4,8 @@
 //! passed on (only this node's ends the stream); when a node's stream breaks, every Room it was
 //! known to hold gets `RoomLost { NODE_FAILED }`. Nodes that register later are followed from the
 //! next heartbeat on; a node whose stream broke is followed again only after a restart (new boot
-//! id), so its losses are reported once.
+//! id), so its losses are reported once. Sequences are per node, so `after_sequence` resumes this
+//! node's part only; the other nodes are followed live from the call on.
 
 use std::collections::HashSet;
 use std::time::Duration;
