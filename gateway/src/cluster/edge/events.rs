@@ -9,10 +9,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use prost::Message;
 use switchboard::v1 as pb;
 use switchboard::v1::event_service_client::EventServiceClient;
 use switchboard::v1::event_service_server::EventService;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -71,25 +72,87 @@ impl Relays {
     }
 }
 
-/// Hands `item` to a watcher's bounded channel. Returns whether the stream goes on: a watcher
-/// that does not read ends with DATA_LOSS, like a local stream; an error ends it.
-pub(super) async fn deliver(tx: &mpsc::Sender<Item>, item: Item) -> bool {
-    let last = item.is_err();
-    match tx.try_send(item) {
-        Ok(()) => !last,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            let _ = tx
-                .send(Err(Status::data_loss(
-                    "the backend read events too slowly; reconnect and re-read state",
-                )))
-                .await;
-            false
+/// The watcher side of one stream: a queue bounded in events (`limits.event_buffer`) and in
+/// encoded bytes (`limits.event_stream_bytes`), like a local stream. A backend that does not read
+/// fills it and its stream ends with DATA_LOSS.
+#[derive(Clone)]
+pub(super) struct Sink {
+    tx: mpsc::Sender<Item>,
+    bytes: Arc<Semaphore>,
+    max_bytes: usize,
+}
+
+impl Sink {
+    /// A sink and the stream that drains it (each event read gives its bytes back).
+    pub(super) fn new(events: usize, max_bytes: usize) -> (Self, EventStream) {
+        let (tx, rx) = mpsc::channel::<Item>(events.max(1));
+        let bytes = Arc::new(Semaphore::new(max_bytes));
+        let give_back = bytes.clone();
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |item: Item| {
+            if let Ok(ev) = &item {
+                give_back.add_permits(ev.encoded_len().min(max_bytes));
+            }
+            item
+        });
+        let sink = Self {
+            tx,
+            bytes,
+            max_bytes,
+        };
+        (sink, Box::pin(stream))
+    }
+
+    /// Queues `item`. Returns whether the stream goes on: an error ends it, and so does a full
+    /// queue (then DATA_LOSS).
+    pub(super) async fn deliver(&self, item: Item) -> bool {
+        let last = item.is_err();
+        if let Ok(ev) = &item {
+            // An event larger than the bound alone still passes when nothing else is queued.
+            let n = u32::try_from(ev.encoded_len().min(self.max_bytes)).unwrap_or(u32::MAX);
+            match self.bytes.clone().try_acquire_many_owned(n) {
+                Ok(p) => p.forget(),
+                Err(_) => {
+                    let _ = self
+                        .tx
+                        .send(Err(Status::data_loss(format!(
+                            "the backend read events too slowly: more than {} bytes queued \
+                             (limits.event_stream_bytes); reconnect and re-read state",
+                            self.max_bytes
+                        ))))
+                        .await;
+                    return false;
+                }
+            }
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        match self.tx.try_send(item) {
+            Ok(()) => !last,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let _ = self
+                    .tx
+                    .send(Err(Status::data_loss(
+                        "the backend read events too slowly (limits.event_buffer); reconnect \
+                         and re-read state",
+                    )))
+                    .await;
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Resolves when the watcher went away.
+    pub(super) async fn closed(&self) {
+        self.tx.closed().await;
     }
 }
 
 impl ClusterEdge {
+    /// A watcher's bounded queue, with this gateway's stream limits.
+    pub(super) fn sink(&self) -> (Sink, EventStream) {
+        let bytes = self.agent.handle.inner.bus.limits().stream_bytes;
+        Sink::new(self.event_buffer, bytes)
+    }
+
     /// The local stream for `req`, merged with this node's `RoomLost` announcements for the Room
     /// watched (every Room when unfiltered).
     pub(super) async fn watch_here(
@@ -113,7 +176,7 @@ impl ClusterEdge {
         // Subscribe to both before answering, so nothing after this call is missed.
         let mut lost = self.agent.lost_rooms();
         let mut local = self.local.watch_events(req).await?.into_inner();
-        let (tx, rx) = mpsc::channel::<Item>(self.event_buffer);
+        let (tx, stream) = self.sink();
         tokio::spawn(async move {
             loop {
                 let item = tokio::select! {
@@ -125,8 +188,8 @@ impl ClusterEdge {
                         Ok(l) if room.as_ref().is_none_or(|r| *r == l.room) => {
                             let ev = room_lost(&l.room, l.reason, &l.node, l.epoch);
                             if filtered {
-                                if deliver(&tx, Ok(ev)).await {
-                                    let _ = deliver(&tx, Err(lost_status(&l.room))).await;
+                                if tx.deliver(Ok(ev)).await {
+                                    let _ = tx.deliver(Err(lost_status(&l.room))).await;
                                 }
                                 return;
                             }
@@ -136,12 +199,12 @@ impl ClusterEdge {
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
                 };
-                if !deliver(&tx, item).await {
+                if !tx.deliver(item).await {
                     return;
                 }
             }
         });
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        Ok(stream)
     }
 
     /// A watcher of the relay for `key` (opened on `node` if none is open).
@@ -189,7 +252,7 @@ impl ClusterEdge {
                 }
             }
         };
-        let (tx, out) = mpsc::channel::<Item>(self.event_buffer);
+        let (tx, out) = self.sink();
         tokio::spawn(async move {
             loop {
                 let item = match rx.recv().await {
@@ -200,12 +263,12 @@ impl ClusterEdge {
                          re-read state"
                     ))),
                 };
-                if !deliver(&tx, item).await {
+                if !tx.deliver(item).await {
                     return;
                 }
             }
         });
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(out)))
+        Ok(out)
     }
 
     /// Copies the owner's events to the relay's watchers until the Room is gone or nobody watches.
@@ -340,6 +403,49 @@ impl EventService for ClusterEdge {
         match route {
             Route::Local => Ok(Response::new(self.watch_here(req).await?)),
             Route::Remote(n) => Ok(Response::new(self.watch_relayed(key, room, n, req).await?)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn big(n: usize) -> Item {
+        Ok(pb::Event {
+            room_id: "r".repeat(n),
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_stalled_watcher_is_bounded_by_bytes_and_ends_with_data_loss() {
+        let (sink, mut stream) = Sink::new(1000, 10_000);
+        assert!(sink.deliver(big(4000)).await);
+        assert!(sink.deliver(big(4000)).await);
+        // A third would pass 10 000 queued bytes.
+        assert!(!sink.deliver(big(4000)).await);
+        drop(sink);
+        let mut got = Vec::new();
+        while let Some(item) = stream.next().await {
+            got.push(item);
+        }
+        assert_eq!(got.len(), 3);
+        let end = got.pop().unwrap().unwrap_err();
+        assert_eq!(end.code(), tonic::Code::DataLoss);
+        assert!(
+            end.message().contains("limits.event_stream_bytes"),
+            "{end:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_reads_gets_every_large_event() {
+        let (sink, mut stream) = Sink::new(1000, 10_000);
+        for _ in 0..20 {
+            // Larger than the bound alone: it passes when nothing else is queued.
+            assert!(sink.deliver(big(30_000)).await);
+            assert!(stream.next().await.unwrap().is_ok());
         }
     }
 }

@@ -13,14 +13,13 @@ use std::time::Duration;
 use switchboard::v1 as pb;
 use switchboard::v1::event_service_client::EventServiceClient;
 use switchboard::v1::room_service_client::RoomServiceClient;
-use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status, Streaming};
 
 use super::ClusterEdge;
-use super::events::{EventStream, Item, deliver, room_lost};
+use super::events::{EventStream, Sink, room_lost};
 use crate::cluster::agent::LostReason;
 use crate::cluster::store::NodeInfo;
 
@@ -32,7 +31,7 @@ impl ClusterEdge {
     ) -> Result<EventStream, Status> {
         let meta = req.metadata().clone();
         let mut local = self.watch_here(req).await?;
-        let (tx, rx) = mpsc::channel::<Item>(self.event_buffer);
+        let (tx, out) = self.sink();
         let stop = CancellationToken::new();
         let (t, s) = (tx.clone(), stop.clone());
         tokio::spawn(async move {
@@ -42,7 +41,7 @@ impl ClusterEdge {
                     () = s.cancelled() => return,
                     item = local.next() => {
                         let Some(item) = item else { break };
-                        if !deliver(&t, item).await {
+                        if !t.deliver(item).await {
                             break;
                         }
                     }
@@ -67,7 +66,7 @@ impl ClusterEdge {
         }
         let edge = self.clone();
         tokio::spawn(async move { edge.follow_nodes(meta, followed, tx, stop).await });
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        Ok(out)
     }
 
     /// Attaches an upstream to every live node not followed yet, every heartbeat, until `stop`.
@@ -75,7 +74,7 @@ impl ClusterEdge {
         self,
         meta: MetadataMap,
         mut followed: HashSet<(String, String)>,
-        tx: mpsc::Sender<Item>,
+        tx: Sink,
         stop: CancellationToken,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(self.agent.cfg.heartbeat_ms));
@@ -139,7 +138,7 @@ impl ClusterEdge {
         node: NodeInfo,
         mut upstream: Streaming<pb::Event>,
         mut rooms: HashSet<String>,
-        tx: mpsc::Sender<Item>,
+        tx: Sink,
         stop: CancellationToken,
     ) {
         loop {
@@ -159,14 +158,14 @@ impl ClusterEdge {
                         }
                         _ => {}
                     }
-                    if !deliver(&tx, Ok(ev)).await {
+                    if !tx.deliver(Ok(ev)).await {
                         stop.cancel();
                         return;
                     }
                 }
                 // This stream fell behind on that node: the merged stream has lost events.
                 Err(s) if s.code() == tonic::Code::DataLoss => {
-                    let _ = deliver(&tx, Err(s)).await;
+                    let _ = tx.deliver(Err(s)).await;
                     stop.cancel();
                     return;
                 }
@@ -179,7 +178,7 @@ impl ClusterEdge {
         for room in lost {
             tracing::info!(room, node = %node.id, "room lost with its node");
             let ev = room_lost(&room, LostReason::NodeFailed, &node.id, 0);
-            if !deliver(&tx, Ok(ev)).await {
+            if !tx.deliver(Ok(ev)).await {
                 stop.cancel();
                 return;
             }
