@@ -18,6 +18,7 @@ pub use switchboard_core::{DataMessage, IceCandidate};
 
 use crate::driver::{SendError, WorkerHandle};
 use crate::events::{EventBus, EventFilter, EventSubscription};
+use crate::paging::{self, HandleBounds, Listing, Page, PageRequest};
 pub use crate::turn::IceServer;
 use crate::turn::IceServers;
 
@@ -75,6 +76,7 @@ pub(crate) struct Inner {
     pub(crate) ice_servers: IceServers,
     pub(crate) draining: AtomicBool,
     rng: Mutex<ChaCha20Rng>,
+    bounds: HandleBounds,
 }
 
 /// A cheap, clonable handle to a running gateway.
@@ -88,6 +90,7 @@ impl GatewayHandle {
         workers: Vec<WorkerHandle>,
         bus: Arc<EventBus>,
         ice_servers: IceServers,
+        bounds: HandleBounds,
     ) -> Result<Self, getrandom::Error> {
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed)?;
@@ -98,6 +101,7 @@ impl GatewayHandle {
                 ice_servers,
                 draining: AtomicBool::new(false),
                 rng: Mutex::new(ChaCha20Rng::from_seed(seed)),
+                bounds,
             }),
         })
     }
@@ -129,6 +133,12 @@ impl GatewayHandle {
         Ok(Answer { kind, reply: res? })
     }
 
+    /// Refuses a new Room or Session on Worker `w` while it is overloaded (`[overload]`).
+    fn admit_new(&self, w: usize) -> Result<(), GatewayError> {
+        let overload = &self.inner.bounds.overload;
+        Ok(self.inner.workers[w].admit_new(w, overload)?)
+    }
+
     fn check_open(&self) -> Result<(), GatewayError> {
         if self.inner.draining.load(Ordering::Acquire) {
             return Err(GatewayError::Unavailable("the gateway is shutting down"));
@@ -148,6 +158,7 @@ impl GatewayHandle {
             }
         };
         let w = self.room_worker(&id);
+        self.admit_new(w)?;
         spec.id = Some(id);
         expect_reply!(self.call(w, Command::CreateRoom(spec)).await?,
             Reply::RoomCreated { room, created } => (room, created))
@@ -159,16 +170,24 @@ impl GatewayHandle {
         expect_reply!(self.call(w, Command::GetRoom { room }).await?, Reply::Room(r) => r)
     }
 
-    /// Lists every Room of every Worker, ordered by id.
-    pub async fn list_rooms(&self) -> Result<Vec<RoomInfo>, GatewayError> {
+    /// Lists one page of the Rooms of every Worker, ordered by id across Workers.
+    pub async fn list_rooms(&self, page: PageRequest) -> Result<Page<RoomInfo>, GatewayError> {
+        let size = self.inner.bounds.page_size(page.page_size);
+        let after =
+            paging::decode_token(Listing::Rooms, &page.page_token, |s| RoomId::parse(s).ok())?;
         let mut all = Vec::new();
         for w in 0..self.inner.workers.len() {
-            let rooms =
-                expect_reply!(self.call(w, Command::ListRooms).await?, Reply::Rooms(r) => r)?;
+            // One more than a page from each: whether anything follows the page is then known.
+            let cmd = Command::ListRooms {
+                after: after.clone(),
+                limit: size + 1,
+            };
+            let rooms = expect_reply!(self.call(w, cmd).await?, Reply::Rooms(r) => r)?;
             all.extend(rooms);
         }
-        all.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(all)
+        Ok(paging::merge(Listing::Rooms, all, size, |r| {
+            r.id.to_string()
+        }))
     }
 
     /// Deletes a Room, closing its Sessions; returns how many.
@@ -186,6 +205,7 @@ impl GatewayHandle {
     ) -> Result<(SessionInfo, Vec<IceServer>), GatewayError> {
         self.check_open()?;
         let w = self.room_worker(&spec.room);
+        self.admit_new(w)?;
         let info = expect_reply!(self.call(w, Command::CreateSession(spec)).await?,
             Reply::Session(s) => s)?;
         let ice = self
@@ -202,11 +222,26 @@ impl GatewayHandle {
             Reply::Session(s) => s)
     }
 
-    /// Lists a Room's Sessions.
-    pub async fn list_sessions(&self, room: RoomId) -> Result<Vec<SessionInfo>, GatewayError> {
+    /// Lists one page of a Room's Sessions, ordered by id.
+    pub async fn list_sessions(
+        &self,
+        room: RoomId,
+        page: PageRequest,
+    ) -> Result<Page<SessionInfo>, GatewayError> {
+        let size = self.inner.bounds.page_size(page.page_size);
+        let after = paging::decode_token(Listing::Sessions, &page.page_token, |s| {
+            SessionId::parse(s).ok()
+        })?;
         let w = self.room_worker(&room);
-        expect_reply!(self.call(w, Command::ListSessions { room }).await?,
-            Reply::Sessions(s) => s)
+        let cmd = Command::ListSessions {
+            room,
+            after,
+            limit: size + 1,
+        };
+        let sessions = expect_reply!(self.call(w, cmd).await?, Reply::Sessions(s) => s)?;
+        Ok(paging::merge(Listing::Sessions, sessions, size, |s| {
+            s.id.to_string()
+        }))
     }
 
     /// Closes a Session.
@@ -221,6 +256,7 @@ impl GatewayHandle {
         session: SessionId,
         sdp: String,
     ) -> Result<String, GatewayError> {
+        self.inner.bounds.check_sdp(&sdp)?;
         let w = self.session_worker(&session)?;
         expect_reply!(self.call(w, Command::ApplyOffer { session, sdp }).await?,
             Reply::Answer(a) => a)
@@ -233,6 +269,7 @@ impl GatewayHandle {
         sdp: String,
         offer_id: Option<u64>,
     ) -> Result<(), GatewayError> {
+        self.inner.bounds.check_sdp(&sdp)?;
         let w = self.session_worker(&session)?;
         let cmd = Command::ApplyAnswer {
             session,
@@ -329,6 +366,11 @@ impl GatewayHandle {
     /// Subscribes to events from now on.
     pub fn watch_events(&self, filter: EventFilter) -> EventSubscription {
         self.inner.bus.subscribe(filter)
+    }
+
+    /// The largest SDP accepted (`signaling.max_sdp_bytes`).
+    pub(crate) fn max_sdp_bytes(&self) -> usize {
+        self.inner.bounds.max_sdp_bytes
     }
 
     /// Whether the gateway is shutting down.

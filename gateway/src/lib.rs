@@ -30,6 +30,7 @@ mod conns;
 mod driver;
 pub mod events;
 pub mod handle;
+pub mod paging;
 pub mod telemetry;
 pub mod turn;
 
@@ -142,9 +143,18 @@ impl Gateway {
             config.ice_servers.clone(),
             turn.as_ref().map(turn::TurnServer::embedded),
         );
-        let handle =
-            GatewayHandle::new(workers.iter().map(|w| w.handle.clone()).collect(), bus, ice)
-                .map_err(|e| StartError::Other(e.to_string()))?;
+        let bounds = paging::HandleBounds {
+            default_page_size: config.listing.default_page_size,
+            max_page_size: config.listing.max_page_size,
+            max_sdp_bytes: config.signaling.max_sdp_bytes,
+            overload: driver::Overload {
+                max_queue_depth: config.overload.max_queue_depth,
+                max_loop_lag: Duration::from_millis(config.overload.max_loop_lag_ms),
+            },
+        };
+        let workers_handles = workers.iter().map(|w| w.handle.clone()).collect();
+        let handle = GatewayHandle::new(workers_handles, bus, ice, bounds)
+            .map_err(|e| StartError::Other(e.to_string()))?;
         let threads = workers.into_iter().map(|w| w.thread).collect();
 
         let listener = tokio::net::TcpListener::bind(config.grpc.listen)

@@ -25,8 +25,14 @@ pub enum Command {
         /// The Room.
         room: RoomId,
     },
-    /// Lists this Worker's Rooms. Replies [`Reply::Rooms`].
-    ListRooms,
+    /// Lists this Worker's Rooms, ordered by id: at most `limit`, those after `after`. Replies
+    /// [`Reply::Rooms`].
+    ListRooms {
+        /// Only Rooms whose id sorts after this one (the last of the previous page).
+        after: Option<RoomId>,
+        /// Most Rooms returned.
+        limit: usize,
+    },
     /// Deletes a Room and closes its Sessions. Replies [`Reply::SessionsClosed`].
     DeleteRoom {
         /// The Room.
@@ -39,10 +45,15 @@ pub enum Command {
         /// The Session.
         session: SessionId,
     },
-    /// Lists a Room's Sessions. Replies [`Reply::Sessions`].
+    /// Lists a Room's Sessions, ordered by id: at most `limit`, those after `after`. Replies
+    /// [`Reply::Sessions`].
     ListSessions {
         /// The Room.
         room: RoomId,
+        /// Only Sessions whose id sorts after this one (the last of the previous page).
+        after: Option<SessionId>,
+        /// Most Sessions returned.
+        limit: usize,
     },
     /// Closes a Session. Replies [`Reply::Done`].
     CloseSession {
@@ -225,7 +236,7 @@ impl Command {
         match self {
             Self::CreateRoom(_) => 0,
             Self::GetRoom { .. } => 1,
-            Self::ListRooms => 2,
+            Self::ListRooms { .. } => 2,
             Self::DeleteRoom { .. } => 3,
             Self::CreateSession(_) => 4,
             Self::GetSession { .. } => 5,
@@ -307,14 +318,18 @@ impl Sfu {
                 Reply::RoomCreated { room, created }
             }
             Command::GetRoom { room } => Reply::Room(self.get_room(&room)?),
-            Command::ListRooms => Reply::Rooms(self.list_rooms()),
+            Command::ListRooms { after, limit } => {
+                Reply::Rooms(self.list_rooms(after.as_ref(), limit))
+            }
             Command::DeleteRoom { room } => Reply::SessionsClosed(self.delete_room(now, &room)?),
             Command::CreateSession(mut spec) => {
                 spec.created_at = wall_clock;
                 Reply::Session(self.create_session(now, spec)?)
             }
             Command::GetSession { session } => Reply::Session(self.get_session(&session)?),
-            Command::ListSessions { room } => Reply::Sessions(self.list_sessions(&room)?),
+            Command::ListSessions { room, after, limit } => {
+                Reply::Sessions(self.list_sessions(&room, after.as_ref(), limit)?)
+            }
             Command::CloseSession { session } => {
                 self.close_session(now, &session)?;
                 Reply::Done

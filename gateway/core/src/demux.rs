@@ -1,7 +1,8 @@
 //! Demultiplexing: which Session a datagram from the Worker's UDP socket, or a frame from one of its
 //! TCP connections, belongs to.
 //!
-//! Owns the two indexes (transport and remote address, then local ICE ufrag) and the tiny STUN
+//! Owns the two indexes (transport and remote address, then local ICE ufrag), the rule choosing
+//! which (at most 8) remote addresses a Session routes, and the tiny STUN
 //! parser that reads the USERNAME attribute. The Worker's local address is the same for every
 //! entry of a transport, so (transport, remote address) is the 5-tuple. It must never scan
 //! Sessions and never panic on any input bytes.
@@ -34,6 +35,13 @@ impl Demux {
     /// Removes one remote address (a TCP connection that closed); returns its Session.
     pub(crate) fn remove_addr(&mut self, addr: (Transport, SocketAddr)) -> Option<SessionKey> {
         self.by_addr.remove(&addr)
+    }
+
+    /// Removes one remote address if it routes to `key` (an address a Session evicted).
+    pub(crate) fn remove_addr_of(&mut self, addr: (Transport, SocketAddr), key: SessionKey) {
+        if self.by_addr.get(&addr) == Some(&key) {
+            self.by_addr.remove(&addr);
+        }
     }
 
     /// Removes every entry of a Session.
@@ -73,6 +81,50 @@ impl Demux {
     pub(crate) fn len(&self) -> (usize, usize) {
         (self.by_addr.len(), self.by_ufrag.len())
     }
+}
+
+/// Most remote addresses routed to one Session (see [`admit_addr`]). A Peer checks a few pairs
+/// at once (one per local interface and transport); older ones are evicted as it roams.
+const MAX_ADDRS_PER_SESSION: usize = 8;
+
+/// Adds `addr` as the most recently checked address of a Session. With `MAX_ADDRS_PER_SESSION`
+/// already routed, the least recently checked one that is not `keep` (where the Session sends)
+/// is evicted and returned; the caller removes it from the demux index.
+pub(crate) fn admit_addr(
+    addrs: &mut Vec<(Transport, SocketAddr)>,
+    keep: Option<(Transport, SocketAddr)>,
+    addr: (Transport, SocketAddr),
+) -> Option<(Transport, SocketAddr)> {
+    if touch_addr(addrs, addr) {
+        return None;
+    }
+    let mut evicted = None;
+    if addrs.len() >= MAX_ADDRS_PER_SESSION {
+        let i = addrs.iter().position(|a| Some(*a) != keep).unwrap_or(0);
+        evicted = Some(addrs.remove(i));
+    }
+    addrs.push(addr);
+    evicted
+}
+
+/// Moves a routed address to the back (most recently checked). False if it is not routed.
+pub(crate) fn touch_addr(
+    addrs: &mut Vec<(Transport, SocketAddr)>,
+    addr: (Transport, SocketAddr),
+) -> bool {
+    let Some(i) = addrs.iter().position(|a| *a == addr) else {
+        return false;
+    };
+    if i + 1 != addrs.len() {
+        let a = addrs.remove(i);
+        addrs.push(a);
+    }
+    true
+}
+
+/// Whether the bytes look like a STUN message (RFC 7983: first byte 0–3, then the magic cookie).
+pub(crate) fn is_stun(buf: &[u8]) -> bool {
+    buf.len() >= 20 && buf[0] < 4 && buf[4..8] == [0x21, 0x12, 0xA4, 0x42]
 }
 
 const STUN_MAGIC: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
@@ -161,6 +213,24 @@ mod tests {
         d.remove("ours", &[udp], 1);
         assert_eq!(d.route(Transport::Udp, a, &m), None);
         assert_eq!(d.len(), (0, 0));
+    }
+
+    #[test]
+    fn a_new_address_evicts_the_least_recently_checked_but_never_the_one_in_use() {
+        let a = |i: u16| (Transport::Udp, SocketAddr::from(([192, 0, 2, 1], i)));
+        let mut addrs = Vec::new();
+        for i in 0..MAX_ADDRS_PER_SESSION as u16 {
+            assert_eq!(admit_addr(&mut addrs, None, a(i)), None);
+        }
+        // 0 is the oldest, but the Session sends to it: 1 goes instead.
+        assert_eq!(admit_addr(&mut addrs, Some(a(0)), a(100)), Some(a(1)));
+        // A check on 2 makes it the most recent: 3 is the next to go.
+        assert!(touch_addr(&mut addrs, a(2)));
+        assert_eq!(admit_addr(&mut addrs, Some(a(0)), a(101)), Some(a(3)));
+        // Known addresses are only touched.
+        assert_eq!(admit_addr(&mut addrs, Some(a(0)), a(100)), None);
+        assert_eq!(addrs.len(), MAX_ADDRS_PER_SESSION);
+        assert!(!touch_addr(&mut addrs, a(1)));
     }
 
     #[test]

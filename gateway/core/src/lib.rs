@@ -32,6 +32,7 @@ pub use ids::{IdError, MAX_ID_LEN, ParticipantId, RoomId, SessionId, TrackId};
 pub use model::*;
 pub use sfu::{
     BweConfig, DIRECT_LABEL, Datagram, MAX_METADATA_BYTES, Output, RemoteCandidate, Sfu, SfuConfig,
+    SignalingLimits,
 };
 
 /// Internals exposed for the crate's own tests (feature `testing`); not a stable API.

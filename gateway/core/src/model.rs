@@ -406,4 +406,8 @@ pub struct Counters {
     pub session_panics: u64,
     /// Keyframe requests sent to publishers.
     pub keyframe_requests: u64,
+    /// Automatic subscriptions skipped because the subscriber had its maximum of m-lines.
+    pub subscriptions_refused: u64,
+    /// Remote addresses of a Session evicted (least recently checked) to route a new one.
+    pub addrs_evicted: u64,
 }

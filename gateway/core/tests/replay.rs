@@ -71,14 +71,21 @@ fn record() -> Vec<Recorded> {
         Command::GetSession {
             session: alice.clone(),
         },
-        Command::ListSessions { room: room.clone() },
+        Command::ListSessions {
+            room: room.clone(),
+            after: None,
+            limit: 100,
+        },
         Command::ApplyAnswer {
             session: alice.clone(),
             sdp: "v=0\r\n".into(),
             offer_id: None,
         },
         Command::CloseSession { session: alice },
-        Command::ListRooms,
+        Command::ListRooms {
+            after: None,
+            limit: 100,
+        },
         Command::DeleteRoom { room },
     ];
     for cmd in commands {

@@ -177,6 +177,9 @@ async fn routes(
     event_buffer: usize,
     cluster: Option<crate::cluster::Cluster>,
 ) -> Result<(Routes, tonic_health::server::HealthReporter), tonic_reflection::server::Error> {
+    // The Session service carries SDP: its requests are bounded by `signaling.max_sdp_bytes`
+    // (plus room for the other fields), so an oversize offer is refused while decoding.
+    let session_request_limit = handle.max_sdp_bytes() + 64 * 1024;
     let svc = ControlService::new(handle, event_buffer);
     let (health, health_svc) = tonic_health::server::health_reporter();
     health
@@ -226,8 +229,8 @@ async fn routes(
         .add_service(RoomServiceServer::with_interceptor(svc.clone(), move |r| {
             a1.check(r)
         }))
-        .add_service(SessionServiceServer::with_interceptor(
-            svc.clone(),
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            SessionServiceServer::new(svc.clone()).max_decoding_message_size(session_request_limit),
             move |r| a2.check(r),
         ))
         .add_service(EventServiceServer::with_interceptor(

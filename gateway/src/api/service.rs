@@ -16,6 +16,7 @@ use super::event_stream::{self, StreamLimits};
 use super::status::{events_not_kept, invalid};
 use crate::events::{BootId, EventFilter};
 use crate::handle::{DataMessage, GatewayError, GatewayHandle, IceCandidate};
+use crate::paging::PageRequest;
 
 /// Implements every `switchboard.v1` service over one [`GatewayHandle`].
 #[derive(Clone)]
@@ -62,11 +63,17 @@ impl RoomService for ControlService {
 
     async fn list_rooms(
         &self,
-        _req: Request<pb::ListRoomsRequest>,
+        req: Request<pb::ListRoomsRequest>,
     ) -> Result<Response<pb::ListRoomsResponse>, Status> {
-        let rooms = self.handle.list_rooms().await?;
+        let r = req.into_inner();
+        let page = PageRequest {
+            page_size: r.page_size,
+            page_token: r.page_token,
+        };
+        let page = self.handle.list_rooms(page).await?;
         Ok(Response::new(pb::ListRoomsResponse {
-            rooms: rooms.into_iter().map(ToProto::to_proto).collect(),
+            rooms: page.items.into_iter().map(ToProto::to_proto).collect(),
+            next_page_token: page.next_page_token,
         }))
     }
 
@@ -134,10 +141,16 @@ impl SessionService for ControlService {
         &self,
         req: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        let id = room_id("room_id", &req.into_inner().room_id)?;
-        let sessions = self.handle.list_sessions(id).await?;
+        let r = req.into_inner();
+        let id = room_id("room_id", &r.room_id)?;
+        let page = PageRequest {
+            page_size: r.page_size,
+            page_token: r.page_token,
+        };
+        let page = self.handle.list_sessions(id, page).await?;
         Ok(Response::new(pb::ListSessionsResponse {
-            sessions: sessions.into_iter().map(ToProto::to_proto).collect(),
+            sessions: page.items.into_iter().map(ToProto::to_proto).collect(),
+            next_page_token: page.next_page_token,
         }))
     }
 

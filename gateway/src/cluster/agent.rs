@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use switchboard_core::RoomId;
+use switchboard_core::{RoomId, RoomInfo};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +26,7 @@ use super::load::{CLOCK_TICKS_PER_SEC, process_cpu_ticks};
 use super::placement;
 use super::store::{ClusterStore, NodeInfo, NodeLoad, NodeState, RoomOwner, StoreError};
 use crate::handle::{GatewayError, GatewayHandle};
+use crate::paging::PageRequest;
 
 /// Why a Room was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,7 +347,7 @@ impl Agent {
     /// Releases the leases of Rooms that closed here (empty timeout, DeleteRoom, …).
     async fn reconcile(&self) {
         let _g = self.ownership.lock().await;
-        let Ok(rooms) = self.handle.list_rooms().await else {
+        let Ok(rooms) = self.all_rooms().await else {
             return;
         };
         let live: std::collections::HashSet<String> =
@@ -414,9 +415,28 @@ impl Agent {
         used
     }
 
+    /// Every Room on this node, read page by page (the largest pages `[listing]` allows; at most
+    /// 100 000 pages).
+    pub(crate) async fn all_rooms(&self) -> Result<Vec<RoomInfo>, GatewayError> {
+        let mut out = Vec::new();
+        let mut page = PageRequest {
+            page_size: u32::MAX,
+            page_token: String::new(),
+        };
+        for _ in 0..100_000 {
+            let p = self.handle.list_rooms(page.clone()).await?;
+            out.extend(p.items);
+            if p.next_page_token.is_empty() {
+                break;
+            }
+            page.page_token = p.next_page_token;
+        }
+        Ok(out)
+    }
+
     /// This node's registration with its current load.
     pub(crate) async fn info(&self) -> NodeInfo {
-        let (rooms, sessions) = match self.handle.list_rooms().await {
+        let (rooms, sessions) = match self.all_rooms().await {
             Ok(r) => (r.len() as u32, r.iter().map(|r| r.session_count).sum()),
             Err(_) => (0, 0),
         };

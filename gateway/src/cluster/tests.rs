@@ -145,7 +145,7 @@ async fn a_renewal_that_finds_the_lease_taken_closes_the_room_here() {
         .unwrap()
         .insert("r1".into(), other.clone());
     agent.renew().await;
-    let rooms = gw.handle().list_rooms().await.unwrap();
+    let rooms = agent.all_rooms().await.unwrap();
     assert!(!exists(&rooms, "r1"), "r1 must be closed here");
     assert!(exists(&rooms, "r2"), "r2 is still ours");
     let l = lost.try_recv().unwrap();
@@ -169,7 +169,7 @@ async fn a_lease_past_its_deadline_is_fenced_before_any_call() {
     own(&gw, &store, &agent, "late", sent).await;
     assert_eq!(agent.holds("late"), None);
     agent.fence_if_expired("late").await;
-    let rooms = gw.handle().list_rooms().await.unwrap();
+    let rooms = agent.all_rooms().await.unwrap();
     assert!(!exists(&rooms, "late"));
     assert_eq!(store.room_owner("late").await.unwrap(), None, "released");
     gw.shutdown().await;

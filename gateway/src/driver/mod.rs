@@ -21,6 +21,7 @@
 //! The API layer reaches a Worker only through a bounded queue ([`WorkerHandle`]); a full queue
 //! is reported, never waited on.
 
+mod load;
 mod tcp;
 
 use std::io;
@@ -34,6 +35,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::events::{EventBody, EventBus};
 
+pub(crate) use load::Overload;
+use load::WorkerLoad;
 pub(crate) use tcp::TcpLimits;
 use tcp::{ConnEvent, TcpSide};
 
@@ -54,6 +57,10 @@ enum WorkerMsg {
     /// A backend operation, applied with [`Sfu::handle_command`].
     Command(Command, ReplyTx),
     Shutdown(oneshot::Sender<()>),
+    /// Test hook: the Worker thread blocks until the sender is dropped or sends (a Worker that is
+    /// behind, deterministically).
+    #[cfg(test)]
+    Pause(std::sync::mpsc::Receiver<()>),
 }
 
 /// Why a command did not reach a Worker.
@@ -69,6 +76,7 @@ pub(crate) enum SendError {
 #[derive(Clone)]
 pub(crate) struct WorkerHandle {
     tx: mpsc::Sender<WorkerMsg>,
+    load: Arc<WorkerLoad>,
 }
 
 impl WorkerHandle {
@@ -82,6 +90,31 @@ impl WorkerHandle {
                 mpsc::error::TrySendError::Closed(_) => SendError::Stopped,
             })?;
         rx.await.map_err(|_| SendError::Stopped)
+    }
+
+    /// Whether this Worker (index `worker`) may take a new Room or Session now: its queue depth and
+    /// loop lag against the `[overload]` thresholds.
+    pub(crate) fn admit_new(&self, worker: usize, overload: &Overload) -> Result<(), CoreError> {
+        let depth = self.tx.max_capacity() - self.tx.capacity();
+        overload.admit_new(worker, depth, self.load.lag())
+    }
+
+    /// Test hook: blocks the Worker thread until `resume` is dropped or sent to.
+    #[cfg(test)]
+    pub(crate) fn pause(&self, resume: std::sync::mpsc::Receiver<()>) {
+        let _ = self.tx.try_send(WorkerMsg::Pause(resume));
+    }
+
+    /// Test hook: commands waiting in the queue.
+    #[cfg(test)]
+    pub(crate) fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Test hook: the loop lag the Worker reports.
+    #[cfg(test)]
+    pub(crate) fn set_lag(&self, lag: Duration) {
+        self.load.set_lag(lag);
     }
 
     /// Asks the Worker to close everything and stop; resolves when it has.
@@ -158,6 +191,8 @@ pub(crate) fn spawn(
         SpawnError::Other(io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
     })?;
     let (tx, rx) = mpsc::channel(queue);
+    let load = Arc::new(WorkerLoad::default());
+    let worker_load = load.clone();
     let thread = std::thread::Builder::new()
         .name(format!("sb-worker-{index}"))
         .spawn(move || {
@@ -165,11 +200,11 @@ pub(crate) fn spawn(
                 .enable_all()
                 .build()
                 .expect("a current-thread runtime with IO and timers builds");
-            rt.block_on(run(socket, listener, sfu, rx, bus, index));
+            rt.block_on(run(socket, listener, sfu, rx, bus, index, worker_load));
         })
         .map_err(SpawnError::Other)?;
     Ok(Worker {
-        handle: WorkerHandle { tx },
+        handle: WorkerHandle { tx, load },
         local_addr,
         tcp_addr,
         thread,
@@ -206,6 +241,7 @@ async fn run(
     mut rx: mpsc::Receiver<WorkerMsg>,
     bus: Arc<EventBus>,
     index: u8,
+    load: Arc<WorkerLoad>,
 ) {
     let socket = match UdpSocket::from_std(socket) {
         Ok(s) => s,
@@ -238,6 +274,7 @@ async fn run(
         // Under constant input the timer branch below may never win the select: run it here.
         let now = Instant::now();
         if deadline <= now {
+            load.timer_ran(deadline, now);
             sfu.handle_timeout(now);
             deadline = flush(&mut sfu, &socket, tcp.as_mut(), &bus, &mut udp_drops);
         }
@@ -270,6 +307,10 @@ async fn run(
                     }
                     let _ = done.send(());
                     break;
+                }
+                #[cfg(test)]
+                Some(WorkerMsg::Pause(resume)) => {
+                    let _ = resume.recv();
                 }
                 None => break,
             },
@@ -347,7 +388,11 @@ async fn run(
                     }
                 }
             }
-            _ = tokio::time::sleep_until(deadline.into()) => sfu.handle_timeout(Instant::now()),
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                let now = Instant::now();
+                load.timer_ran(deadline, now);
+                sfu.handle_timeout(now);
+            }
         }
     }
     tracing::debug!(

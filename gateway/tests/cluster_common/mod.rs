@@ -373,7 +373,10 @@ impl Clients {
         Ok(self
             .rooms
             .clone()
-            .list_rooms(pb::ListRoomsRequest {})
+            .list_rooms(pb::ListRoomsRequest {
+                page_size: 1000,
+                ..Default::default()
+            })
             .await?
             .into_inner()
             .rooms

@@ -133,9 +133,15 @@ impl Sfu {
             .ok_or_else(|| CoreError::RoomNotFound(id.clone()))
     }
 
-    /// Lists every Room, ordered by id.
-    pub fn list_rooms(&self) -> Vec<RoomInfo> {
-        self.rooms.values().map(Self::room_info).collect()
+    /// Lists Rooms ordered by id: at most `limit`, only those after `after` (one page).
+    pub fn list_rooms(&self, after: Option<&RoomId>, limit: usize) -> Vec<RoomInfo> {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.rooms
+            .range::<RoomId, _>((from, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, r)| Self::room_info(r))
+            .collect()
     }
 
     /// Deletes a Room and closes its Sessions. Returns how many Sessions were closed.
@@ -225,6 +231,9 @@ impl Sfu {
             rtc,
             ufrag: ufrag.clone(),
             addrs: Vec::new(),
+            send_to: None,
+            sdp_mlines: 0,
+            remote_candidates: 0,
             rtc_timeout: now,
             timer: None,
             connect_deadline: Some(connect_deadline),
@@ -285,20 +294,29 @@ impl Sfu {
         Ok(self.session_info(&self.sessions[&key]))
     }
 
-    /// Lists a Room's Sessions, ordered by id.
-    pub fn list_sessions(&self, room: &RoomId) -> Result<Vec<SessionInfo>, CoreError> {
+    /// Lists a Room's Sessions ordered by id: at most `limit`, only those after `after` (one
+    /// page).
+    pub fn list_sessions(
+        &self,
+        room: &RoomId,
+        after: Option<&SessionId>,
+        limit: usize,
+    ) -> Result<Vec<SessionInfo>, CoreError> {
         let r = self
             .rooms
             .get(room)
             .ok_or_else(|| CoreError::RoomNotFound(room.clone()))?;
-        let mut v: Vec<SessionInfo> = r
+        let mut v: Vec<&Session> = r
             .sessions
             .iter()
             .filter_map(|k| self.sessions.get(k))
-            .map(|s| self.session_info(s))
+            .filter(|s| after.is_none_or(|a| &s.id > a))
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(v)
+        Ok(v.into_iter()
+            .take(limit)
+            .map(|s| self.session_info(s))
+            .collect())
     }
 
     /// Closes a Session at the backend's request.
@@ -348,6 +366,17 @@ impl Sfu {
                 });
             }
             keys.push(tk);
+        }
+        let new = keys
+            .iter()
+            .filter(|tk| !self.sessions[&key].tracks_out.contains_key(tk))
+            .count();
+        let mlines = self.session_mlines(key) + new;
+        if new > 0 && mlines > self.config.signaling.max_mlines_per_session {
+            return Err(super::limits::too_many_session_mlines(
+                mlines,
+                &self.config.signaling,
+            ));
         }
         for tk in &keys {
             let s = &self.sessions[&key];

@@ -39,7 +39,7 @@ use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, CandidateKind, Event, Input};
 
 use crate::command::{Command, CommandCounts};
-use crate::demux::{Demux, SessionKey};
+use crate::demux::{Demux, SessionKey, admit_addr, is_stun, touch_addr};
 use crate::error::CoreError;
 use crate::ids::{RoomId, SessionId, TrackId};
 use crate::model::*;
@@ -49,6 +49,7 @@ mod control;
 mod data;
 pub(crate) mod forward;
 mod guard;
+mod limits;
 mod media;
 mod negotiation;
 mod room;
@@ -57,13 +58,13 @@ mod track;
 
 pub use alloc::BweConfig;
 pub use data::DIRECT_LABEL;
+pub use limits::SignalingLimits;
 
 use guard::RtcPanicked;
 use room::Room;
 use session::Session;
 use track::TrackIn;
 
-const MAX_ADDRS_PER_SESSION: usize = 8;
 /// Longest metadata string accepted, in bytes.
 pub const MAX_METADATA_BYTES: usize = 4096;
 /// How long an idle core may sleep when nothing is scheduled.
@@ -111,6 +112,8 @@ pub struct SfuConfig {
     pub speaker_min_loudness: u8,
     /// Bandwidth estimation toward subscribers and the layer choice it drives.
     pub bwe: BweConfig,
+    /// Bounds on SDP and trickled candidates (`limits.rs`).
+    pub signaling: SignalingLimits,
 }
 
 impl Default for SfuConfig {
@@ -134,6 +137,7 @@ impl Default for SfuConfig {
             speaker_smoothing: 0.3,
             speaker_min_loudness: 127 - 70,
             bwe: BweConfig::default(),
+            signaling: SignalingLimits::default(),
         }
     }
 }
@@ -387,11 +391,18 @@ impl Sfu {
                     return false;
                 }
             }
+            // A valid check from an address not yet routed: route it from now on, evicting the
+            // least recently checked address if the Session has its maximum (never the one it
+            // sends to). Every check str0m answers is thus on a path that is routed.
             let addr = (d.transport, d.source);
-            if s.addrs.len() < MAX_ADDRS_PER_SESSION && !s.addrs.contains(&addr) {
-                s.addrs.push(addr);
-                self.demux.insert_addr(addr, key);
+            if let Some(evicted) = admit_addr(&mut s.addrs, s.send_to, addr) {
+                self.demux.remove_addr_of(evicted, key);
+                self.counters.addrs_evicted += 1;
             }
+            self.demux.insert_addr(addr, key);
+        } else if is_stun(d.contents) {
+            // A check on a routed path keeps that path fresh.
+            touch_addr(&mut s.addrs, (d.transport, d.source));
         }
         let res = s.rtc.with(|rtc| rtc.handle_input(input));
         match res {

@@ -37,7 +37,16 @@ pub(super) struct Session {
     /// The Session's `Rtc`, reachable only through its guard (`guard.rs`).
     pub(super) rtc: RtcGuard,
     pub(super) ufrag: String,
+    /// The remote addresses routed to this Session (at most `MAX_ADDRS_PER_SESSION`), least
+    /// recently checked first: a new valid check from a new address evicts the front entry
+    /// (never `send_to`), so a roaming Peer is always routed from where its checks succeed.
     pub(super) addrs: Vec<(Transport, SocketAddr)>,
+    /// Where the `Rtc` last sent a datagram: the selected pair's remote address.
+    pub(super) send_to: Option<(Transport, SocketAddr)>,
+    /// m-lines in the last SDP applied (offer or answer), see `limits.rs`.
+    pub(super) sdp_mlines: usize,
+    /// Trickled remote candidates given to the `Rtc` since the last ICE restart.
+    pub(super) remote_candidates: usize,
     pub(super) rtc_timeout: Instant,
     pub(super) timer: Option<Instant>,
     pub(super) connect_deadline: Option<Instant>,
@@ -142,6 +151,7 @@ impl Sfu {
         let mut events = std::mem::take(&mut self.scratch_events);
         let transmits = &mut self.transmits;
         let rtc_timeout = &mut s.rtc_timeout;
+        let send_to = &mut s.send_to;
         let res = s.rtc.with(|rtc| {
             loop {
                 match rtc.poll_output()? {
@@ -149,12 +159,16 @@ impl Sfu {
                         *rtc_timeout = t;
                         return Ok(());
                     }
-                    RtcOutput::Transmit(t) => transmits.push_back(Transmit {
-                        transport: transport_of(t.proto),
-                        source: t.source,
-                        destination: t.destination,
-                        contents: t.contents.into(),
-                    }),
+                    RtcOutput::Transmit(t) => {
+                        let transport = transport_of(t.proto);
+                        *send_to = Some((transport, t.destination));
+                        transmits.push_back(Transmit {
+                            transport,
+                            source: t.source,
+                            destination: t.destination,
+                            contents: t.contents.into(),
+                        });
+                    }
                     RtcOutput::Event(e) => events.push(e),
                 }
             }

@@ -233,13 +233,23 @@ impl Sfu {
     }
 
     pub(super) fn subscribe_track(&mut self, key: SessionKey, tk: TrackKey) {
-        let Some(t) = self.tracks.get_mut(&tk) else {
+        let Some(t) = self.tracks.get(&tk) else {
             return;
         };
-        let s = self.sessions.get_mut(&key).expect("caller checked");
+        let s = self.sessions.get(&key).expect("caller checked");
         if t.publisher == key || s.participant == t.info.participant {
             return;
         }
+        if self.session_mlines(key) >= self.config.signaling.max_mlines_per_session {
+            // A full Session receives no more Tracks (signaling.max_mlines_per_session); the
+            // backend can unsubscribe others and subscribe this one explicitly.
+            self.counters.subscriptions_refused += 1;
+            tracing::debug!(session = %s.id, "m-line limit reached; track not subscribed");
+            return;
+        }
+        let (Some(t), Some(s)) = (self.tracks.get_mut(&tk), self.sessions.get_mut(&key)) else {
+            return;
+        };
         t.subscribers.insert(key);
         s.tracks_out.insert(
             tk,

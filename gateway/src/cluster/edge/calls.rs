@@ -128,35 +128,9 @@ impl RoomService for ClusterEdge {
         &self,
         req: Request<pb::ListRoomsRequest>,
     ) -> Result<Response<pb::ListRoomsResponse>, Status> {
-        if is_forwarded(&req) {
-            return self.local.list_rooms(req).await;
-        }
-        // Every node's Rooms: this node's, then every other live node's (a node that does not
-        // answer is left out rather than failing the call).
-        let (meta, _, msg) = req.into_parts();
-        let mut asks = tokio::task::JoinSet::new();
-        for n in self.agent.nodes() {
-            if n.id == self.agent.node_id {
-                continue;
-            }
-            let Ok(mut c) = self.rooms(&n) else { continue };
-            let r = self.forward(&meta, msg);
-            asks.spawn(async move { c.list_rooms(r).await });
-        }
-        let mut rooms = self
-            .local
-            .list_rooms(Request::new(msg))
-            .await?
-            .into_inner()
-            .rooms;
-        while let Some(res) = asks.join_next().await {
-            if let Ok(Ok(r)) = res {
-                rooms.extend(r.into_inner().rooms);
-            }
-        }
-        rooms.sort_by(|a, b| a.room_id.cmp(&b.room_id));
-        rooms.dedup_by(|a, b| a.room_id == b.room_id);
-        Ok(Response::new(pb::ListRoomsResponse { rooms }))
+        // This node's Rooms, paged by the local service (pages cannot span nodes); the cluster's
+        // Rooms are in GetClusterStatus.
+        self.local.list_rooms(req).await
     }
 
     async fn delete_room(

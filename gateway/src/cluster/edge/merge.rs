@@ -123,11 +123,23 @@ impl ClusterEdge {
             return None;
         };
         let mut rooms: HashSet<String> = HashSet::new();
-        if let Ok(list) = RoomServiceClient::new(ch)
-            .list_rooms(self.forward(meta, pb::ListRoomsRequest {}))
-            .await
-        {
-            rooms.extend(list.into_inner().rooms.into_iter().map(|r| r.room_id));
+        let mut client = RoomServiceClient::new(ch);
+        let mut token = String::new();
+        // Page by page (bounded: 10 000 pages of the node's largest page size).
+        for _ in 0..10_000 {
+            let q = pb::ListRoomsRequest {
+                page_size: u32::MAX,
+                page_token: token,
+            };
+            let Ok(page) = client.list_rooms(self.forward(meta, q)).await else {
+                break;
+            };
+            let page = page.into_inner();
+            rooms.extend(page.rooms.into_iter().map(|r| r.room_id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
         }
         Some((node, upstream.into_inner(), rooms))
     }
