@@ -1,8 +1,11 @@
 //! [`GatewayHandle`]: the gateway's control surface as typed Rust calls, the same operations the
 //! gRPC API offers. The gRPC service is a thin adapter over it; embedders call it directly.
 //!
-//! It owns dispatch: a Room lives on the Worker chosen by a hash of its id, and a Session id names
-//! its Worker, so no shared directory is needed. It never touches a socket or an `Rtc`.
+//! Each call builds a core [`Command`], sends it to its Worker's bounded queue and unpacks the
+//! [`Reply`]; every rule a request must follow is the core's, so embedders get exactly the gRPC
+//! contract. It owns dispatch: a Room lives on the Worker chosen by a hash of its id, and a Session
+//! id names its Worker, so no shared directory is needed. It never touches a socket or an `Rtc`,
+//! and it validates nothing itself.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};

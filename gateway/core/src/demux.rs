@@ -10,10 +10,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use crate::keys::SessionKey;
 use crate::model::Transport;
-
-/// Key of a Session inside one [`crate::Sfu`].
-pub(crate) type SessionKey = u64;
 
 /// Remote-address and ufrag indexes. Both keys come from the network or from SDP the Peer chose,
 /// so they use the default SipHash (resistant to hash flooding).
@@ -205,12 +203,18 @@ mod tests {
         let mut d = Demux::default();
         let a: SocketAddr = "192.0.2.1:1000".parse().unwrap();
         let udp = (Transport::Udp, a);
-        d.insert_ufrag("ours".into(), 1);
+        d.insert_ufrag("ours".into(), SessionKey::test(1));
         let m = stun_with_username(b"ours:theirs");
-        assert_eq!(d.route(Transport::Udp, a, &m), Some((1, true)));
-        d.insert_addr(udp, 1);
-        assert_eq!(d.route(Transport::Udp, a, b"rtp"), Some((1, false)));
-        d.remove("ours", &[udp], 1);
+        assert_eq!(
+            d.route(Transport::Udp, a, &m),
+            Some((SessionKey::test(1), true))
+        );
+        d.insert_addr(udp, SessionKey::test(1));
+        assert_eq!(
+            d.route(Transport::Udp, a, b"rtp"),
+            Some((SessionKey::test(1), false))
+        );
+        d.remove("ours", &[udp], SessionKey::test(1));
         assert_eq!(d.route(Transport::Udp, a, &m), None);
         assert_eq!(d.len(), (0, 0));
     }
@@ -237,12 +241,24 @@ mod tests {
     fn the_transport_is_part_of_the_address_key() {
         let mut d = Demux::default();
         let a: SocketAddr = "192.0.2.1:1000".parse().unwrap();
-        d.insert_addr((Transport::Udp, a), 1);
-        d.insert_addr((Transport::Tcp, a), 2);
-        assert_eq!(d.route(Transport::Udp, a, b"rtp"), Some((1, false)));
-        assert_eq!(d.route(Transport::Tcp, a, b"rtp"), Some((2, false)));
-        assert_eq!(d.remove_addr((Transport::Tcp, a)), Some(2));
+        d.insert_addr((Transport::Udp, a), SessionKey::test(1));
+        d.insert_addr((Transport::Tcp, a), SessionKey::test(2));
+        assert_eq!(
+            d.route(Transport::Udp, a, b"rtp"),
+            Some((SessionKey::test(1), false))
+        );
+        assert_eq!(
+            d.route(Transport::Tcp, a, b"rtp"),
+            Some((SessionKey::test(2), false))
+        );
+        assert_eq!(
+            d.remove_addr((Transport::Tcp, a)),
+            Some(SessionKey::test(2))
+        );
         assert_eq!(d.route(Transport::Tcp, a, b"rtp"), None);
-        assert_eq!(d.route(Transport::Udp, a, b"rtp"), Some((1, false)));
+        assert_eq!(
+            d.route(Transport::Udp, a, b"rtp"),
+            Some((SessionKey::test(1), false))
+        );
     }
 }

@@ -22,17 +22,18 @@ mod command;
 mod demux;
 mod error;
 mod ids;
+mod keys;
 mod model;
 mod sfu;
 
 pub use command::{COMMAND_KINDS, Command, CommandCounts, DataMessage, IceCandidate, Reply};
 pub use demux::stun_local_ufrag;
-pub use error::CoreError;
+pub use error::{CoreError, Permission, WrongState};
 pub use ids::{IdError, MAX_ID_LEN, ParticipantId, RoomId, SessionId, TrackId};
 pub use model::*;
 pub use sfu::{
-    BweConfig, DIRECT_LABEL, Datagram, MAX_METADATA_BYTES, Output, RemoteCandidate, Sfu, SfuConfig,
-    SignalingLimits,
+    BweConfig, DIRECT_LABEL, Datagram, MAX_BACKEND_LABELS, MAX_LABEL_BYTES, MAX_METADATA_BYTES,
+    Output, RemoteCandidate, Sfu, SfuConfig, SignalingLimits,
 };
 
 /// Internals exposed for the crate's own tests (feature `testing`); not a stable API.

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
+use crate::error::CoreError;
 use crate::ids::{ParticipantId, RoomId, SessionId, TrackId};
 
 /// What a backend asks for when creating a Room. `None` means "the configured default".
@@ -90,6 +91,21 @@ pub struct TrackPreference {
     pub max_layer: Option<u8>,
     /// Stop forwarding this Track to the Session (the m-line stays).
     pub paused: bool,
+}
+
+impl TrackPreference {
+    /// The preference from the API's fields, whose `max_layer` is wider than a layer index:
+    /// more than 255 is refused (field `max_layer`).
+    pub fn new(max_layer: Option<u32>, paused: bool) -> Result<Self, CoreError> {
+        let max_layer = match max_layer {
+            None => None,
+            Some(n) => Some(u8::try_from(n).map_err(|_| CoreError::InvalidArgument {
+                field: "max_layer",
+                reason: "must be at most 255".into(),
+            })?),
+        };
+        Ok(Self { max_layer, paused })
+    }
 }
 
 /// Connection state of a Session.

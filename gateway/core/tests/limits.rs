@@ -161,7 +161,7 @@ fn a_session_gets_no_more_mlines_than_its_limit() {
         tracks: tracks.clone(),
     };
     match net.command(both) {
-        Err(e @ CoreError::LimitReached(_)) => {
+        Err(e @ CoreError::LimitReached { .. }) => {
             assert!(
                 e.to_string().contains("signaling.max_mlines_per_session"),
                 "{e}"
@@ -180,7 +180,7 @@ fn a_session_gets_no_more_mlines_than_its_limit() {
     let mut peer = switchboard_testpeer::PeerCore::new(net.now, "192.0.2.60:5000".parse().unwrap());
     let offer = peer.create_offer(av("chat"));
     match offer_of(&mut net, &sd, offer) {
-        Err(e @ CoreError::LimitReached(_)) => {
+        Err(e @ CoreError::LimitReached { .. }) => {
             assert!(
                 e.to_string().contains("signaling.max_mlines_per_session"),
                 "{e}"
@@ -219,7 +219,7 @@ fn trickled_candidates_are_bounded_per_session() {
         add(&mut net, 2000 + port).expect("within the limit");
     }
     match add(&mut net, 3000) {
-        Err(e @ CoreError::LimitReached(_)) => {
+        Err(e @ CoreError::LimitReached { .. }) => {
             assert!(
                 e.to_string().contains("signaling.max_remote_candidates"),
                 "{e}"

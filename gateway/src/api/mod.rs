@@ -237,8 +237,9 @@ async fn routes(
             svc.clone(),
             move |r| a3.check(r),
         ))
-        .add_service(DataServiceServer::with_interceptor(svc, move |r| {
-            a4.check(r)
-        }));
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            DataServiceServer::new(svc).max_decoding_message_size(service::SEND_DATA_DECODE_LIMIT),
+            move |r| a4.check(r),
+        ));
     Ok((routes, health))
 }

@@ -11,12 +11,19 @@ use switchboard::v1::session_service_server::SessionService;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{FromProto, ToProto, room_id, session_id, track_ids};
+use super::convert::{FromProto, ToProto, room_id, session_id, track_id, track_ids};
 use super::event_stream::{self, StreamLimits};
 use super::status::{events_not_kept, invalid};
 use crate::events::{BootId, EventFilter};
 use crate::handle::{DataMessage, GatewayError, GatewayHandle, IceCandidate};
 use crate::paging::PageRequest;
+use switchboard_core::TrackPreference;
+
+/// Largest `SendDataRequest` the gRPC layer decodes: the largest `data.max_message_bytes` the
+/// configuration accepts (16 MiB) plus room for the ids and the label. Anything up to it reaches
+/// the core, which refuses a message over the configured limit with INVALID_ARGUMENT naming
+/// `data.max_message_bytes` (tonic's default decode limit, 4 MiB, answered OUT_OF_RANGE first).
+pub(crate) const SEND_DATA_DECODE_LIMIT: usize = 16 * 1024 * 1024 + 64 * 1024;
 
 /// Implements every `switchboard.v1` service over one [`GatewayHandle`].
 #[derive(Clone)]
@@ -92,7 +99,7 @@ impl RoomService for ControlService {
     ) -> Result<Response<pb::MuteTrackResponse>, Status> {
         let r = req.into_inner();
         let room = room_id("room_id", &r.room_id)?;
-        let track = track_ids("track_id", std::slice::from_ref(&r.track_id))?.remove(0);
+        let track = track_id("track_id", &r.track_id)?;
         self.handle.mute_track(room, track, r.muted).await?;
         Ok(Response::new(pb::MuteTrackResponse {}))
     }
@@ -169,9 +176,6 @@ impl SessionService for ControlService {
     ) -> Result<Response<pb::ApplyOfferResponse>, Status> {
         let r = req.into_inner();
         let id = session_id("session_id", &r.session_id)?;
-        if r.sdp.is_empty() {
-            return Err(invalid("sdp", "must not be empty"));
-        }
         let sdp = self.handle.apply_offer(id, r.sdp).await?;
         Ok(Response::new(pb::ApplyOfferResponse { sdp }))
     }
@@ -182,9 +186,6 @@ impl SessionService for ControlService {
     ) -> Result<Response<pb::ApplyAnswerResponse>, Status> {
         let r = req.into_inner();
         let id = session_id("session_id", &r.session_id)?;
-        if r.sdp.is_empty() {
-            return Err(invalid("sdp", "must not be empty"));
-        }
         let offer_id = (r.offer_id != 0).then_some(r.offer_id);
         self.handle.apply_answer(id, r.sdp, offer_id).await?;
         Ok(Response::new(pb::ApplyAnswerResponse {}))
@@ -230,17 +231,8 @@ impl SessionService for ControlService {
     ) -> Result<Response<pb::SetTrackPreferenceResponse>, Status> {
         let r = req.into_inner();
         let id = session_id("session_id", &r.session_id)?;
-        let track = track_ids("track_id", std::slice::from_ref(&r.track_id))?.remove(0);
-        let max_layer = match r.max_layer {
-            None => None,
-            Some(n) => {
-                Some(u8::try_from(n).map_err(|_| invalid("max_layer", "must be at most 255"))?)
-            }
-        };
-        let pref = switchboard_core::TrackPreference {
-            max_layer,
-            paused: r.paused,
-        };
+        let track = track_id("track_id", &r.track_id)?;
+        let pref = TrackPreference::new(r.max_layer, r.paused).map_err(GatewayError::from)?;
         self.handle.set_track_preference(id, track, pref).await?;
         Ok(Response::new(pb::SetTrackPreferenceResponse {}))
     }

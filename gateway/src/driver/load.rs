@@ -62,19 +62,22 @@ impl Overload {
         lag: Duration,
     ) -> Result<(), CoreError> {
         if depth > self.max_queue_depth {
-            return Err(CoreError::LimitReached(format!(
-                "worker {worker} is overloaded: {depth} commands queued, more than \
-                 overload.max_queue_depth ({}); retry later",
-                self.max_queue_depth
-            )));
+            tracing::debug!(worker, depth, "overloaded: refusing new work");
+            return Err(CoreError::LimitReached {
+                limit: "overload.max_queue_depth",
+                max: self.max_queue_depth as u64,
+            });
         }
         if lag > self.max_loop_lag {
-            return Err(CoreError::LimitReached(format!(
-                "worker {worker} is overloaded: its loop runs {} ms late, more than \
-                 overload.max_loop_lag_ms ({}); retry later",
-                lag.as_millis(),
-                self.max_loop_lag.as_millis()
-            )));
+            tracing::debug!(
+                worker,
+                lag_ms = lag.as_millis() as u64,
+                "overloaded: refusing new work"
+            );
+            return Err(CoreError::LimitReached {
+                limit: "overload.max_loop_lag_ms",
+                max: self.max_loop_lag.as_millis() as u64,
+            });
         }
         Ok(())
     }
@@ -174,7 +177,7 @@ mod worker_tests {
             () = std::future::ready(()) => None,
         };
         match r {
-            Some(Err(GatewayError::Core(e @ CoreError::LimitReached(_)))) => {
+            Some(Err(GatewayError::Core(e @ CoreError::LimitReached { .. }))) => {
                 assert!(e.to_string().contains(key), "{e}")
             }
             other => panic!("expected a refusal naming {key} at once: {other:?}"),

@@ -10,8 +10,8 @@ use std::collections::HashSet;
 
 use super::Sfu;
 use super::track::OutState;
-use crate::demux::SessionKey;
 use crate::error::CoreError;
+use crate::keys::SessionKey;
 
 /// Bounds on what a backend may hand the core for one Session (SDP and trickled candidates).
 /// Each is a gateway config key in `[signaling]`; refusals name the key.
@@ -94,10 +94,14 @@ pub(super) fn check_sdp(sdp: &str, limits: &SignalingLimits) -> Result<SdpShape,
 
 /// The refusal of an SDP that would give a Session more m-lines than it may have.
 pub(super) fn too_many_session_mlines(mlines: usize, limits: &SignalingLimits) -> CoreError {
-    CoreError::LimitReached(format!(
-        "the session would have {mlines} m-lines, more than signaling.max_mlines_per_session ({})",
-        limits.max_mlines_per_session
-    ))
+    tracing::debug!(
+        mlines,
+        "refused: more m-lines than signaling.max_mlines_per_session"
+    );
+    CoreError::LimitReached {
+        limit: "signaling.max_mlines_per_session",
+        max: limits.max_mlines_per_session as u64,
+    }
 }
 
 impl Sfu {

@@ -20,8 +20,8 @@
 //!
 //! str0m's single-mutation rule is kept here, one level up: a Session that received a datagram or
 //! a timeout is drained (to `Output::Timeout`) at once, before the next input; a Session written to
-//! from elsewhere (forwarded media, relayed data, a control call) is marked dirty, and dirty
-//! Sessions are drained before any output leaves the core.
+//! from elsewhere (forwarded media, relayed data, a control call) is marked dirty, and a dirty
+//! Session is drained before its next input (`settle`) and before any output leaves the core.
 //!
 //! Every touch of a Session's `Rtc`, reads included, goes through its `RtcGuard` (`guard.rs`),
 //! which runs it under `catch_unwind`; the `Rtc` is a private field of the guard, so there is no
@@ -39,9 +39,10 @@ use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, CandidateKind, Event, Input};
 
 use crate::command::{Command, CommandCounts};
-use crate::demux::{Demux, SessionKey, admit_addr, is_stun, touch_addr};
+use crate::demux::{Demux, admit_addr, is_stun, touch_addr};
 use crate::error::CoreError;
 use crate::ids::{RoomId, SessionId, TrackId};
+use crate::keys::{KeyGen, RoomKey, SessionKey, TrackKey};
 use crate::model::*;
 
 pub(crate) mod alloc;
@@ -67,6 +68,10 @@ use track::TrackIn;
 
 /// Longest metadata string accepted, in bytes.
 pub const MAX_METADATA_BYTES: usize = 4096;
+/// Most data-channel labels a Room forwards to the backend (`backend_data_labels`).
+pub const MAX_BACKEND_LABELS: usize = 32;
+/// Longest data-channel label a Room forwards to the backend, in bytes.
+pub const MAX_LABEL_BYTES: usize = 128;
 /// How long an idle core may sleep when nothing is scheduled.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -176,12 +181,10 @@ pub enum RemoteCandidate<'a> {
     EndOfCandidates,
 }
 
-type TrackKey = u64;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
     Session(SessionKey),
-    Room(u64),
+    Room(RoomKey),
 }
 
 /// The SFU core of one Worker. See the module docs for the contract.
@@ -190,12 +193,12 @@ pub struct Sfu {
     rng: ChaCha20Rng,
     now: Instant,
     rooms: BTreeMap<RoomId, Room>,
-    room_keys: HashMap<u64, RoomId>,
+    room_keys: HashMap<RoomKey, RoomId>,
     sessions: HashMap<SessionKey, Session>,
     session_keys: HashMap<SessionId, SessionKey>,
     tracks: HashMap<TrackKey, TrackIn>,
     track_keys: HashMap<TrackId, TrackKey>,
-    next_key: u64,
+    keys: KeyGen,
     next_offer_id: u64,
     demux: Demux,
     timers: BTreeSet<(Instant, TimerKey)>,
@@ -250,7 +253,7 @@ impl Sfu {
             session_keys: HashMap::new(),
             tracks: HashMap::new(),
             track_keys: HashMap::new(),
-            next_key: 1,
+            keys: KeyGen::default(),
             next_offer_id: 1,
             demux: Demux::default(),
             timers: BTreeSet::new(),
@@ -330,12 +333,6 @@ impl Sfu {
         (a, u, self.timers.len())
     }
 
-    fn key(&mut self) -> u64 {
-        let k = self.next_key;
-        self.next_key += 1;
-        k
-    }
-
     fn emit(&mut self, room: &RoomId, session: Option<&SessionId>, kind: EventKind) {
         self.events.push_back(SfuEvent {
             room: room.clone(),
@@ -404,6 +401,10 @@ impl Sfu {
             // A check on a routed path keeps that path fresh.
             touch_addr(&mut s.addrs, (d.transport, d.source));
         }
+        if !self.settle(key) {
+            return false;
+        }
+        let s = self.sessions.get_mut(&key).expect("settle checked");
         let res = s.rtc.with(|rtc| rtc.handle_input(input));
         match res {
             Err(_) => {
@@ -455,6 +456,10 @@ impl Sfu {
             None,
             None,
         );
+        if !self.settle(key) {
+            return;
+        }
+        let s = self.sessions.get_mut(&key).expect("settle checked");
         let res = s.rtc.with(|rtc| {
             rtc.direct_api().invalidate_candidate(&prflx);
             // Lets the ICE agent re-evaluate its state now rather than at its next timeout.

@@ -15,9 +15,9 @@ use str0m::net::Protocol;
 use super::limits::{self, parse_error};
 use super::track::OutState;
 use super::{RemoteCandidate, Sfu};
-use crate::demux::SessionKey;
-use crate::error::CoreError;
+use crate::error::{CoreError, WrongState};
 use crate::ids::SessionId;
+use crate::keys::SessionKey;
 use crate::model::*;
 
 pub(super) struct PendingOffer {
@@ -35,6 +35,7 @@ impl Sfu {
         sdp: &str,
     ) -> Result<String, CoreError> {
         self.now = now;
+        check_sdp_present(sdp)?;
         let key = self.session_key(id)?;
         // Bounded before str0m parses anything: size, m-lines and candidates by a line scan.
         let shape = limits::check_sdp(sdp, &self.config.signaling)?;
@@ -51,13 +52,10 @@ impl Sfu {
             field: "sdp",
             reason: format!("not a valid SDP offer: {}", parse_error(&e, sdp)),
         })?;
-        if sdp.is_empty() {
-            return Err(CoreError::InvalidArgument {
-                field: "sdp",
-                reason: "must not be empty".into(),
-            });
+        if !self.settle(key) {
+            return Err(CoreError::SessionNotFound(id.clone()));
         }
-        let s = self.sessions.get_mut(&key).expect("key from index");
+        let s = self.sessions.get_mut(&key).expect("settle checked");
         let glare = s.pending.take().is_some();
         let res = s.rtc.with(|rtc| rtc.sdp_api().accept_offer(offer));
         if glare {
@@ -116,13 +114,8 @@ impl Sfu {
         offer_id: Option<u64>,
     ) -> Result<(), CoreError> {
         self.now = now;
+        check_sdp_present(sdp)?;
         let key = self.session_key(id)?;
-        if sdp.is_empty() {
-            return Err(CoreError::InvalidArgument {
-                field: "sdp",
-                reason: "must not be empty".into(),
-            });
-        }
         let shape = limits::check_sdp(sdp, &self.config.signaling)?;
         let sdp = &*without_tcp_candidates(sdp);
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| CoreError::InvalidArgument {
@@ -133,7 +126,7 @@ impl Sfu {
         let Some(pending) = &s.pending else {
             return Err(CoreError::WrongState {
                 session: id.clone(),
-                reason: "no gateway offer is outstanding".into(),
+                reason: WrongState::NoOfferOutstanding,
             });
         };
         if let Some(want) = offer_id
@@ -141,12 +134,16 @@ impl Sfu {
         {
             return Err(CoreError::WrongState {
                 session: id.clone(),
-                reason: format!(
-                    "offer {want} is not the outstanding offer (that is {})",
-                    pending.id
-                ),
+                reason: WrongState::NotTheOutstandingOffer {
+                    given: want,
+                    outstanding: pending.id,
+                },
             });
         }
+        if !self.settle(key) {
+            return Err(CoreError::SessionNotFound(id.clone()));
+        }
+        let s = self.sessions.get_mut(&key).expect("settle checked");
         let pending = s.pending.take().expect("checked above");
         let res = s
             .rtc
@@ -188,18 +185,24 @@ impl Sfu {
         candidate: RemoteCandidate<'_>,
     ) -> Result<(), CoreError> {
         self.now = now;
+        let line = match candidate {
+            RemoteCandidate::Candidate(line) => {
+                let line = line.trim();
+                let line = line.strip_prefix("a=").unwrap_or(line);
+                if line.is_empty() {
+                    return Err(CoreError::InvalidArgument {
+                        field: "candidate",
+                        reason: "must not be empty unless end_of_candidates is set".into(),
+                    });
+                }
+                Some(line)
+            }
+            RemoteCandidate::EndOfCandidates => None,
+        };
         let key = self.session_key(id)?;
-        let RemoteCandidate::Candidate(line) = candidate else {
+        let Some(line) = line else {
             return Ok(());
         };
-        let line = line.trim();
-        let line = line.strip_prefix("a=").unwrap_or(line);
-        if line.is_empty() {
-            return Err(CoreError::InvalidArgument {
-                field: "candidate",
-                reason: "must not be empty unless end_of_candidates is set".into(),
-            });
-        }
         let is_mdns = line
             .split_whitespace()
             .nth(4)
@@ -209,10 +212,10 @@ impl Sfu {
         }
         let max = self.config.signaling.max_remote_candidates;
         if self.sessions[&key].remote_candidates >= max {
-            return Err(CoreError::LimitReached(format!(
-                "session {id} has its maximum of {max} trickled candidates \
-                 (signaling.max_remote_candidates)"
-            )));
+            return Err(CoreError::LimitReached {
+                limit: "signaling.max_remote_candidates",
+                max: max as u64,
+            });
         }
         let c = Candidate::from_sdp_string(line).map_err(|e| CoreError::InvalidArgument {
             field: "candidate",
@@ -222,7 +225,10 @@ impl Sfu {
             // See `without_tcp_candidates`: ICE-TCP pairs are learned from the connection.
             return Ok(());
         }
-        let s = self.sessions.get_mut(&key).expect("key from index");
+        if !self.settle(key) {
+            return Err(CoreError::SessionNotFound(id.clone()));
+        }
+        let s = self.sessions.get_mut(&key).expect("settle checked");
         let res = s.rtc.with(|rtc| rtc.add_remote_candidate(c));
         if res.is_err() {
             self.fail(key);
@@ -394,4 +400,15 @@ pub(super) fn without_tcp_candidates(sdp: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     out.into()
+}
+
+/// An offer or answer must have a body.
+fn check_sdp_present(sdp: &str) -> Result<(), CoreError> {
+    if sdp.trim().is_empty() {
+        return Err(CoreError::InvalidArgument {
+            field: "sdp",
+            reason: "must not be empty".into(),
+        });
+    }
+    Ok(())
 }

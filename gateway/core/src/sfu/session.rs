@@ -11,16 +11,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use str0m::bwe::BweKind;
 use str0m::channel::ChannelId;
-use str0m::media::{MediaKind, Mid, Rid};
+use str0m::media::{MediaKind, Mid};
 use str0m::rtp::Ssrc;
 use str0m::{Event, IceConnectionState, Input, Output as RtcOutput};
 
+use super::forward::Layer;
 use super::guard::{RtcGuard, RtcPanicked};
 use super::negotiation::PendingOffer;
 use super::track::{OutState, TrackOut};
 use super::{Sfu, TimerKey, TrackKey, data, transport_of};
-use crate::demux::SessionKey;
 use crate::ids::{ParticipantId, RoomId, SessionId};
+use crate::keys::SessionKey;
 use crate::model::*;
 
 /// Shortest wait before an `Rtc` that has just handled a timeout is handled again.
@@ -54,7 +55,8 @@ pub(super) struct Session {
     /// A remote offer has been applied once; renegotiation is possible.
     pub(super) negotiated: bool,
     pub(super) pending: Option<PendingOffer>,
-    pub(super) ssrcs: HashMap<Ssrc, (Mid, Option<Rid>)>,
+    /// The m-line and layer of each stream the Peer sends, learned from str0m on first use.
+    pub(super) ssrcs: HashMap<Ssrc, RxStream>,
     pub(super) tracks_in: HashMap<Mid, TrackKey>,
     pub(super) tracks_out: BTreeMap<TrackKey, TrackOut>,
     pub(super) out_by_mid: HashMap<Mid, TrackKey>,
@@ -68,6 +70,13 @@ pub(super) struct Session {
     /// The (minimum, desired) bitrates last given to str0m's BWE.
     pub(super) bwe_set: (u64, u64),
     pub(super) dirty: bool,
+}
+
+/// Where a received stream belongs: its m-line (the TrackIn) and its layer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RxStream {
+    pub(super) mid: Mid,
+    pub(super) layer: Layer,
 }
 
 impl Sfu {
@@ -91,6 +100,10 @@ impl Sfu {
             return;
         };
         if s.rtc_timeout <= now {
+            if !self.settle(key) {
+                return;
+            }
+            let s = self.sessions.get_mut(&key).expect("settle checked");
             let res = s.rtc.with(|rtc| rtc.handle_input(Input::Timeout(now)));
             match res {
                 Err(_) => return self.fail(key),
@@ -110,6 +123,21 @@ impl Sfu {
             }
         } else {
             self.update_timer(key);
+        }
+    }
+
+    /// Drains a Session written to since its last drain (forwarded media, relayed data, a
+    /// control change), so that the input it is given next (a datagram, a timeout, an offer)
+    /// follows a complete drain: str0m's single-mutation rule. Returns whether the Session still
+    /// exists (a drain can close it).
+    pub(super) fn settle(&mut self, key: SessionKey) -> bool {
+        match self.sessions.get(&key) {
+            None => false,
+            Some(s) if s.dirty => {
+                self.drive(key);
+                self.sessions.contains_key(&key)
+            }
+            Some(_) => true,
         }
     }
 
@@ -306,7 +334,9 @@ impl Sfu {
         let Some(s) = self.sessions.get(&key) else {
             return;
         };
-        let tracks_in: Vec<TrackKey> = s.tracks_in.values().copied().collect();
+        // In publication order, so the TrackUnpublished events do not depend on hash order.
+        let mut tracks_in: Vec<TrackKey> = s.tracks_in.values().copied().collect();
+        tracks_in.sort_unstable();
         for tk in tracks_in {
             self.unpublish(tk);
         }
