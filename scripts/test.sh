@@ -4,7 +4,8 @@
 # 1. Installs what the tests need when it is missing (a C compiler for aws-lc-sys, iproute2 and
 #    util-linux for the loopback-only network namespace, Chromium, Node and npm for the browser
 #    tests, Python with venv for the aiortc and stub tests, coturn for the TURN interop test,
-#    GStreamer (webrtcbin) and the build tools of dimpl's own test suite, and
+#    redis-server for the cluster tests (gateway/tests/cluster.rs starts its own), GStreamer
+#    (webrtcbin) and the build tools of dimpl's own test suite, and
 #    the npm and PyPI packages). A Rust toolchain >= 1.89 must already be
 #    installed (https://rustup.rs): Debian's packaged rustc is too old, so this fails loudly.
 # 2. Builds everything while the network is available (crates are fetched here).
@@ -24,6 +25,7 @@ command -v kill >/dev/null 2>&1 || need_apt+=(procps)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/firefox-esr ] || need_apt+=(firefox-esr)
 command -v turnserver >/dev/null 2>&1 || need_apt+=(coturn)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)

@@ -48,6 +48,8 @@ pub struct Config {
     pub listing: ListingConfig,
     /// When a Worker refuses new Rooms and Sessions.
     pub overload: OverloadConfig,
+    /// Cluster mode (several gateways sharing one Redis); off by default.
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// `[grpc]`
@@ -736,6 +738,7 @@ impl Config {
         }
         self.turn.validate()?;
         self.validate_bounds()?;
+        self.cluster.validate(&self.grpc)?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return bad("log.filter", "not a valid tracing filter directive");
         }

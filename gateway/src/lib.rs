@@ -24,6 +24,7 @@
 //! ```
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 mod conns;
 mod driver;
@@ -81,6 +82,7 @@ pub struct Gateway {
     threads: Vec<std::thread::JoinHandle<()>>,
     grace: Duration,
     turn: Option<turn::TurnServer>,
+    cluster: Option<cluster::Cluster>,
 }
 
 impl Gateway {
@@ -167,6 +169,10 @@ impl Gateway {
             addr: config.grpc.listen,
             source,
         })?;
+        let cluster =
+            cluster::Cluster::start(&config.cluster, handle.clone(), grpc_addr, &udp_addrs)
+                .await
+                .map_err(|e| StartError::Other(e.to_string()))?;
         let cancel = CancellationToken::new();
         let server = api::serve(
             listener,
@@ -174,6 +180,7 @@ impl Gateway {
             &config.grpc,
             config.limits.event_buffer,
             cancel.clone(),
+            cluster.clone(),
         )
         .await
         .map_err(|e| StartError::Other(e.to_string()))?;
@@ -194,6 +201,7 @@ impl Gateway {
             threads,
             grace: config.grace(),
             turn,
+            cluster,
         })
     }
 
@@ -205,6 +213,11 @@ impl Gateway {
     /// The embedded TURN server (URLs, counters, minting), when `turn.enabled`.
     pub fn turn(&self) -> Option<&turn::TurnServer> {
         self.turn.as_ref()
+    }
+
+    /// The cluster agent, in cluster mode.
+    pub fn cluster(&self) -> Option<&cluster::Cluster> {
+        self.cluster.as_ref()
     }
 
     /// The typed control surface.
@@ -240,8 +253,12 @@ impl Gateway {
             threads,
             grace,
             turn,
+            cluster,
             ..
         } = self;
+        if let Some(c) = &cluster {
+            c.drain().await;
+        }
         handle.start_draining();
         server.set_not_serving().await;
         let closed = tokio::time::timeout(grace, handle.shutdown_workers()).await;
@@ -251,6 +268,9 @@ impl Gateway {
         tracing::debug!("workers closed");
         if let Some(t) = turn {
             t.shutdown().await;
+        }
+        if let Some(c) = &cluster {
+            c.shutdown().await;
         }
         handle.publish_draining();
         // Stop accepting calls; open event streams deliver what they hold (the Draining event

@@ -26,7 +26,7 @@ pub(crate) use edge::{DecodeErrors, incoming};
 
 /// Checks `authorization: Bearer <key>` when a key is configured.
 #[derive(Clone)]
-pub(crate) struct Auth {
+pub struct Auth {
     key: Option<String>,
 }
 
@@ -38,7 +38,7 @@ impl Auth {
     }
 
     #[allow(clippy::result_large_err)]
-    fn check(&self, req: Request<()>) -> Result<Request<()>, Status> {
+    pub(crate) fn check(&self, req: Request<()>) -> Result<Request<()>, Status> {
         let Some(key) = &self.key else {
             return Ok(req);
         };
@@ -92,10 +92,11 @@ pub(crate) async fn serve(
     grpc: &GrpcConfig,
     event_buffer: usize,
     stop: tokio_util::sync::CancellationToken,
+    cluster: Option<crate::cluster::Cluster>,
 ) -> Result<Server, ServeError> {
     let auth = Auth::new(&grpc.api_key);
     let reflection = Reflection::from_config(grpc);
-    let (routes, health) = routes(handle, auth, reflection, event_buffer).await?;
+    let (routes, health) = routes(handle, auth, reflection, event_buffer, cluster).await?;
     let mut builder = tonic::transport::Server::builder();
     if let (Some(cert), Some(key)) = (&grpc.tls_cert, &grpc.tls_key) {
         builder = builder
@@ -174,6 +175,7 @@ async fn routes(
     auth: Auth,
     reflection: Reflection,
     event_buffer: usize,
+    cluster: Option<crate::cluster::Cluster>,
 ) -> Result<(Routes, tonic_health::server::HealthReporter), tonic_reflection::server::Error> {
     // The Session service carries SDP: its requests are bounded by `signaling.max_sdp_bytes`
     // (plus room for the other fields), so an oversize offer is refused while decoding.
@@ -214,6 +216,10 @@ async fn routes(
                 builder().build_v1alpha()?,
                 move |r| r2.check(r),
             ));
+    }
+    // Cluster mode: the same services, routed to each Room's owner node (see `cluster`).
+    if let Some(c) = cluster {
+        return Ok((c.routes(routes, svc, &auth, event_buffer), health));
     }
     let a1 = auth.clone();
     let a2 = auth.clone();

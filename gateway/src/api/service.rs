@@ -53,6 +53,7 @@ impl RoomService for ControlService {
         Ok(Response::new(pb::CreateRoomResponse {
             room: Some(room.to_proto()),
             created,
+            ..Default::default()
         }))
     }
 
