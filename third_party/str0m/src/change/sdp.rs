@@ -821,10 +821,11 @@ fn as_sdp(session: &Session, params: AsSdpParams) -> Sdp {
         let mut lines = v
             .iter()
             .map(|m| {
-                // Candidates should only be in the first BUNDLE mid
-                let include_candidates = m.index() == 0;
-
-                let attrs = params.media_attributes(include_candidates);
+                // Candidates go into every m-section (RFC 8839 §5.1, RFC 8843 §7.1.2): a
+                // BUNDLE-aware peer may read them from any bundled m-section (aiortc takes
+                // the last one), and a peer that does not bundle needs them in each.
+                // Disabled m-lines (port 0) have theirs removed below.
+                let attrs = params.media_attributes();
 
                 // Already made send stream SSRCs
                 let mut ssrcs = session.streams.ssrcs_tx(m.mid());
@@ -859,6 +860,16 @@ fn as_sdp(session: &Session, params: AsSdpParams) -> Sdp {
 
         if let Some(pending) = params.pending {
             pending.apply_to(&mut lines);
+        }
+
+        // A rejected or stopped m-line carries no transport: no candidates.
+        for line in lines.iter_mut().filter(|l| l.disabled) {
+            line.attrs.retain(|a| {
+                !matches!(
+                    a,
+                    MediaAttribute::Candidate(_) | MediaAttribute::EndOfCandidates
+                )
+            });
         }
 
         // Mids go into the session part of the SDP.
@@ -1573,6 +1584,7 @@ impl From<MediaKind> for MediaType {
 
 struct AsSdpParams<'a, 'b> {
     pub candidates: Vec<Candidate>,
+    pub end_of_candidates: bool,
     pub creds: IceCreds,
     pub fingerprint: &'a Fingerprint,
     pub setup: Setup,
@@ -1606,6 +1618,10 @@ impl<'a, 'b> AsSdpParams<'a, 'b> {
             )
         };
 
+        // An ICE-lite agent gathers nothing: the candidates it has are all it will have,
+        // so it can tell the peer that gathering is complete (RFC 8838 §8.2, RFC 8840 §4.1).
+        let end_of_candidates = rtc.ice.ice_lite() && !candidates.is_empty();
+
         // RFC 8842 Section 5.2/5.5: Offerers MUST always use a=setup:actpass.
         // Answerers use the negotiated role (active/passive).
         // We distinguish offer vs answer by the presence of `pending` (Some = offer).
@@ -1623,6 +1639,7 @@ impl<'a, 'b> AsSdpParams<'a, 'b> {
 
         AsSdpParams {
             candidates,
+            end_of_candidates,
             creds,
             fingerprint: rtc.dtls.local_fingerprint(),
             setup,
@@ -1632,17 +1649,18 @@ impl<'a, 'b> AsSdpParams<'a, 'b> {
         }
     }
 
-    fn media_attributes(&self, include_candidates: bool) -> Vec<MediaAttribute> {
+    fn media_attributes(&self) -> Vec<MediaAttribute> {
         use MediaAttribute::*;
 
-        let mut v = if include_candidates {
-            self.candidates
-                .iter()
-                .map(|c| Candidate(c.clone()))
-                .collect()
-        } else {
-            vec![]
-        };
+        let mut v: Vec<MediaAttribute> = self
+            .candidates
+            .iter()
+            .map(|c| Candidate(c.clone()))
+            .collect();
+
+        if self.end_of_candidates {
+            v.push(EndOfCandidates);
+        }
 
         v.push(IceUfrag(self.creds.ufrag.clone()));
         v.push(IcePwd(self.creds.pass.clone()));
