@@ -250,11 +250,12 @@ fn audio_fmts(sdp: &str) -> Vec<String> {
         .collect()
 }
 
-/// libwebrtc enables RED only when it precedes the selected audio codec. Chrome offers Opus
-/// before RED, so an answer that keeps that order negotiates RED but does not make Chrome send it.
-/// The answer lists RED before Opus, as does our own offer.
+/// Offers list RED after its primary, as browsers do: an answerer that takes the first audio
+/// payload type alone (GStreamer webrtcbin) would otherwise answer RED without Opus.
+/// libwebrtc enables RED only when it precedes the selected audio codec, so an answer to a
+/// browser-like offer lists RED before Opus; that keeps RED flowing from browsers.
 #[test]
-pub fn red_listed_before_its_primary() {
+pub fn red_after_its_primary_in_offers_before_it_in_answers() {
     init_log();
     init_crypto_default();
 
@@ -271,28 +272,13 @@ pub fn red_listed_before_its_primary() {
     let red = l.params_opus().red().expect("RED configured").to_string();
     let position = |fmts: &[String], pt: &str| fmts.iter().position(|f| f == pt).unwrap();
     let fmts = audio_fmts(&offer.to_sdp_string());
-    assert!(
-        position(&fmts, &red) < position(&fmts, &opus),
-        "offer: {fmts:?}"
+    assert_eq!(fmts[0], opus, "offer starts with Opus: {fmts:?}");
+    assert_eq!(
+        position(&fmts, &red),
+        position(&fmts, &opus) + 1,
+        "offer: RED right after Opus: {fmts:?}"
     );
 
-    // As Chrome offers it: Opus first, then RED.
-    let sdp = offer.to_sdp_string();
-    let mline = sdp
-        .lines()
-        .find(|line| line.starts_with("m=audio"))
-        .unwrap();
-    let mut words: Vec<&str> = mline.split_whitespace().collect();
-    let (i, j) = (
-        words.iter().position(|w| *w == opus).unwrap(),
-        words.iter().position(|w| *w == red).unwrap(),
-    );
-    words.swap(i, j);
-    let browser_like = sdp.replace(mline, &words.join(" "));
-    let fmts = audio_fmts(&browser_like);
-    assert!(position(&fmts, &opus) < position(&fmts, &red));
-
-    let offer = SdpOffer::from_sdp_string(&browser_like).unwrap();
     let answer = r.rtc.sdp_api().accept_offer(offer).unwrap();
     let fmts = audio_fmts(&answer.to_sdp_string());
     assert!(
@@ -302,6 +288,14 @@ pub fn red_listed_before_its_primary() {
 
     l.rtc.sdp_api().accept_answer(pending, answer).unwrap();
     assert!(l.params_opus().red().is_some(), "RED stays negotiated");
+
+    // A renegotiation offer of an existing m-line keeps Opus first too.
+    let mut change = l.sdp_api();
+    change.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
+    let (offer, _pending) = change.apply().unwrap();
+    let fmts = audio_fmts(&offer.to_sdp_string());
+    assert_eq!(fmts[0], opus, "renegotiation offer starts with Opus: {fmts:?}");
+    assert!(position(&fmts, &opus) < position(&fmts, &red), "{fmts:?}");
 }
 
 /// Under independent (isolated) packet loss, RED recovers the lost frames from the next packet's

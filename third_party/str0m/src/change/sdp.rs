@@ -817,6 +817,9 @@ fn as_sdp(session: &Session, params: AsSdpParams) -> Sdp {
         // Add potentially new m-lines to the existing ones.
         v.extend(new_lines.iter().map(|n| n as &dyn AsSdpMediaLine));
 
+        // Offers have pending changes; answers do not.
+        let is_offer = params.pending.is_some();
+
         // Turn into sdp::MediaLine (m-line).
         let mut lines = v
             .iter()
@@ -841,7 +844,13 @@ fn as_sdp(session: &Session, params: AsSdpParams) -> Sdp {
                     .cloned()
                     .collect();
 
-                m.as_media_line(attrs, &ssrcs, &session.exts, &params)
+                let mut line = m.as_media_line(attrs, &ssrcs, &session.exts, &params);
+
+                if is_offer {
+                    red_after_primary_in_offer(&mut line.pts, &params);
+                }
+
+                line
             })
             .collect::<Vec<_>>();
 
@@ -918,6 +927,31 @@ fn as_sdp(session: &Session, params: AsSdpParams) -> Sdp {
             attrs,
         },
         media_lines,
+    }
+}
+
+/// In an offer, list each RED payload type after its primary codec, as browsers do.
+///
+/// An answerer picks from the offer in the offer's order, and some (GStreamer webrtcbin)
+/// answer with the first audio payload type alone: a RED-first offer then yields an answer
+/// with RED and no Opus, and no audio plays. Answers keep RED first, because libwebrtc only
+/// sends RED when the answer lists it before the primary codec.
+fn red_after_primary_in_offer(pts: &mut Vec<Pt>, params: &[PayloadParams]) {
+    for p in params {
+        let Some(red) = p.red() else {
+            continue;
+        };
+        let (Some(red_pos), Some(primary_pos)) = (
+            pts.iter().position(|pt| *pt == red),
+            pts.iter().position(|pt| *pt == p.pt()),
+        ) else {
+            continue;
+        };
+        if red_pos < primary_pos {
+            pts.remove(red_pos);
+            // The primary moved one position left.
+            pts.insert(primary_pos, red);
+        }
     }
 }
 
