@@ -58,6 +58,7 @@ pub struct RtcConfig {
     pub(crate) vp9_packetizer_mode: Vp9PacketizerMode,
     pub(crate) snap_enabled: bool,
     pub(crate) mtu: RangeInclusive<usize>,
+    pub(crate) send_on_remote_media: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -600,6 +601,38 @@ impl RtcConfig {
         self.pause_threshold
     }
 
+    /// Whether we offer to send on m-lines that the remote peer adds in its offers.
+    ///
+    /// Defaults to `true`: an m-line the remote offers `sendrecv` is answered `sendrecv`
+    /// (with our SSRCs and `a=msid`), one it offers `recvonly` is answered `sendonly`.
+    ///
+    /// With `false`, our side of every m-line created by a remote offer starts without
+    /// the send direction: `sendrecv` is answered `recvonly` and `recvonly` is answered
+    /// `inactive`, with no SSRCs and no `a=msid` of ours. Later offers for the m-line are
+    /// answered the same way, until the application turns sending on with
+    /// [`SdpApi::set_direction`][crate::change::SdpApi::set_direction], which renegotiates.
+    /// This suits a server that only receives what a peer publishes, such as an SFU that
+    /// sends media on m-lines it offers itself: the peer then knows not to expect media on
+    /// its publishing m-lines. m-lines we create with
+    /// [`SdpApi::add_media`][crate::change::SdpApi::add_media] are not affected.
+    pub fn set_send_on_remote_media(mut self, enabled: bool) -> Self {
+        self.send_on_remote_media = enabled;
+        self
+    }
+
+    /// Returns the setting of [`RtcConfig::set_send_on_remote_media`].
+    ///
+    /// ```
+    /// # use str0m::Rtc;
+    /// let config = Rtc::builder();
+    ///
+    /// // Defaults to true.
+    /// assert!(config.send_on_remote_media());
+    /// ```
+    pub fn send_on_remote_media(&self) -> bool {
+        self.send_on_remote_media
+    }
+
     /// Sets the buffer size for outgoing audio packets.
     ///
     /// This must be larger than 0. The value configures an internal ring buffer used as a temporary
@@ -910,6 +943,7 @@ impl Default for RtcConfig {
             vp9_packetizer_mode: Vp9PacketizerMode::default(),
             snap_enabled: false,
             mtu: DATAGRAM_MTU_TARGET..=DATAGRAM_MTU_WARN,
+            send_on_remote_media: true,
         }
     }
 }

@@ -77,6 +77,9 @@ pub(crate) struct Session {
     pub send_buffer_audio: usize,
     pub send_buffer_video: usize,
 
+    /// See [`RtcConfig::set_send_on_remote_media`][crate::RtcConfig::set_send_on_remote_media].
+    pub send_on_remote_media: bool,
+
     /// Extension mappings are _per BUNDLE_, but we can only have one a=group BUNDLE
     /// in WebRTC (one ice connection), so they are effectively per session.
     pub exts: ExtensionMap,
@@ -187,6 +190,7 @@ impl Session {
             intervals: config.intervals,
             send_buffer_audio: config.send_buffer_audio,
             send_buffer_video: config.send_buffer_video,
+            send_on_remote_media: config.send_on_remote_media,
             exts: config.exts.clone(),
 
             // Both sending and receiving starts from the configured codecs.

@@ -1133,6 +1133,7 @@ fn sync_medias<'a>(
                         &session.exts,
                         &mut session.streams,
                         bundle_mids,
+                        session.send_on_remote_media,
                     );
 
                     continue;
@@ -1188,6 +1189,9 @@ fn add_new_lines(
 
         if m.typ.is_media() {
             let mut media = Media::from_remote_media_line(m, idx, is_offer);
+            if is_offer && !session.send_on_remote_media {
+                media.set_direction(without_send(media.direction()));
+            }
 
             // For disabled (rejected) m-lines, don't fire open event
             // and the direction will be set to Inactive by update_media.
@@ -1213,6 +1217,7 @@ fn add_new_lines(
                 &session.exts,
                 &mut session.streams,
                 bundle_mids,
+                session.send_on_remote_media,
             );
 
             session.add_media(media);
@@ -1265,6 +1270,15 @@ fn as_media_lines(session: &Session) -> Vec<&dyn AsSdpMediaLine> {
     v
 }
 
+/// The direction without its send part: `sendrecv` → `recvonly`, `sendonly` → `inactive`.
+fn without_send(dir: Direction) -> Direction {
+    match dir {
+        Direction::SendRecv => Direction::RecvOnly,
+        Direction::SendOnly => Direction::Inactive,
+        d => d,
+    }
+}
+
 fn update_media(
     media: &mut Media,
     m: &MediaLine,
@@ -1272,6 +1286,7 @@ fn update_media(
     exts: &ExtensionMap,
     streams: &mut Streams,
     bundle_mids: Option<&[Mid]>,
+    send_on_remote_media: bool,
 ) {
     // If the m-line has port=0, it could mean:
     // 1. The m-line is rejected (not in BUNDLE group)
@@ -1301,7 +1316,13 @@ fn update_media(
     // All changes come from the other side, either via an incoming OFFER
     // or a ANSWER from our OFFER. Either way, the direction is inverted to
     // how we have it locally.
-    let new_dir = m.direction().invert();
+    let mut new_dir = m.direction().invert();
+
+    // A remote-created m-line we do not send on stays without send direction until the
+    // application sets one (RtcConfig::set_send_on_remote_media).
+    if !send_on_remote_media && media.remote_created() && !media.direction().is_sending() {
+        new_dir = without_send(new_dir);
+    }
     //
     let change_direction_disallowed = !media.remote_created()
         && media.direction() == Direction::Inactive
@@ -1514,7 +1535,8 @@ impl AsSdpMediaLine for Media {
         }
 
         attrs.push(self.direction().into());
-        if !self.disabled() {
+        // RFC 8829 §5.2.1/§5.3.1: a=msid only where we send.
+        if !self.disabled() && self.direction().is_sending() {
             attrs.push(MediaAttribute::Msid(self.msid().clone()));
         }
         attrs.push(MediaAttribute::RtcpMux);
