@@ -59,6 +59,7 @@ pub struct RtcConfig {
     pub(crate) snap_enabled: bool,
     pub(crate) mtu: RangeInclusive<usize>,
     pub(crate) send_on_remote_media: bool,
+    pub(crate) recycle_mlines: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -633,6 +634,33 @@ impl RtcConfig {
         self.send_on_remote_media
     }
 
+    /// Whether [`SdpApi::add_media`][crate::change::SdpApi::add_media] puts a new m-line
+    /// into a disabled one (port 0) instead of appending it.
+    ///
+    /// Defaults to `false`: our offers always append, so the m-line count of a session
+    /// grows by one per media it ever had. With `true` our offers do as browsers do
+    /// (JSEP, RFC 8829 §5.2.2): a new media takes the lowest disabled m-line, with a new
+    /// mid and msid, and the m-line count stays bounded by the concurrent medias. An
+    /// m-line stopped in the same set of changes is not reused: the peer must have seen
+    /// it stopped first.
+    pub fn set_recycle_mlines(mut self, enabled: bool) -> Self {
+        self.recycle_mlines = enabled;
+        self
+    }
+
+    /// Returns the setting of [`RtcConfig::set_recycle_mlines`].
+    ///
+    /// ```
+    /// # use str0m::Rtc;
+    /// let config = Rtc::builder();
+    ///
+    /// // Defaults to false.
+    /// assert!(!config.recycle_mlines());
+    /// ```
+    pub fn recycle_mlines(&self) -> bool {
+        self.recycle_mlines
+    }
+
     /// Sets the buffer size for outgoing audio packets.
     ///
     /// This must be larger than 0. The value configures an internal ring buffer used as a temporary
@@ -944,6 +972,7 @@ impl Default for RtcConfig {
             snap_enabled: false,
             mtu: DATAGRAM_MTU_TARGET..=DATAGRAM_MTU_WARN,
             send_on_remote_media: true,
+            recycle_mlines: false,
         }
     }
 }

@@ -80,6 +80,9 @@ pub(crate) struct Session {
     /// See [`RtcConfig::set_send_on_remote_media`][crate::RtcConfig::set_send_on_remote_media].
     pub send_on_remote_media: bool,
 
+    /// See [`RtcConfig::set_recycle_mlines`][crate::RtcConfig::set_recycle_mlines].
+    pub recycle_mlines: bool,
+
     /// Extension mappings are _per BUNDLE_, but we can only have one a=group BUNDLE
     /// in WebRTC (one ice connection), so they are effectively per session.
     pub exts: ExtensionMap,
@@ -191,6 +194,7 @@ impl Session {
             send_buffer_audio: config.send_buffer_audio,
             send_buffer_video: config.send_buffer_video,
             send_on_remote_media: config.send_on_remote_media,
+            recycle_mlines: config.recycle_mlines,
             exts: config.exts.clone(),
 
             // Both sending and receiving starts from the configured codecs.

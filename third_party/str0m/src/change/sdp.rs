@@ -342,6 +342,8 @@ impl<'a> SdpApi<'a> {
             track_id: track_id.clone(),
         };
 
+        let recycle = self.recyclable_index();
+
         let add = AddMedia {
             mid,
             cname: track_id,
@@ -355,10 +357,33 @@ impl<'a> SdpApi<'a> {
             pts: vec![],
             exts: ExtensionMap::empty(),
             index: 0,
+            recycle,
         };
 
         self.changes.0.push(Change::AddMedia(add));
         mid
+    }
+
+    /// With [`RtcConfig::set_recycle_mlines`][crate::RtcConfig::set_recycle_mlines], the
+    /// lowest index of an m-line a new media can take over, as browsers do: JSEP
+    /// (RFC 8829 §5.2.2) recycles an m-line that is disabled (port 0) in the current
+    /// description for a new transceiver, with a new mid, instead of appending one.
+    ///
+    /// A media stopped in these same changes is not eligible: the peer must see it
+    /// stopped (port 0) before its slot can carry a new mid.
+    fn recyclable_index(&self) -> Option<usize> {
+        if !self.rtc.session.recycle_mlines {
+            return None;
+        }
+        self.rtc
+            .session
+            .medias
+            .iter()
+            .filter(|m| m.disabled())
+            .filter(|m| !self.changes.touches_mid(m.mid()))
+            .map(|m| m.index())
+            .filter(|i| !self.changes.recycles_index(*i))
+            .min()
     }
 
     /// Change the direction of an already existing media.
@@ -620,6 +645,9 @@ pub(crate) struct AddMedia {
     pub pts: Vec<Pt>,
     pub exts: ExtensionMap,
     pub index: usize,
+
+    /// The index of a disabled m-line this media takes over (RFC 8829 §5.2.2), if any.
+    pub recycle: Option<usize>,
 }
 
 impl Deref for Changes {
@@ -807,6 +835,12 @@ fn as_sdp(session: &Session, params: AsSdpParams) -> Sdp {
         // When creating new m-lines from the pending changes, the m-line index starts from this.
         let new_index_start = v.len();
 
+        // m-lines taken over by new medias are replaced, not repeated.
+        if let Some(pending) = params.pending {
+            let recycled: Vec<usize> = pending.recycled_indexes().collect();
+            v.retain(|m| !recycled.contains(&m.index()));
+        }
+
         // If there are additions in the pending changes, prepend them now.
         if let Some(pending) = params.pending {
             new_lines = pending
@@ -816,6 +850,7 @@ fn as_sdp(session: &Session, params: AsSdpParams) -> Sdp {
 
         // Add potentially new m-lines to the existing ones.
         v.extend(new_lines.iter().map(|n| n as &dyn AsSdpMediaLine));
+        v.sort_by_key(|m| m.index());
 
         // Offers have pending changes; answers do not.
         let is_offer = params.pending.is_some();
@@ -978,6 +1013,21 @@ fn apply_answer(
     answer.assert_consistency()?;
 
     update_session(session, &answer);
+
+    // Our offer put new medias into disabled m-lines: retire those before matching the
+    // answer, which has the new mids at their indexes.
+    for index in pending.recycled_indexes() {
+        let Some(pos) = session
+            .medias
+            .iter()
+            .position(|m| m.index() == index && m.disabled())
+        else {
+            continue;
+        };
+        let retired_mid = session.medias[pos].mid();
+        session.medias.swap_remove(pos);
+        session.streams.remove_streams_by_mid(retired_mid);
+    }
 
     let bundle_mids = answer.bundle_mids();
     let new_lines = sync_medias(session, &answer, false).map_err(RtcError::RemoteSdp)?;
@@ -1735,6 +1785,30 @@ impl fmt::Debug for SdpPendingOffer {
 }
 
 impl Changes {
+    /// Whether any change names this mid (an added one, or a direction change/stop).
+    fn touches_mid(&self, mid: Mid) -> bool {
+        self.has_mid(mid)
+            || self
+                .0
+                .iter()
+                .any(|c| matches!(c, Change::Direction(m, _) if *m == mid))
+    }
+
+    /// Whether an added media already takes over the m-line at this index.
+    fn recycles_index(&self, index: usize) -> bool {
+        self.0
+            .iter()
+            .any(|c| matches!(c, Change::AddMedia(a) if a.recycle == Some(index)))
+    }
+
+    /// The indexes of disabled m-lines that added medias take over.
+    fn recycled_indexes(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().filter_map(|c| match c {
+            Change::AddMedia(a) => a.recycle,
+            _ => None,
+        })
+    }
+
     fn has_mid(&self, mid: Mid) -> bool {
         self.0.iter().any(|c| match c {
             Change::AddMedia(v) => v.mid == mid,
@@ -1833,6 +1907,12 @@ impl Changes {
         // indices would be non-contiguous and out of sync with their array positions.
         let mut media_idx = 0usize;
         self.0.iter().filter_map(move |c| {
+            // A media that takes over a disabled m-line keeps that index.
+            if let Change::AddMedia(a) = c {
+                if let Some(index) = a.recycle {
+                    return c.as_new_media(index, config, exts);
+                }
+            }
             let result = c.as_new_media(index_start + media_idx, config, exts);
             if result.is_some() {
                 media_idx += 1;
@@ -2078,6 +2158,7 @@ mod test {
             pts: vec![],
             exts: ExtensionMap::empty(),
             index: 0, // will be overwritten by as_new_media()
+            recycle: None,
         }));
 
         let config = CodecConfig::new_with_defaults();
