@@ -1188,6 +1188,46 @@ impl IceAgent {
         true
     }
 
+    /// Tells an ice-lite agent that authenticated traffic arrived on a nominated pair.
+    ///
+    /// An ice-lite agent sends no checks (RFC 8445 §2.5); it keeps a pair while the
+    /// remote sends binding requests to it (consent requests, RFC 7675) and drops it
+    /// 15 s after the last one. Some full ICE agents send none once connected:
+    /// libnice (GStreamer) keeps the NAT binding open with Binding Indications, which
+    /// carry no authentication (RFC 8445 §11) and so prove nothing, and only sends
+    /// consent requests when asked to. Such a peer is still there, and still wants our
+    /// media, as long as it sends SRTP, SRTCP or DTLS records that authenticate with
+    /// the keys of this session.
+    ///
+    /// The caller reports here a datagram that passed such authentication (and replay
+    /// protection), received from `source` on the local address `destination`. The
+    /// nominated pair with these addresses counts it as a sign of life, as if it were
+    /// a binding request. Only the key holder can produce one: an off-path attacker
+    /// who spoofs the peer's address, or replays its old packets, cannot keep the pair
+    /// alive, and a peer that goes silent is dropped as before.
+    ///
+    /// Does nothing for a full ICE agent, which runs its own checks.
+    pub fn handle_authenticated_receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+    ) {
+        if !self.ice_lite {
+            return;
+        }
+        let locals = &self.local_candidates;
+        let remotes = &self.remote_candidates;
+        for pair in self.candidate_pairs.iter_mut().filter(|p| p.is_nominated()) {
+            let local = pair.local_candidate(locals);
+            let remote = pair.remote_candidate(remotes);
+            if local.proto() == proto && local.base() == destination && remote.addr() == source {
+                pair.record_authenticated_receive(now);
+            }
+        }
+    }
+
     /// Provide the current time to the [`IceAgent`].
     ///
     /// Typically, you will want to call [`IceAgent::poll_timeout`] and "wake-up"

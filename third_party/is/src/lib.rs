@@ -731,6 +731,62 @@ pub(crate) mod test {
         }
     }
 
+    /// An ice-lite agent whose peer stops sending binding requests once connected (as
+    /// libnice does) stays connected while authenticated traffic arrives on the
+    /// nominated pair, and disconnects when it stops or comes from another address.
+    #[test]
+    pub fn ice_lite_kept_alive_by_authenticated_traffic() {
+        use std::net::SocketAddr;
+        use str0m_proto::Protocol;
+
+        let local: SocketAddr = "2.2.2.2:1000".parse().unwrap();
+        let remote: SocketAddr = "1.1.1.1:1000".parse().unwrap();
+        let spoofed: SocketAddr = "1.1.1.1:1001".parse().unwrap();
+
+        // (source of the authenticated traffic or none, expect connected after 60 s)
+        for (source, alive) in [(Some(remote), true), (None, false), (Some(spoofed), false)] {
+            let mut a1 = TestAgent::new(info_span!("L"));
+            let mut a2 = TestAgent::new(info_span!("R"));
+            let c1 = a1.add_host_candidate(&remote.to_string());
+            a2.add_remote_candidate(c1);
+            let c2 = a2.add_host_candidate(&local.to_string());
+            a1.add_remote_candidate(c2);
+            a1.set_controlling(true);
+            a2.set_controlling(false);
+            a2.set_ice_lite(true);
+
+            loop {
+                if a1.state().is_connected() && a2.state().is_connected() {
+                    break;
+                }
+                progress(&mut a1, &mut a2);
+            }
+
+            // From here on the full agent sends no binding requests: only media.
+            let start = a2.time;
+            let mut now = start;
+            let mut disconnected_at = None;
+            while now - start < Duration::from_secs(60) {
+                now += Duration::from_millis(500);
+                if let Some(source) = source {
+                    if (now - start).as_millis() % 5000 == 0 {
+                        a2.agent
+                            .handle_authenticated_receive(now, Protocol::Udp, source, local);
+                    }
+                }
+                a2.agent.handle_timeout(now);
+                if disconnected_at.is_none() && !a2.state().is_connected() {
+                    disconnected_at = Some(now - start);
+                }
+            }
+            assert_eq!(a2.state().is_connected(), alive, "source {source:?}");
+            if !alive {
+                let at = disconnected_at.unwrap();
+                assert!(at <= Duration::from_secs(16), "dropped after {at:?}");
+            }
+        }
+    }
+
     #[test]
     pub fn trickle_host_host() {
         let mut a1 = TestAgent::new(info_span!("L"));

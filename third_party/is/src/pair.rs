@@ -221,6 +221,15 @@ impl CandidatePair {
         trace!("Recorded binding request: {:?}", self);
     }
 
+    /// Authenticated non-STUN traffic from the remote on this pair keeps an ice-lite
+    /// pair alive like a binding request does (see
+    /// [`IceAgent::handle_authenticated_receive`][crate::IceAgent::handle_authenticated_receive]).
+    /// It does not count as a binding request in the stats.
+    pub fn record_authenticated_receive(&mut self, now: Instant) {
+        self.remote_binding_request_time = Some(now);
+        trace!("Recorded authenticated receive: {:?}", self);
+    }
+
     pub fn remote_binding_request_time(&self) -> Option<Instant> {
         self.remote_binding_request_time
     }
