@@ -2183,6 +2183,8 @@ impl Rtc {
             ..
         } = self;
 
+        let authenticated_before = session.authenticated_rx;
+
         match r.contents.inner {
             Stun(stun) => {
                 let packet = is::stun::StunPacket {
@@ -2202,6 +2204,12 @@ impl Rtc {
             }
             Rtp(rtp) => session.handle_rtp_receive(recv_time, rtp, &mut readiness.wake()),
             Rtcp(rtcp) => session.handle_rtcp_receive(recv_time, rtcp, &mut readiness.wake()),
+        }
+
+        // Fresh SRTP/SRTCP that authenticated is a sign of life of the peer on this
+        // pair, for an ice-lite agent that gets no consent requests.
+        if session.authenticated_rx != authenticated_before {
+            ice.handle_authenticated_receive(recv_time, r.proto, r.source, r.destination);
         }
 
         Ok(())

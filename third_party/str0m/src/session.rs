@@ -95,6 +95,15 @@ pub(crate) struct Session {
     probe_payload_params: Option<PayloadParams>,
 
     srtp_rx: Option<SrtpContext>,
+
+    /// Counts received SRTP packets and SRTCP compound packets that authenticated and were
+    /// fresh (not replays): the sign of life an ice-lite agent accepts in place of
+    /// consent requests (`IceAgent::handle_authenticated_receive`).
+    pub(crate) authenticated_rx: u64,
+
+    /// Highest SRTCP index received per sender SSRC, so that a replayed SRTCP packet,
+    /// which authenticates again, is not counted in `authenticated_rx`.
+    srtcp_index_rx: HashMap<u32, u32>,
     srtp_tx: Option<SrtpContext>,
     last_nack: Instant,
     last_twcc: Instant,
@@ -203,6 +212,8 @@ impl Session {
             probe_payload_params: None,
 
             srtp_rx: None,
+            authenticated_rx: 0,
+            srtcp_index_rx: HashMap::new(),
             srtp_tx: None,
             last_nack: already_happened(),
             last_twcc: already_happened(),
@@ -281,6 +292,7 @@ impl Session {
         let left = active;
 
         self.srtp_rx = Some(SrtpContext::new(crypto, srtp_profile, &mat, !left));
+        self.srtcp_index_rx.clear();
         self.srtp_tx = Some(SrtpContext::new(crypto, srtp_profile, &mat, left));
     }
 
@@ -695,7 +707,11 @@ impl Session {
         // narrow it down to the actual payload via slicing only, then build
         // the final `Arc<[u8]>` in a single allocation at the end.
         let data = match srtp.unprotect_rtp(buf, &header, *seq_no) {
-            Some(d) => d,
+            Some(d) => {
+                // Authenticated, and not a replay (checked above).
+                self.authenticated_rx += 1;
+                d
+            }
             None => {
                 trace!(
                     "Failed to unprotect SRTP for SSRC: {} pt: {}  mid: {:?} \
@@ -922,6 +938,15 @@ impl Session {
     fn handle_rtcp(&mut self, now: Instant, buf: &[u8], wake: &mut Wake) -> Option<()> {
         let srtp: &mut SrtpContext = self.srtp_rx.as_mut()?;
         let unprotected = srtp.unprotect_rtcp(buf)?;
+
+        // Authenticated: a sign of life if its SRTCP index is new for the sender.
+        if let Some((ssrc, index)) = srtp.srtcp_ssrc_and_index(buf) {
+            let fresh = self.srtcp_index_rx.get(&ssrc).is_none_or(|h| index > *h);
+            if fresh {
+                self.srtcp_index_rx.insert(ssrc, index);
+                self.authenticated_rx += 1;
+            }
+        }
 
         Rtcp::read_packet(&unprotected, &mut self.feedback_rx);
         let mut need_configure_pacer = false;

@@ -551,6 +551,25 @@ impl SrtpContext {
         }
     }
 
+    /// The sender SSRC and the 31-bit SRTCP index of a protected SRTCP packet, read from
+    /// where this context's profile puts the index. Only meaningful once the packet
+    /// passed [`SrtpContext::unprotect_rtcp`].
+    pub fn srtcp_ssrc_and_index(&self, buf: &[u8]) -> Option<(u32, u32)> {
+        let idx_end = match &self.rtcp {
+            Derived::Aes128CmSha1_80 { .. } => {
+                buf.len().checked_sub(Aes128CmSha1_80::HMAC_TAG_LEN)?
+            }
+            Derived::AeadAes128Gcm { .. } | Derived::AeadAes256Gcm { .. } => buf.len(),
+        };
+        let idx_start = idx_end.checked_sub(SRTCP_INDEX_LEN)?;
+        if idx_start < SRTCP_HEADER_LEN {
+            return None;
+        }
+        let e_and_si = u32::from_be_bytes(buf[idx_start..idx_end].try_into().ok()?);
+        let ssrc = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        Some((ssrc, e_and_si & 0x7fff_ffff))
+    }
+
     // SRTCP layout
     // ["header", ssrc, payload, ["header", ssrc, payload], ...], ssrtcp_index, tag]
     //
