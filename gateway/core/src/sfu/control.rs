@@ -182,8 +182,12 @@ impl Sfu {
         let (ufrag, pass) = ids::ice_creds(&mut self.rng);
         // Opus RED (RFC 2198) is offered and accepted, and passed through between Peers that
         // both negotiated it (the primary encoding alone goes to those that did not).
+        // The gateway never sends on a Peer's own m-lines (answered recvonly), and its offers
+        // put new TrackOuts into stopped m-lines (third_party/str0m, see ARCHITECTURE.md).
         let mut builder = Rtc::builder()
             .enable_opus(true, true)
+            .set_send_on_remote_media(false)
+            .set_recycle_mlines(true)
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_local_ice_credentials(IceCreds {

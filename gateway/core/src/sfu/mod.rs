@@ -208,6 +208,10 @@ pub struct Sfu {
     /// Reused by `drive` for a Session's str0m events (one per received RTP packet), so driving
     /// does not allocate; taken while in use (a nested drive gets a fresh one).
     scratch_events: Vec<Event>,
+    /// Sessions whose gateway offer waits for the end of the current input (`offer_later`).
+    offers_due: Vec<SessionKey>,
+    /// How deeply `drive` is nested; queued offers go out when the outermost one ends.
+    drive_depth: u32,
     transmits: VecDeque<Transmit>,
     events: VecDeque<SfuEvent>,
     counters: Counters,
@@ -260,6 +264,8 @@ impl Sfu {
             dirty: Vec::new(),
             scratch_subs: Vec::new(),
             scratch_events: Vec::new(),
+            offers_due: Vec::new(),
+            drive_depth: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),

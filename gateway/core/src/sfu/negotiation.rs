@@ -244,7 +244,12 @@ impl Sfu {
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
-        if !s.negotiated || s.pending.is_some() {
+        // The first gateway offer waits until the Session has connected (`set_connected`).
+        let ever_connected = matches!(
+            s.state,
+            SessionState::Connected | SessionState::Disconnected
+        );
+        if !s.negotiated || s.pending.is_some() || !ever_connected {
             return;
         }
         if self.rooms.get(&s.room).is_none_or(|r| r.closing) {

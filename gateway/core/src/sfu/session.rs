@@ -170,8 +170,19 @@ impl Sfu {
         }
     }
 
-    /// Drains one Session's `Rtc` to `Timeout`, then acts on its events.
+    /// Drains one Session's `Rtc` to `Timeout`, then acts on its events. The gateway offers
+    /// those events make necessary (a publisher's Tracks for its subscribers) go out when the
+    /// outermost drive ends: one offer per subscriber for the whole batch.
     pub(super) fn drive(&mut self, key: SessionKey) {
+        self.drive_depth += 1;
+        self.drive_one(key);
+        self.drive_depth -= 1;
+        if self.drive_depth == 0 {
+            self.flush_offers();
+        }
+    }
+
+    fn drive_one(&mut self, key: SessionKey) {
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -281,6 +292,21 @@ impl Sfu {
         }
     }
 
+    /// Starts the gateway offers that `offer_later` queued.
+    pub(super) fn flush_offers(&mut self) {
+        while let Some(k) = self.offers_due.pop() {
+            self.maybe_offer(k);
+        }
+    }
+
+    /// Queues a gateway offer for a Session: the whole batch of changes goes out in one offer
+    /// when the current input is handled (see `drive`).
+    pub(super) fn offer_later(&mut self, key: SessionKey) {
+        if !self.offers_due.contains(&key) {
+            self.offers_due.push(key);
+        }
+    }
+
     pub(super) fn set_connected(&mut self, key: SessionKey) {
         let s = self.sessions.get_mut(&key).expect("caller checked");
         if s.state == SessionState::Connected {
@@ -302,6 +328,9 @@ impl Sfu {
         for tk in outs {
             self.kick(key, tk);
         }
+        // Gateway offers wait for the connection (some Peers only start receivers that exist
+        // when DTLS connects): what queued meanwhile goes out now, in one offer.
+        self.maybe_offer(key);
     }
 
     pub(super) fn on_ice_state(&mut self, key: SessionKey, st: IceConnectionState) {
@@ -340,7 +369,13 @@ impl Sfu {
         for tk in tracks_in {
             self.unpublish(tk);
         }
-        let mut s = self.sessions.remove(&key).expect("checked above");
+        self.offers_due.retain(|k| *k != key);
+        if self.drive_depth == 0 {
+            self.flush_offers();
+        }
+        let Some(mut s) = self.sessions.remove(&key) else {
+            return;
+        };
         for tk in s.tracks_out.keys() {
             if let Some(t) = self.tracks.get_mut(tk) {
                 t.subscribers.remove(&key);

@@ -240,7 +240,7 @@ impl Sfu {
             if o.permissions.subscribe && o.auto_subscribe && o.participant != publisher_participant
             {
                 self.subscribe_track(other, tk);
-                self.maybe_offer(other);
+                self.offer_later(other);
             }
         }
     }
@@ -304,7 +304,7 @@ impl Sfu {
                 continue;
             };
             release_track_out(s, tk);
-            self.maybe_offer(sub);
+            self.offer_later(sub);
         }
     }
 
