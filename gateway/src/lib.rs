@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::Config;
+pub use driver::WorkerHealth;
 pub use handle::{GatewayError, GatewayHandle};
 pub use switchboard_core as core;
 

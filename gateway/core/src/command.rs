@@ -125,6 +125,26 @@ pub enum Command {
         /// The Session.
         session: SessionId,
     },
+    /// Test hook: the `Sfu` itself panics (outside any Session's guarded section), now or at its
+    /// next datagram or timeout, as a bug in the core would; the Worker's supervisor must contain
+    /// it. Replies [`Reply::Done`] when armed for later (`Now` never replies).
+    #[cfg(feature = "testing")]
+    InjectSfuFault {
+        /// When it fires.
+        at: SfuFault,
+    },
+}
+
+/// When an injected Sfu-level fault ([`Command::InjectSfuFault`]) fires.
+#[cfg(feature = "testing")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SfuFault {
+    /// While handling the command itself.
+    Now,
+    /// In the next [`Sfu::handle_datagram`].
+    NextDatagram,
+    /// In the next [`Sfu::handle_timeout`].
+    NextTimeout,
 }
 
 /// What a [`Command`] returns; each command documents its variant.
@@ -199,7 +219,7 @@ pub struct DataMessage {
 }
 
 /// Every kind of [`Command`], in declaration order ([`Command::kind`] names one).
-pub const COMMAND_KINDS: [&str; 18] = [
+pub const COMMAND_KINDS: [&str; 19] = [
     "CreateRoom",
     "GetRoom",
     "ListRooms",
@@ -218,6 +238,7 @@ pub const COMMAND_KINDS: [&str; 18] = [
     "RemoveParticipant",
     "SendData",
     "InjectFault",
+    "InjectSfuFault",
 ];
 
 impl Command {
@@ -242,6 +263,8 @@ impl Command {
             Self::SendData { .. } => 16,
             #[cfg(feature = "testing")]
             Self::InjectFault { .. } => 17,
+            #[cfg(feature = "testing")]
+            Self::InjectSfuFault { .. } => 18,
         }
     }
 
@@ -370,6 +393,11 @@ impl Sfu {
             #[cfg(feature = "testing")]
             Command::InjectFault { session } => {
                 self.inject_fault(&session)?;
+                Reply::Done
+            }
+            #[cfg(feature = "testing")]
+            Command::InjectSfuFault { at } => {
+                self.inject_sfu_fault(at);
                 Reply::Done
             }
         })

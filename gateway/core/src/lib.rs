@@ -25,6 +25,8 @@ mod ids;
 mod model;
 mod sfu;
 
+#[cfg(feature = "testing")]
+pub use command::SfuFault;
 pub use command::{COMMAND_KINDS, Command, CommandCounts, DataMessage, IceCandidate, Reply};
 pub use demux::stun_local_ufrag;
 pub use error::CoreError;
