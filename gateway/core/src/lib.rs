@@ -36,6 +36,11 @@ pub use sfu::{
     BweConfig, DIRECT_LABEL, Datagram, MAX_METADATA_BYTES, Output, RemoteCandidate, Sfu, SfuConfig,
 };
 
+/// Fuzz bodies (feature `testing`), called by the `fuzz/` targets and replayed by `tests/fuzz.rs`.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// Internals exposed for the crate's own tests (feature `testing`); not a stable API.
 #[cfg(feature = "testing")]
 #[doc(hidden)]

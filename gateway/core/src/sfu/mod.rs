@@ -45,6 +45,8 @@ use crate::ids::{ParticipantId, RoomId, SessionId, TrackId};
 use crate::model::*;
 
 pub(crate) mod alloc;
+#[cfg(feature = "testing")]
+mod check;
 mod control;
 mod data;
 pub(crate) mod forward;
