@@ -397,6 +397,24 @@ impl GatewayHandle {
         Ok(())
     }
 
+    /// What each Worker's core holds, by Worker index (feature `testing`).
+    #[cfg(feature = "testing")]
+    pub async fn census(&self) -> Result<Vec<switchboard_core::Census>, GatewayError> {
+        let mut v = Vec::new();
+        for w in 0..self.inner.workers.len() {
+            match self.call(w, Command::Census).await?.reply {
+                Reply::Census(c) => v.push(c),
+                other => {
+                    return Err(GatewayError::WrongReply {
+                        command: "Census",
+                        reply: format!("{other:?}"),
+                    });
+                }
+            }
+        }
+        Ok(v)
+    }
+
     /// The Worker index a Room lives on (feature `testing`).
     #[cfg(feature = "testing")]
     pub fn worker_of_room(&self, room: &RoomId) -> usize {

@@ -28,6 +28,9 @@ pub mod config;
 mod conns;
 mod driver;
 pub mod events;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handle;
 pub mod telemetry;
 pub mod turn;

@@ -133,6 +133,25 @@ pub enum Command {
         /// When it fires.
         at: SfuFault,
     },
+    /// Test hook: counts everything the core holds. Replies [`Reply::Census`].
+    #[cfg(feature = "testing")]
+    Census,
+}
+
+/// What a core holds ([`Command::Census`]); all zero once everything closed.
+#[cfg(feature = "testing")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Census {
+    /// Rooms.
+    pub rooms: usize,
+    /// Sessions.
+    pub sessions: usize,
+    /// Published Tracks.
+    pub tracks: usize,
+    /// Routes, counted from both ends ([`Sfu::n_routes`]).
+    pub routes: usize,
+    /// Demux entries (addresses, ufrags) and timers ([`Sfu::n_index_entries`]).
+    pub index: (usize, usize, usize),
 }
 
 /// When an injected Sfu-level fault ([`Command::InjectSfuFault`]) fires.
@@ -173,6 +192,9 @@ pub enum Reply {
     Sent(SendReport),
     /// Done; nothing to return.
     Done,
+    /// What the core holds ([`Command::Census`]).
+    #[cfg(feature = "testing")]
+    Census(Census),
 }
 
 /// A trickled remote candidate, or the end of them (owned; see [`RemoteCandidate`]).
@@ -219,7 +241,7 @@ pub struct DataMessage {
 }
 
 /// Every kind of [`Command`], in declaration order ([`Command::kind`] names one).
-pub const COMMAND_KINDS: [&str; 19] = [
+pub const COMMAND_KINDS: [&str; 20] = [
     "CreateRoom",
     "GetRoom",
     "ListRooms",
@@ -239,6 +261,7 @@ pub const COMMAND_KINDS: [&str; 19] = [
     "SendData",
     "InjectFault",
     "InjectSfuFault",
+    "Census",
 ];
 
 impl Command {
@@ -265,6 +288,8 @@ impl Command {
             Self::InjectFault { .. } => 17,
             #[cfg(feature = "testing")]
             Self::InjectSfuFault { .. } => 18,
+            #[cfg(feature = "testing")]
+            Self::Census => 19,
         }
     }
 
@@ -400,6 +425,14 @@ impl Sfu {
                 self.inject_sfu_fault(at);
                 Reply::Done
             }
+            #[cfg(feature = "testing")]
+            Command::Census => Reply::Census(Census {
+                rooms: self.n_rooms(),
+                sessions: self.n_sessions(),
+                tracks: self.n_tracks(),
+                routes: self.n_routes(),
+                index: self.n_index_entries(),
+            }),
         })
     }
 }

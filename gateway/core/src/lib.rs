@@ -25,9 +25,9 @@ mod ids;
 mod model;
 mod sfu;
 
-#[cfg(feature = "testing")]
-pub use command::SfuFault;
 pub use command::{COMMAND_KINDS, Command, CommandCounts, DataMessage, IceCandidate, Reply};
+#[cfg(feature = "testing")]
+pub use command::{Census, SfuFault};
 pub use demux::stun_local_ufrag;
 pub use error::CoreError;
 pub use ids::{IdError, MAX_ID_LEN, ParticipantId, RoomId, SessionId, TrackId};

@@ -25,6 +25,7 @@
 //! The API layer reaches a Worker only through a bounded queue ([`WorkerHandle`]); a full queue
 //! is reported, never waited on.
 
+pub(crate) mod framing;
 mod supervise;
 mod tcp;
 
