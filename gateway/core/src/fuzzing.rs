@@ -3,8 +3,8 @@
 //! checked-in corpus (`fuzz/corpus/<target>/`) and deterministic random inputs through them on
 //! stable Rust. None of them may panic on any input: a panic is a bug in the core.
 //!
-//! Must not do IO beyond what the core does (none) nor read the clock: time is a fixed start plus
-//! what the input says.
+//! Must not do IO nor read the clock: every body takes its start instant from the caller, and
+//! time advances only as the input says.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
@@ -16,12 +16,6 @@ use crate::{
     Command, Datagram, Output, ParticipantId, Permissions, Reply, RoomId, RoomSpec, SessionId,
     SessionSpec, Sfu, SfuConfig, Transport,
 };
-
-/// A fixed instant for every run (the core never reads the clock itself).
-fn epoch() -> Instant {
-    static T: OnceLock<Instant> = OnceLock::new();
-    *T.get_or_init(Instant::now)
-}
 
 /// One DTLS certificate for every Session (drawing one per Session would dominate the run time).
 fn cert() -> DtlsCert {
@@ -45,13 +39,13 @@ fn peer_addr(i: u8) -> SocketAddr {
 }
 
 /// A core on a fixed address with a fixed seed and the shared certificate.
-pub fn new_sfu() -> Sfu {
+pub fn new_sfu(now: Instant) -> Sfu {
     let config = SfuConfig {
         candidate_addrs: vec![GW],
         tcp_candidate_addrs: vec![SocketAddr::new(GW.ip(), 5001)],
         ..SfuConfig::default()
     };
-    let mut sfu = Sfu::new(epoch(), config, [7; 32]).expect("a valid fixed configuration");
+    let mut sfu = Sfu::new(now, config, [7; 32]).expect("a valid fixed configuration");
     sfu.pin_dtls_cert(cert());
     sfu
 }
@@ -152,9 +146,8 @@ pub fn stun_local_ufrag(data: &[u8]) {
 pub const BASE_OFFER: &str = include_str!("fuzzing_offer.sdp");
 
 /// A core with one Room and two Sessions, the first negotiated with [`BASE_OFFER`].
-fn live_core() -> (Sfu, Vec<SessionId>) {
-    let now = epoch();
-    let mut sfu = new_sfu();
+fn live_core(now: Instant) -> (Sfu, Vec<SessionId>) {
+    let mut sfu = new_sfu(now);
     create_room(&mut sfu, now, room_id(0));
     let mut ids = Vec::new();
     for who in 0..2 {
@@ -177,9 +170,8 @@ fn live_core() -> (Sfu, Vec<SessionId>) {
 /// Datagram demux and everything behind it: the input's first byte picks the source and the
 /// transport; with its top bit set the rest follows a STUN header naming a live Session's ufrag,
 /// so the bytes reach `Rtc::accepts`. Never panics; invariants hold; everything closes to zero.
-pub fn datagram(data: &[u8]) {
-    let (mut sfu, _) = live_core();
-    let now = epoch();
+pub fn datagram(now: Instant, data: &[u8]) {
+    let (mut sfu, _) = live_core(now);
     let Some((&sel, rest)) = data.split_first() else {
         return;
     };
@@ -230,9 +222,8 @@ fn stun_with_username(user: &str, attrs: &[u8]) -> Vec<u8> {
 
 /// SDP through `apply_offer` (and `apply_answer`, refused or not) on a fresh Session: never
 /// panics, errors are errors; invariants hold; everything closes to zero.
-pub fn sdp(data: &[u8]) {
-    let now = epoch();
-    let mut sfu = new_sfu();
+pub fn sdp(now: Instant, data: &[u8]) {
+    let mut sfu = new_sfu(now);
     create_room(&mut sfu, now, room_id(0));
     let Some(id) = create_session(&mut sfu, now, room_id(0), 0) else {
         return;
@@ -261,9 +252,9 @@ pub fn sdp(data: &[u8]) {
 /// Rooms, Sessions, offers (the base offer, possibly cut), closes, participant removal, mutes,
 /// subscriptions, datagrams and time. Property: no panic, [`Sfu::check_invariants`] after every
 /// step, and back to zero after everything closes.
-pub fn commands(data: &[u8]) {
-    let mut sfu = new_sfu();
-    let mut now = epoch();
+pub fn commands(start: Instant, data: &[u8]) {
+    let mut sfu = new_sfu(start);
+    let mut now = start;
     let t = SystemTime::UNIX_EPOCH;
     let mut sessions: Vec<SessionId> = Vec::new();
     let mut it = data.iter().copied();

@@ -4,6 +4,8 @@
 //! in `fuzz/` runs the same bodies under libFuzzer (nightly).
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Instant;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -20,6 +22,12 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
     files.sort();
     assert!(!files.is_empty(), "no corpus in {}", dir.display());
     files.iter().map(|f| std::fs::read(f).unwrap()).collect()
+}
+
+/// The start instant every body gets (the core reads no clock).
+fn start() -> Instant {
+    static T: OnceLock<Instant> = OnceLock::new();
+    *T.get_or_init(Instant::now)
 }
 
 fn random_bytes(rng: &mut ChaCha20Rng, max: usize) -> Vec<u8> {
@@ -83,20 +91,31 @@ fn stun_local_ufrag() {
 
 #[test]
 fn datagram() {
-    run("datagram", fuzzing::datagram, 300, |rng| {
-        random_bytes(rng, 400)
-    });
+    run(
+        "datagram",
+        |d| fuzzing::datagram(start(), d),
+        300,
+        |rng| random_bytes(rng, 400),
+    );
 }
 
 #[test]
 fn sdp() {
     let base = fuzzing::BASE_OFFER.as_bytes();
-    run("sdp", fuzzing::sdp, 300, |rng| mutate(rng, base));
+    run(
+        "sdp",
+        |d| fuzzing::sdp(start(), d),
+        300,
+        |rng| mutate(rng, base),
+    );
 }
 
 #[test]
 fn commands() {
-    run("commands", fuzzing::commands, 300, |rng| {
-        random_bytes(rng, 120)
-    });
+    run(
+        "commands",
+        |d| fuzzing::commands(start(), d),
+        300,
+        |rng| random_bytes(rng, 120),
+    );
 }
