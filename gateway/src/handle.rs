@@ -132,6 +132,9 @@ impl GatewayHandle {
             .map_err(|e| match e {
                 SendError::Full => GatewayError::Busy { worker },
                 SendError::Stopped => GatewayError::Unavailable("the worker has stopped"),
+                SendError::Faulted => GatewayError::Unavailable(
+                    "the worker faulted on this request and restarted empty; its Rooms closed",
+                ),
             })?;
         Ok(Answer { kind, reply: res? })
     }
@@ -400,5 +403,66 @@ impl GatewayHandle {
     /// Publishes `Draining`, the last event of every stream.
     pub(crate) fn publish_draining(&self) {
         self.inner.bus.publish(crate::events::EventBody::Draining);
+    }
+}
+
+/// Worker supervision: health for metrics and probes, and test-only fault injection.
+impl GatewayHandle {
+    /// Each Worker's health, by Worker index: restarts after faults of its core, and whether it
+    /// is serving (see `driver/supervise.rs`).
+    pub fn worker_health(&self) -> Vec<crate::WorkerHealth> {
+        self.inner
+            .workers
+            .iter()
+            .map(|w| w.status().snapshot())
+            .collect()
+    }
+
+    /// Test hook: makes Worker `worker`'s core panic outside any Session, now or at its next
+    /// datagram or timeout (feature `testing`).
+    #[cfg(feature = "testing")]
+    pub async fn inject_sfu_fault(
+        &self,
+        worker: usize,
+        at: switchboard_core::SfuFault,
+    ) -> Result<(), GatewayError> {
+        if worker >= self.inner.workers.len() {
+            return Err(GatewayError::Unavailable("no such worker"));
+        }
+        self.call(worker, Command::InjectSfuFault { at }).await?;
+        Ok(())
+    }
+
+    /// Test hook: the next touch of the Session's `Rtc` panics, inside its guard (feature
+    /// `testing`).
+    #[cfg(feature = "testing")]
+    pub async fn inject_session_fault(&self, session: SessionId) -> Result<(), GatewayError> {
+        let w = self.session_worker(&session)?;
+        self.call(w, Command::InjectFault { session }).await?;
+        Ok(())
+    }
+
+    /// What each Worker's core holds, by Worker index (feature `testing`).
+    #[cfg(feature = "testing")]
+    pub async fn census(&self) -> Result<Vec<switchboard_core::Census>, GatewayError> {
+        let mut v = Vec::new();
+        for w in 0..self.inner.workers.len() {
+            match self.call(w, Command::Census).await?.reply {
+                Reply::Census(c) => v.push(c),
+                other => {
+                    return Err(GatewayError::WrongReply {
+                        command: "Census",
+                        reply: format!("{other:?}"),
+                    });
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    /// The Worker index a Room lives on (feature `testing`).
+    #[cfg(feature = "testing")]
+    pub fn worker_of_room(&self, room: &RoomId) -> usize {
+        self.room_worker(room)
     }
 }

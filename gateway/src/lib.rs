@@ -29,6 +29,9 @@ pub mod config;
 mod conns;
 mod driver;
 pub mod events;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handle;
 pub mod paging;
 pub mod telemetry;
@@ -39,6 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::Config;
+pub use driver::WorkerHealth;
 pub use handle::{GatewayError, GatewayHandle};
 pub use switchboard_core as core;
 

@@ -136,6 +136,45 @@ pub enum Command {
         /// The Session.
         session: SessionId,
     },
+    /// Test hook: the `Sfu` itself panics (outside any Session's guarded section), now or at its
+    /// next datagram or timeout, as a bug in the core would; the Worker's supervisor must contain
+    /// it. Replies [`Reply::Done`] when armed for later (`Now` never replies).
+    #[cfg(feature = "testing")]
+    InjectSfuFault {
+        /// When it fires.
+        at: SfuFault,
+    },
+    /// Test hook: counts everything the core holds. Replies [`Reply::Census`].
+    #[cfg(feature = "testing")]
+    Census,
+}
+
+/// What a core holds ([`Command::Census`]); all zero once everything closed.
+#[cfg(feature = "testing")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Census {
+    /// Rooms.
+    pub rooms: usize,
+    /// Sessions.
+    pub sessions: usize,
+    /// Published Tracks.
+    pub tracks: usize,
+    /// Routes, counted from both ends ([`Sfu::n_routes`]).
+    pub routes: usize,
+    /// Demux entries (addresses, ufrags) and timers ([`Sfu::n_index_entries`]).
+    pub index: (usize, usize, usize),
+}
+
+/// When an injected Sfu-level fault ([`Command::InjectSfuFault`]) fires.
+#[cfg(feature = "testing")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SfuFault {
+    /// While handling the command itself.
+    Now,
+    /// In the next [`Sfu::handle_datagram`].
+    NextDatagram,
+    /// In the next [`Sfu::handle_timeout`].
+    NextTimeout,
 }
 
 /// What a [`Command`] returns; each command documents its variant.
@@ -164,6 +203,9 @@ pub enum Reply {
     Sent(SendReport),
     /// Done; nothing to return.
     Done,
+    /// What the core holds ([`Command::Census`]).
+    #[cfg(feature = "testing")]
+    Census(Census),
 }
 
 /// A trickled remote candidate, or the end of them (owned; see [`RemoteCandidate`]).
@@ -210,7 +252,7 @@ pub struct DataMessage {
 }
 
 /// Every kind of [`Command`], in declaration order ([`Command::kind`] names one).
-pub const COMMAND_KINDS: [&str; 18] = [
+pub const COMMAND_KINDS: [&str; 20] = [
     "CreateRoom",
     "GetRoom",
     "ListRooms",
@@ -229,6 +271,8 @@ pub const COMMAND_KINDS: [&str; 18] = [
     "RemoveParticipant",
     "SendData",
     "InjectFault",
+    "InjectSfuFault",
+    "Census",
 ];
 
 impl Command {
@@ -253,6 +297,10 @@ impl Command {
             Self::SendData { .. } => 16,
             #[cfg(feature = "testing")]
             Self::InjectFault { .. } => 17,
+            #[cfg(feature = "testing")]
+            Self::InjectSfuFault { .. } => 18,
+            #[cfg(feature = "testing")]
+            Self::Census => 19,
         }
     }
 
@@ -387,6 +435,19 @@ impl Sfu {
                 self.inject_fault(&session)?;
                 Reply::Done
             }
+            #[cfg(feature = "testing")]
+            Command::InjectSfuFault { at } => {
+                self.inject_sfu_fault(at);
+                Reply::Done
+            }
+            #[cfg(feature = "testing")]
+            Command::Census => Reply::Census(Census {
+                rooms: self.n_rooms(),
+                sessions: self.n_sessions(),
+                tracks: self.n_tracks(),
+                routes: self.n_routes(),
+                index: self.n_index_entries(),
+            }),
         })
     }
 }

@@ -76,6 +76,12 @@ impl Demux {
         self.by_ufrag.get(ufrag).map(|k| (*k, true))
     }
 
+    /// Every Session an index entry points at (for invariant checks).
+    #[cfg(feature = "testing")]
+    pub(crate) fn targets(&self) -> impl Iterator<Item = SessionKey> + '_ {
+        self.by_addr.values().chain(self.by_ufrag.values()).copied()
+    }
+
     pub(crate) fn len(&self) -> (usize, usize) {
         (self.by_addr.len(), self.by_ufrag.len())
     }

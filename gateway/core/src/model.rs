@@ -243,6 +243,9 @@ pub enum RoomCloseReason {
     EmptyTimeout,
     /// The gateway is shutting down.
     GatewayShutdown,
+    /// A bug in the Worker's core (outside any one Session): the Worker's supervisor closed
+    /// everything the core held and restarted it.
+    InternalError,
 }
 
 /// What happened, for the backend's event stream.

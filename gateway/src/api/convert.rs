@@ -187,6 +187,7 @@ fn room_reason(r: RoomCloseReason) -> pb::RoomCloseReason {
         RoomCloseReason::BackendRequest => pb::RoomCloseReason::BackendRequest,
         RoomCloseReason::EmptyTimeout => pb::RoomCloseReason::EmptyTimeout,
         RoomCloseReason::GatewayShutdown => pb::RoomCloseReason::GatewayShutdown,
+        RoomCloseReason::InternalError => pb::RoomCloseReason::InternalError,
     }
 }
 

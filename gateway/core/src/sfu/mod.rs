@@ -41,11 +41,13 @@ use str0m::{Candidate, CandidateKind, Event, Input};
 use crate::command::{Command, CommandCounts};
 use crate::demux::{Demux, admit_addr, is_stun, touch_addr};
 use crate::error::CoreError;
-use crate::ids::{RoomId, SessionId, TrackId};
+use crate::ids::{ParticipantId, RoomId, SessionId, TrackId};
 use crate::keys::{KeyGen, RoomKey, SessionKey, TrackKey};
 use crate::model::*;
 
 pub(crate) mod alloc;
+#[cfg(feature = "testing")]
+mod check;
 mod control;
 mod data;
 pub(crate) mod forward;
@@ -221,6 +223,9 @@ pub struct Sfu {
     /// fresh one per Session.
     dtls_cert: Option<DtlsCert>,
     draining: bool,
+    /// An armed Sfu-level test fault ([`Command::InjectSfuFault`]).
+    #[cfg(feature = "testing")]
+    armed_fault: Option<crate::command::SfuFault>,
 }
 
 // === impl Sfu: construction and getters ===
@@ -272,6 +277,8 @@ impl Sfu {
             commands: CommandCounts::default(),
             dtls_cert: None,
             draining: false,
+            #[cfg(feature = "testing")]
+            armed_fault: None,
         })
     }
 
@@ -296,6 +303,51 @@ impl Sfu {
     #[cfg(feature = "testing")]
     pub fn pin_dtls_cert(&mut self, cert: DtlsCert) {
         self.dtls_cert = Some(cert);
+    }
+
+    /// Test hook ([`Command::InjectSfuFault`]): panics now, or arms a panic for the next datagram
+    /// or timeout, outside any Session's guarded section.
+    #[cfg(feature = "testing")]
+    pub(crate) fn inject_sfu_fault(&mut self, at: crate::command::SfuFault) {
+        if at == crate::command::SfuFault::Now {
+            panic!("injected Sfu fault (command)");
+        }
+        self.armed_fault = Some(at);
+    }
+
+    /// Fires an armed test fault of kind `at`.
+    #[cfg(feature = "testing")]
+    fn fire_fault(&mut self, at: crate::command::SfuFault) {
+        if self.armed_fault == Some(at) {
+            self.armed_fault = None;
+            panic!("injected Sfu fault ({at:?})");
+        }
+    }
+
+    /// What this core holds: every Room and every Session (with its Room and Participant),
+    /// sorted. For a
+    /// supervisor reporting what a faulted core took down: it reads the maps only (touches no
+    /// `Rtc`, cannot panic) and takes a Room from either its own entry or a Session naming it,
+    /// since a panic may have left the two half-updated.
+    #[allow(clippy::type_complexity)]
+    pub fn held(&self) -> (Vec<RoomId>, Vec<(RoomId, SessionId, ParticipantId)>) {
+        let mut sessions: Vec<_> = self
+            .sessions
+            .values()
+            .map(|s| (s.room.clone(), s.id.clone(), s.participant.clone()))
+            .collect();
+        sessions.sort();
+        let mut rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
+        rooms.extend(sessions.iter().map(|(r, _, _)| r.clone()));
+        rooms.sort();
+        rooms.dedup();
+        (rooms, sessions)
+    }
+
+    /// Takes the events queued but not yet polled, without driving anything (for a supervisor
+    /// salvaging what a faulted core already decided; `poll_output` would touch Sessions).
+    pub fn take_events(&mut self) -> Vec<SfuEvent> {
+        self.events.drain(..).collect()
     }
 
     pub(crate) fn count_command(&mut self, cmd: &Command) {
@@ -363,6 +415,8 @@ impl Sfu {
     /// bytes reached a Session that accepted them (the driver keeps a TCP connection alive only
     /// while it carries such traffic).
     pub fn handle_datagram(&mut self, now: Instant, d: Datagram<'_>) -> bool {
+        #[cfg(feature = "testing")]
+        self.fire_fault(crate::command::SfuFault::NextDatagram);
         self.now = now;
         let Some((key, via_ufrag)) = self.demux.route(d.transport, d.source, d.contents) else {
             self.counters.datagrams_unrouted += 1;
@@ -497,6 +551,8 @@ impl Sfu {
 
     /// Advances time: runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        #[cfg(feature = "testing")]
+        self.fire_fault(crate::command::SfuFault::NextTimeout);
         self.now = now;
         while let Some(&(at, tk)) = self.timers.first() {
             if at > now {
