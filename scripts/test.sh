@@ -3,7 +3,9 @@
 #
 # 1. Installs what the tests need when it is missing (a C compiler for aws-lc-sys, iproute2 and
 #    util-linux for the loopback-only network namespace, Chromium, Node and npm for the browser
-#    tests, Python with venv for the aiortc and stub tests, coturn for the TURN interop test, and
+#    tests, Python with venv for the aiortc and stub tests, coturn for the TURN interop test,
+#    redis-server for the cluster tests (gateway/tests/cluster.rs starts its own), GStreamer
+#    (webrtcbin) and the build tools of dimpl's own test suite, and
 #    the npm and PyPI packages). A Rust toolchain >= 1.89 must already be
 #    installed (https://rustup.rs): Debian's packaged rustc is too old, so this fails loudly.
 # 2. Builds everything while the network is available (crates are fetched here).
@@ -23,11 +25,19 @@ command -v kill >/dev/null 2>&1 || need_apt+=(procps)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/firefox-esr ] || need_apt+=(firefox-esr)
 command -v turnserver >/dev/null 2>&1 || need_apt+=(coturn)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v timeout >/dev/null 2>&1 || need_apt+=(coreutils)
+# GStreamer webrtcbin (gateway/tests/webrtcbin.rs), driven from Debian's python3 with python3-gi.
+gst_pkgs=(gstreamer1.0-plugins-bad gstreamer1.0-plugins-good gstreamer1.0-nice gstreamer1.0-tools
+  gir1.2-gst-plugins-bad-1.0 python3-gi python3-venv)
+dpkg -s "${gst_pkgs[@]}" >/dev/null 2>&1 || need_apt+=("${gst_pkgs[@]}")
+# dimpl's own test suite (third_party/dimpl) builds wolfssl (autotools, bindgen -> libclang).
+command -v autoreconf >/dev/null 2>&1 || need_apt+=(autoconf automake libtool)
+dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
 if ((${#need_apt[@]})); then
   say "installing ${need_apt[*]}"
   if [ "$(id -u)" -ne 0 ]; then die "missing ${need_apt[*]}; run as root or install them"; fi
@@ -47,6 +57,11 @@ cargo build --workspace --tests --bins --locked
 if [ ! -x clients/python/.venv/bin/python ]; then python3 -m venv clients/python/.venv; fi
 clients/python/.venv/bin/pip install --quiet --disable-pip-version-check -r clients/python/requirements.txt
 PYTHON=clients/python/.venv/bin/python bash clients/python/generate.sh
+if [ ! -x clients/gstreamer/.venv/bin/python ]; then
+  /usr/bin/python3 -m venv --system-site-packages clients/gstreamer/.venv
+fi
+clients/gstreamer/.venv/bin/pip install --quiet --disable-pip-version-check -r clients/gstreamer/requirements.txt
+(cd third_party/dimpl && cargo test --locked --no-run)
 
 say "formatting and lints"
 if cargo fmt --version >/dev/null 2>&1; then
@@ -69,3 +84,6 @@ else
   echo "(not root or no unshare: tests run in this namespace; they bind loopback only)"
   "${test_cmd[@]}"
 fi
+
+say "tests of the patched dimpl (third_party/dimpl)"
+(cd third_party/dimpl && cargo test --locked --offline)

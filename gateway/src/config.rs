@@ -44,6 +44,14 @@ pub struct Config {
     pub demo: DemoConfig,
     /// The admin listener (Prometheus `/metrics`).
     pub admin: AdminConfig,
+    /// Bounds on SDP and ICE candidates from backends.
+    pub signaling: SignalingConfig,
+    /// Paging of `ListRooms` and `ListSessions`.
+    pub listing: ListingConfig,
+    /// When a Worker refuses new Rooms and Sessions.
+    pub overload: OverloadConfig,
+    /// Cluster mode (several gateways sharing one Redis); off by default.
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// `[admin]`
@@ -456,6 +464,93 @@ impl Default for DemoConfig {
     }
 }
 
+/// `[signaling]`: bounds on what a backend relays from a Peer, checked before a Worker parses it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignalingConfig {
+    /// Largest SDP offer or answer, in bytes. Also bounds a gRPC request of the Session service.
+    pub max_sdp_bytes: usize,
+    /// Most m-lines in one SDP.
+    pub max_mlines_per_sdp: usize,
+    /// Most m-lines one Session may have. A subscriber gets about two per other Participant (audio
+    /// and video), so this must be at least twice `rooms.max_sessions_limit` plus 8 (its own
+    /// m-lines) for a full Room.
+    pub max_mlines_per_session: usize,
+    /// Most distinct `a=candidate` lines in one SDP.
+    pub max_candidates_per_sdp: usize,
+    /// Most trickled ICE candidates one Session accepts between ICE restarts.
+    pub max_remote_candidates: usize,
+}
+
+impl Default for SignalingConfig {
+    fn default() -> Self {
+        let l = switchboard_core::SignalingLimits::default();
+        Self {
+            max_sdp_bytes: l.max_sdp_bytes,
+            max_mlines_per_sdp: l.max_mlines_per_sdp,
+            max_mlines_per_session: l.max_mlines_per_session,
+            max_candidates_per_sdp: l.max_candidates_per_sdp,
+            max_remote_candidates: l.max_remote_candidates,
+        }
+    }
+}
+
+impl SignalingConfig {
+    /// The core's view of these limits.
+    pub fn limits(&self) -> switchboard_core::SignalingLimits {
+        switchboard_core::SignalingLimits {
+            max_sdp_bytes: self.max_sdp_bytes,
+            max_mlines_per_sdp: self.max_mlines_per_sdp,
+            max_mlines_per_session: self.max_mlines_per_session,
+            max_candidates_per_sdp: self.max_candidates_per_sdp,
+            max_remote_candidates: self.max_remote_candidates,
+        }
+    }
+}
+
+/// `[listing]`: pages of `ListRooms` and `ListSessions`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListingConfig {
+    /// Items per page when a request's `page_size` is 0.
+    pub default_page_size: u32,
+    /// Largest page; a larger `page_size` is lowered to it. 500 Rooms with 4 KiB of metadata
+    /// each stay well under a default gRPC client's 4 MiB message limit.
+    pub max_page_size: u32,
+}
+
+impl Default for ListingConfig {
+    fn default() -> Self {
+        Self {
+            default_page_size: 100,
+            max_page_size: 500,
+        }
+    }
+}
+
+/// `[overload]`: a Worker refuses new Rooms and Sessions (RESOURCE_EXHAUSTED) while it is behind,
+/// so the calls it already carries keep their latency. Calls on existing Rooms and Sessions are
+/// never refused for load.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OverloadConfig {
+    /// Commands waiting in a Worker's queue above which it refuses new Rooms and Sessions. At or
+    /// above `limits.command_queue` it never trips: the full queue refuses every call first.
+    pub max_queue_depth: usize,
+    /// Loop lag (ms) above which a Worker refuses new Rooms and Sessions: how late its timers
+    /// ran, the smaller of its last two (one scheduling hiccup is not an overload).
+    pub max_loop_lag_ms: u64,
+}
+
+impl Default for OverloadConfig {
+    fn default() -> Self {
+        Self {
+            max_queue_depth: 256,
+            max_loop_lag_ms: 250,
+        }
+    }
+}
+
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -694,8 +789,55 @@ impl Config {
             s.validate()?;
         }
         self.turn.validate()?;
+        self.validate_bounds()?;
+        self.cluster.validate(&self.grpc)?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             return bad("log.filter", "not a valid tracing filter directive");
+        }
+        Ok(())
+    }
+
+    /// `[signaling]`, `[listing]` and `[overload]`.
+    fn validate_bounds(&self) -> Result<(), ConfigError> {
+        let bad = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        let s = &self.signaling;
+        if !(1024..=64 << 20).contains(&s.max_sdp_bytes) {
+            return bad(
+                "signaling.max_sdp_bytes",
+                "must be between 1024 and 67108864",
+            );
+        }
+        if s.max_mlines_per_sdp == 0 {
+            return bad("signaling.max_mlines_per_sdp", "must be at least 1");
+        }
+        // Two per other Participant (audio and video) plus a few of its own (audio, video,
+        // screen share, data).
+        if (s.max_mlines_per_session as u64) < 2 * u64::from(self.rooms.max_sessions_limit) + 8 {
+            return bad(
+                "signaling.max_mlines_per_session",
+                "must be at least twice rooms.max_sessions_limit plus 8 (a full Room)",
+            );
+        }
+        if s.max_candidates_per_sdp == 0 {
+            return bad("signaling.max_candidates_per_sdp", "must be at least 1");
+        }
+        if s.max_remote_candidates == 0 {
+            return bad("signaling.max_remote_candidates", "must be at least 1");
+        }
+        let l = &self.listing;
+        if l.max_page_size == 0 || l.max_page_size > 10_000 {
+            return bad("listing.max_page_size", "must be between 1 and 10000");
+        }
+        if l.default_page_size == 0 || l.default_page_size > l.max_page_size {
+            return bad(
+                "listing.default_page_size",
+                "must be between 1 and listing.max_page_size",
+            );
         }
         Ok(())
     }

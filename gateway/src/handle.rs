@@ -1,8 +1,11 @@
 //! [`GatewayHandle`]: the gateway's control surface as typed Rust calls, the same operations the
 //! gRPC API offers. The gRPC service is a thin adapter over it; embedders call it directly.
 //!
-//! It owns dispatch: a Room lives on the Worker chosen by a hash of its id, and a Session id names
-//! its Worker, so no shared directory is needed. It never touches a socket or an `Rtc`.
+//! Each call builds a core [`Command`], sends it to its Worker's bounded queue and unpacks the
+//! [`Reply`]; every rule a request must follow is the core's, so embedders get exactly the gRPC
+//! contract. It owns dispatch: a Room lives on the Worker chosen by a hash of its id, and a Session
+//! id names its Worker, so no shared directory is needed. It never touches a socket or an `Rtc`,
+//! and it validates nothing itself.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +21,7 @@ pub use switchboard_core::{DataMessage, IceCandidate};
 
 use crate::driver::{SendError, WorkerHandle};
 use crate::events::{EventBus, EventFilter, EventSubscription};
+use crate::paging::{self, HandleBounds, Listing, Page, PageRequest};
 pub use crate::turn::IceServer;
 use crate::turn::IceServers;
 
@@ -75,6 +79,7 @@ pub(crate) struct Inner {
     pub(crate) ice_servers: IceServers,
     pub(crate) draining: AtomicBool,
     rng: Mutex<ChaCha20Rng>,
+    bounds: HandleBounds,
 }
 
 /// A cheap, clonable handle to a running gateway.
@@ -88,6 +93,7 @@ impl GatewayHandle {
         workers: Vec<WorkerHandle>,
         bus: Arc<EventBus>,
         ice_servers: IceServers,
+        bounds: HandleBounds,
     ) -> Result<Self, getrandom::Error> {
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed)?;
@@ -98,6 +104,7 @@ impl GatewayHandle {
                 ice_servers,
                 draining: AtomicBool::new(false),
                 rng: Mutex::new(ChaCha20Rng::from_seed(seed)),
+                bounds,
             }),
         })
     }
@@ -125,8 +132,17 @@ impl GatewayHandle {
             .map_err(|e| match e {
                 SendError::Full => GatewayError::Busy { worker },
                 SendError::Stopped => GatewayError::Unavailable("the worker has stopped"),
+                SendError::Faulted => GatewayError::Unavailable(
+                    "the worker faulted on this request and restarted empty; its Rooms closed",
+                ),
             })?;
         Ok(Answer { kind, reply: res? })
+    }
+
+    /// Refuses a new Room or Session on Worker `w` while it is overloaded (`[overload]`).
+    fn admit_new(&self, w: usize) -> Result<(), GatewayError> {
+        let overload = &self.inner.bounds.overload;
+        Ok(self.inner.workers[w].admit_new(w, overload)?)
     }
 
     fn check_open(&self) -> Result<(), GatewayError> {
@@ -148,6 +164,7 @@ impl GatewayHandle {
             }
         };
         let w = self.room_worker(&id);
+        self.admit_new(w)?;
         spec.id = Some(id);
         expect_reply!(self.call(w, Command::CreateRoom(spec)).await?,
             Reply::RoomCreated { room, created } => (room, created))
@@ -159,16 +176,24 @@ impl GatewayHandle {
         expect_reply!(self.call(w, Command::GetRoom { room }).await?, Reply::Room(r) => r)
     }
 
-    /// Lists every Room of every Worker, ordered by id.
-    pub async fn list_rooms(&self) -> Result<Vec<RoomInfo>, GatewayError> {
+    /// Lists one page of the Rooms of every Worker, ordered by id across Workers.
+    pub async fn list_rooms(&self, page: PageRequest) -> Result<Page<RoomInfo>, GatewayError> {
+        let size = self.inner.bounds.page_size(page.page_size);
+        let after =
+            paging::decode_token(Listing::Rooms, &page.page_token, |s| RoomId::parse(s).ok())?;
         let mut all = Vec::new();
         for w in 0..self.inner.workers.len() {
-            let rooms =
-                expect_reply!(self.call(w, Command::ListRooms).await?, Reply::Rooms(r) => r)?;
+            // One more than a page from each: whether anything follows the page is then known.
+            let cmd = Command::ListRooms {
+                after: after.clone(),
+                limit: size + 1,
+            };
+            let rooms = expect_reply!(self.call(w, cmd).await?, Reply::Rooms(r) => r)?;
             all.extend(rooms);
         }
-        all.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(all)
+        Ok(paging::merge(Listing::Rooms, all, size, |r| {
+            r.id.to_string()
+        }))
     }
 
     /// Deletes a Room, closing its Sessions; returns how many.
@@ -186,6 +211,7 @@ impl GatewayHandle {
     ) -> Result<(SessionInfo, Vec<IceServer>), GatewayError> {
         self.check_open()?;
         let w = self.room_worker(&spec.room);
+        self.admit_new(w)?;
         let info = expect_reply!(self.call(w, Command::CreateSession(spec)).await?,
             Reply::Session(s) => s)?;
         let ice = self
@@ -222,11 +248,26 @@ impl GatewayHandle {
             Reply::SessionStats(s) => s)
     }
 
-    /// Lists a Room's Sessions.
-    pub async fn list_sessions(&self, room: RoomId) -> Result<Vec<SessionInfo>, GatewayError> {
+    /// Lists one page of a Room's Sessions, ordered by id.
+    pub async fn list_sessions(
+        &self,
+        room: RoomId,
+        page: PageRequest,
+    ) -> Result<Page<SessionInfo>, GatewayError> {
+        let size = self.inner.bounds.page_size(page.page_size);
+        let after = paging::decode_token(Listing::Sessions, &page.page_token, |s| {
+            SessionId::parse(s).ok()
+        })?;
         let w = self.room_worker(&room);
-        expect_reply!(self.call(w, Command::ListSessions { room }).await?,
-            Reply::Sessions(s) => s)
+        let cmd = Command::ListSessions {
+            room,
+            after,
+            limit: size + 1,
+        };
+        let sessions = expect_reply!(self.call(w, cmd).await?, Reply::Sessions(s) => s)?;
+        Ok(paging::merge(Listing::Sessions, sessions, size, |s| {
+            s.id.to_string()
+        }))
     }
 
     /// Closes a Session.
@@ -241,6 +282,7 @@ impl GatewayHandle {
         session: SessionId,
         sdp: String,
     ) -> Result<String, GatewayError> {
+        self.inner.bounds.check_sdp(&sdp)?;
         let w = self.session_worker(&session)?;
         expect_reply!(self.call(w, Command::ApplyOffer { session, sdp }).await?,
             Reply::Answer(a) => a)
@@ -253,6 +295,7 @@ impl GatewayHandle {
         sdp: String,
         offer_id: Option<u64>,
     ) -> Result<(), GatewayError> {
+        self.inner.bounds.check_sdp(&sdp)?;
         let w = self.session_worker(&session)?;
         let cmd = Command::ApplyAnswer {
             session,
@@ -351,6 +394,11 @@ impl GatewayHandle {
         self.inner.bus.subscribe(filter)
     }
 
+    /// The largest SDP accepted (`signaling.max_sdp_bytes`).
+    pub(crate) fn max_sdp_bytes(&self) -> usize {
+        self.inner.bounds.max_sdp_bytes
+    }
+
     /// Whether the gateway is shutting down.
     pub fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::Acquire)
@@ -375,5 +423,66 @@ impl GatewayHandle {
     /// Publishes `Draining`, the last event of every stream.
     pub(crate) fn publish_draining(&self) {
         self.inner.bus.publish(crate::events::EventBody::Draining);
+    }
+}
+
+/// Worker supervision: health for metrics and probes, and test-only fault injection.
+impl GatewayHandle {
+    /// Each Worker's health, by Worker index: restarts after faults of its core, and whether it
+    /// is serving (see `driver/supervise.rs`).
+    pub fn worker_health(&self) -> Vec<crate::WorkerHealth> {
+        self.inner
+            .workers
+            .iter()
+            .map(|w| w.status().snapshot())
+            .collect()
+    }
+
+    /// Test hook: makes Worker `worker`'s core panic outside any Session, now or at its next
+    /// datagram or timeout (feature `testing`).
+    #[cfg(feature = "testing")]
+    pub async fn inject_sfu_fault(
+        &self,
+        worker: usize,
+        at: switchboard_core::SfuFault,
+    ) -> Result<(), GatewayError> {
+        if worker >= self.inner.workers.len() {
+            return Err(GatewayError::Unavailable("no such worker"));
+        }
+        self.call(worker, Command::InjectSfuFault { at }).await?;
+        Ok(())
+    }
+
+    /// Test hook: the next touch of the Session's `Rtc` panics, inside its guard (feature
+    /// `testing`).
+    #[cfg(feature = "testing")]
+    pub async fn inject_session_fault(&self, session: SessionId) -> Result<(), GatewayError> {
+        let w = self.session_worker(&session)?;
+        self.call(w, Command::InjectFault { session }).await?;
+        Ok(())
+    }
+
+    /// What each Worker's core holds, by Worker index (feature `testing`).
+    #[cfg(feature = "testing")]
+    pub async fn census(&self) -> Result<Vec<switchboard_core::Census>, GatewayError> {
+        let mut v = Vec::new();
+        for w in 0..self.inner.workers.len() {
+            match self.call(w, Command::Census).await?.reply {
+                Reply::Census(c) => v.push(c),
+                other => {
+                    return Err(GatewayError::WrongReply {
+                        command: "Census",
+                        reply: format!("{other:?}"),
+                    });
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    /// The Worker index a Room lives on (feature `testing`).
+    #[cfg(feature = "testing")]
+    pub fn worker_of_room(&self, room: &RoomId) -> usize {
+        self.room_worker(room)
     }
 }

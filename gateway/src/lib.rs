@@ -25,12 +25,17 @@
 //! ```
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 mod conns;
 mod driver;
 pub mod events;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handle;
 mod metrics;
+pub mod paging;
 pub mod telemetry;
 pub mod turn;
 
@@ -39,6 +44,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::Config;
+pub use driver::WorkerHealth;
 pub use handle::{GatewayError, GatewayHandle};
 pub use switchboard_core as core;
 
@@ -83,6 +89,7 @@ pub struct Gateway {
     threads: Vec<std::thread::JoinHandle<()>>,
     grace: Duration,
     turn: Option<turn::TurnServer>,
+    cluster: Option<cluster::Cluster>,
 }
 
 impl Gateway {
@@ -143,9 +150,18 @@ impl Gateway {
             config.ice_servers.clone(),
             turn.as_ref().map(turn::TurnServer::embedded),
         );
-        let handle =
-            GatewayHandle::new(workers.iter().map(|w| w.handle.clone()).collect(), bus, ice)
-                .map_err(|e| StartError::Other(e.to_string()))?;
+        let bounds = paging::HandleBounds {
+            default_page_size: config.listing.default_page_size,
+            max_page_size: config.listing.max_page_size,
+            max_sdp_bytes: config.signaling.max_sdp_bytes,
+            overload: driver::Overload {
+                max_queue_depth: config.overload.max_queue_depth,
+                max_loop_lag: Duration::from_millis(config.overload.max_loop_lag_ms),
+            },
+        };
+        let workers_handles = workers.iter().map(|w| w.handle.clone()).collect();
+        let handle = GatewayHandle::new(workers_handles, bus, ice, bounds)
+            .map_err(|e| StartError::Other(e.to_string()))?;
         let threads = workers.into_iter().map(|w| w.thread).collect();
 
         let listener = tokio::net::TcpListener::bind(config.grpc.listen)
@@ -160,6 +176,10 @@ impl Gateway {
             addr: config.grpc.listen,
             source,
         })?;
+        let cluster =
+            cluster::Cluster::start(&config.cluster, handle.clone(), grpc_addr, &udp_addrs)
+                .await
+                .map_err(|e| StartError::Other(e.to_string()))?;
         let cancel = CancellationToken::new();
         let server = api::serve(
             listener,
@@ -167,6 +187,7 @@ impl Gateway {
             &config.grpc,
             config.limits.event_buffer,
             cancel.clone(),
+            cluster.clone(),
         )
         .await
         .map_err(|e| StartError::Other(e.to_string()))?;
@@ -205,6 +226,7 @@ impl Gateway {
             threads,
             grace: config.grace(),
             turn,
+            cluster,
         })
     }
 
@@ -216,6 +238,11 @@ impl Gateway {
     /// The embedded TURN server (URLs, counters, minting), when `turn.enabled`.
     pub fn turn(&self) -> Option<&turn::TurnServer> {
         self.turn.as_ref()
+    }
+
+    /// The cluster agent, in cluster mode.
+    pub fn cluster(&self) -> Option<&cluster::Cluster> {
+        self.cluster.as_ref()
     }
 
     /// The typed control surface.
@@ -256,8 +283,12 @@ impl Gateway {
             threads,
             grace,
             turn,
+            cluster,
             ..
         } = self;
+        if let Some(c) = &cluster {
+            c.drain().await;
+        }
         handle.start_draining();
         server.set_not_serving().await;
         let closed = tokio::time::timeout(grace, handle.shutdown_workers()).await;
@@ -267,6 +298,9 @@ impl Gateway {
         tracing::debug!("workers closed");
         if let Some(t) = turn {
             t.shutdown().await;
+        }
+        if let Some(c) = &cluster {
+            c.shutdown().await;
         }
         handle.publish_draining();
         // Stop accepting calls; open event streams deliver what they hold (the Draining event

@@ -10,7 +10,8 @@ const USAGE: &str = "\
 usage: switchboard [--config PATH] [--check-config]
 
   --config PATH    TOML configuration file (see switchboard.example.toml)
-  --check-config   validate the configuration and exit
+  --check-config   validate the configuration and exit (in cluster mode also check that the
+                   cluster store answers)
 
 Environment variables SWITCHBOARD__SECTION__KEY override the file, e.g.
 SWITCHBOARD__GRPC__LISTEN=0.0.0.0:50051 SWITCHBOARD__GRPC__API_KEY=secret";
@@ -33,11 +34,38 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = Config::load(path.as_deref()).context("invalid configuration")?;
     if check {
+        let c = &config.cluster;
+        if c.enabled() {
+            switchboard_gateway::cluster::check_store(c)
+                .await
+                .with_context(|| format!("cluster.redis_url {}", c.redis_url))?;
+            println!(
+                "cluster {:?}: store answers; node {}, lease {} ms (fence margin {} ms, renewed \
+                 every {} ms), heartbeat {} ms (dead after {} ms)",
+                c.name,
+                if c.node_id.is_empty() {
+                    "<random>"
+                } else {
+                    &c.node_id
+                },
+                c.lease_ttl_ms,
+                c.fence_margin_ms,
+                c.renew_ms,
+                c.heartbeat_ms,
+                c.node_ttl_ms,
+            );
+        }
         println!("configuration OK");
         return Ok(());
     }
     telemetry::init(&config.log);
+    // Install the handlers before serving: a SIGTERM right after the first call must still shut
+    // down gracefully rather than kill the process.
+    let signals = Signals::install()?;
     let gateway = Gateway::start(config.clone()).await?;
+    if let Some(c) = gateway.cluster() {
+        println!("Cluster node {} ({})", c.node_id(), config.cluster.name);
+    }
     println!(
         "Switchboard gRPC listening on {}://{} ({})",
         if config.grpc.tls_cert.is_some() {
@@ -91,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    wait_for_signal().await;
+    signals.wait().await;
     println!("shutting down");
     gateway.shutdown().await;
     demo_stop.cancel();
@@ -101,19 +129,41 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM, listened to from installation on.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler succeeds on unix");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate()).context("installing a SIGTERM handler")?,
+                int: signal(SignalKind::interrupt()).context("installing a SIGINT handler")?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.int.recv() => {}
+                _ = self.term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -32,7 +32,10 @@ impl Call {
             Self::CreateRoom(r) => rooms.create_room(r).await.map(drop),
             Self::GetRoom(r) => rooms.get_room(r).await.map(drop),
             Self::DeleteRoom(r) => rooms.delete_room(r).await.map(drop),
-            Self::ListRooms => rooms.list_rooms(pb::ListRoomsRequest {}).await.map(drop),
+            Self::ListRooms => rooms
+                .list_rooms(pb::ListRoomsRequest::default())
+                .await
+                .map(drop),
             Self::CreateSession(r) => sessions.create_session(r).await.map(drop),
             Self::GetSession(r) => sessions.get_session(r).await.map(drop),
             Self::CloseSession(r) => sessions.close_session(r).await.map(drop),
@@ -251,7 +254,10 @@ async fn unauthenticated_without_the_right_api_key() -> anyhow::Result<()> {
         check(&c, rows).await;
     }
     let c = Clients::connect(&gw, Some("s3cret")).await?;
-    c.rooms.clone().list_rooms(pb::ListRoomsRequest {}).await?;
+    c.rooms
+        .clone()
+        .list_rooms(pb::ListRoomsRequest::default())
+        .await?;
     gw.shutdown().await;
     Ok(())
 }
@@ -308,7 +314,7 @@ async fn resource_exhausted_when_a_worker_queue_is_full() -> anyhow::Result<()> 
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..500 {
         let h = handle.clone();
-        set.spawn(async move { h.list_rooms().await });
+        set.spawn(async move { h.list_rooms(Default::default()).await });
     }
     let (mut ok, mut busy) = (0, 0);
     while let Some(r) = set.join_next().await {

@@ -168,6 +168,7 @@ async fn join_and_leave_renegotiate_the_others() -> anyhow::Result<()> {
         .clone()
         .list_sessions(pb::ListSessionsRequest {
             room_id: "churn".into(),
+            ..Default::default()
         })
         .await?
         .into_inner()

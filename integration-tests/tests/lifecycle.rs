@@ -37,7 +37,7 @@ async fn rooms_and_sessions_lifecycle_with_ordered_events() -> anyhow::Result<()
     assert_eq!((opts.max_sessions, opts.empty_timeout_seconds), (3, 60));
     c.create_room("lobby").await?;
     let listed: Vec<String> = rooms
-        .list_rooms(pb::ListRoomsRequest {})
+        .list_rooms(pb::ListRoomsRequest::default())
         .await?
         .into_inner()
         .rooms
@@ -87,6 +87,7 @@ async fn rooms_and_sessions_lifecycle_with_ordered_events() -> anyhow::Result<()
     let n = sessions
         .list_sessions(pb::ListSessionsRequest {
             room_id: "lobby".into(),
+            ..Default::default()
         })
         .await?
         .into_inner()

@@ -365,6 +365,7 @@ async fn relay(
             .sessions
             .list_sessions(pb::ListSessionsRequest {
                 room_id: room.clone(),
+                ..Default::default()
             })
             .await?
             .into_inner()

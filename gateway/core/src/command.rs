@@ -25,8 +25,14 @@ pub enum Command {
         /// The Room.
         room: RoomId,
     },
-    /// Lists this Worker's Rooms. Replies [`Reply::Rooms`].
-    ListRooms,
+    /// Lists this Worker's Rooms, ordered by id: at most `limit`, those after `after`. Replies
+    /// [`Reply::Rooms`].
+    ListRooms {
+        /// Only Rooms whose id sorts after this one (the last of the previous page).
+        after: Option<RoomId>,
+        /// Most Rooms returned.
+        limit: usize,
+    },
     /// Deletes a Room and closes its Sessions. Replies [`Reply::SessionsClosed`].
     DeleteRoom {
         /// The Room.
@@ -39,10 +45,15 @@ pub enum Command {
         /// The Session.
         session: SessionId,
     },
-    /// Lists a Room's Sessions. Replies [`Reply::Sessions`].
+    /// Lists a Room's Sessions, ordered by id: at most `limit`, those after `after`. Replies
+    /// [`Reply::Sessions`].
     ListSessions {
         /// The Room.
         room: RoomId,
+        /// Only Sessions whose id sorts after this one (the last of the previous page).
+        after: Option<SessionId>,
+        /// Most Sessions returned.
+        limit: usize,
     },
     /// Closes a Session. Replies [`Reply::Done`].
     CloseSession {
@@ -135,6 +146,45 @@ pub enum Command {
         /// The Session.
         session: SessionId,
     },
+    /// Test hook: the `Sfu` itself panics (outside any Session's guarded section), now or at its
+    /// next datagram or timeout, as a bug in the core would; the Worker's supervisor must contain
+    /// it. Replies [`Reply::Done`] when armed for later (`Now` never replies).
+    #[cfg(feature = "testing")]
+    InjectSfuFault {
+        /// When it fires.
+        at: SfuFault,
+    },
+    /// Test hook: counts everything the core holds. Replies [`Reply::Census`].
+    #[cfg(feature = "testing")]
+    Census,
+}
+
+/// What a core holds ([`Command::Census`]); all zero once everything closed.
+#[cfg(feature = "testing")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Census {
+    /// Rooms.
+    pub rooms: usize,
+    /// Sessions.
+    pub sessions: usize,
+    /// Published Tracks.
+    pub tracks: usize,
+    /// Routes, counted from both ends ([`Sfu::n_routes`]).
+    pub routes: usize,
+    /// Demux entries (addresses, ufrags) and timers ([`Sfu::n_index_entries`]).
+    pub index: (usize, usize, usize),
+}
+
+/// When an injected Sfu-level fault ([`Command::InjectSfuFault`]) fires.
+#[cfg(feature = "testing")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SfuFault {
+    /// While handling the command itself.
+    Now,
+    /// In the next [`Sfu::handle_datagram`].
+    NextDatagram,
+    /// In the next [`Sfu::handle_timeout`].
+    NextTimeout,
 }
 
 /// What a [`Command`] returns; each command documents its variant.
@@ -167,6 +217,9 @@ pub enum Reply {
     RoomStats(Vec<SessionStats>),
     /// Done; nothing to return.
     Done,
+    /// What the core holds ([`Command::Census`]).
+    #[cfg(feature = "testing")]
+    Census(Census),
 }
 
 /// A trickled remote candidate, or the end of them (owned; see [`RemoteCandidate`]).
@@ -213,7 +266,7 @@ pub struct DataMessage {
 }
 
 /// Every kind of [`Command`], in declaration order ([`Command::kind`] names one).
-pub const COMMAND_KINDS: [&str; 20] = [
+pub const COMMAND_KINDS: [&str; 22] = [
     "CreateRoom",
     "GetRoom",
     "ListRooms",
@@ -234,6 +287,8 @@ pub const COMMAND_KINDS: [&str; 20] = [
     "InjectFault",
     "GetSessionStats",
     "GetRoomStats",
+    "InjectSfuFault",
+    "Census",
 ];
 
 impl Command {
@@ -241,7 +296,7 @@ impl Command {
         match self {
             Self::CreateRoom(_) => 0,
             Self::GetRoom { .. } => 1,
-            Self::ListRooms => 2,
+            Self::ListRooms { .. } => 2,
             Self::DeleteRoom { .. } => 3,
             Self::CreateSession(_) => 4,
             Self::GetSession { .. } => 5,
@@ -260,6 +315,10 @@ impl Command {
             Self::InjectFault { .. } => 17,
             Self::GetSessionStats { .. } => 18,
             Self::GetRoomStats { .. } => 19,
+            #[cfg(feature = "testing")]
+            Self::InjectSfuFault { .. } => 20,
+            #[cfg(feature = "testing")]
+            Self::Census => 21,
         }
     }
 
@@ -325,14 +384,18 @@ impl Sfu {
                 Reply::RoomCreated { room, created }
             }
             Command::GetRoom { room } => Reply::Room(self.get_room(&room)?),
-            Command::ListRooms => Reply::Rooms(self.list_rooms()),
+            Command::ListRooms { after, limit } => {
+                Reply::Rooms(self.list_rooms(after.as_ref(), limit))
+            }
             Command::DeleteRoom { room } => Reply::SessionsClosed(self.delete_room(now, &room)?),
             Command::CreateSession(mut spec) => {
                 spec.created_at = wall_clock;
                 Reply::Session(self.create_session(now, spec)?)
             }
             Command::GetSession { session } => Reply::Session(self.get_session(&session)?),
-            Command::ListSessions { room } => Reply::Sessions(self.list_sessions(&room)?),
+            Command::ListSessions { room, after, limit } => {
+                Reply::Sessions(self.list_sessions(&room, after.as_ref(), limit)?)
+            }
             Command::GetRoomStats { room } => Reply::RoomStats(self.room_stats(&room)?),
             Command::GetSessionStats { session } => {
                 Reply::SessionStats(self.session_stats(&session)?)
@@ -394,6 +457,19 @@ impl Sfu {
                 self.inject_fault(&session)?;
                 Reply::Done
             }
+            #[cfg(feature = "testing")]
+            Command::InjectSfuFault { at } => {
+                self.inject_sfu_fault(at);
+                Reply::Done
+            }
+            #[cfg(feature = "testing")]
+            Command::Census => Reply::Census(Census {
+                rooms: self.n_rooms(),
+                sessions: self.n_sessions(),
+                tracks: self.n_tracks(),
+                routes: self.n_routes(),
+                index: self.n_index_entries(),
+            }),
         })
     }
 }

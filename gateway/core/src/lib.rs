@@ -22,17 +22,26 @@ mod command;
 mod demux;
 mod error;
 mod ids;
+mod keys;
 mod model;
 mod sfu;
 
 pub use command::{COMMAND_KINDS, Command, CommandCounts, DataMessage, IceCandidate, Reply};
+#[cfg(feature = "testing")]
+pub use command::{Census, SfuFault};
 pub use demux::stun_local_ufrag;
-pub use error::CoreError;
+pub use error::{CoreError, Permission, WrongState};
 pub use ids::{IdError, MAX_ID_LEN, ParticipantId, RoomId, SessionId, TrackId};
 pub use model::*;
 pub use sfu::{
-    BweConfig, DIRECT_LABEL, Datagram, MAX_METADATA_BYTES, Output, RemoteCandidate, Sfu, SfuConfig,
+    BweConfig, DIRECT_LABEL, Datagram, MAX_BACKEND_LABELS, MAX_LABEL_BYTES, MAX_METADATA_BYTES,
+    Output, RemoteCandidate, Sfu, SfuConfig, SignalingLimits,
 };
+
+/// Fuzz bodies (feature `testing`), called by the `fuzz/` targets and replayed by `tests/fuzz.rs`.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod fuzzing;
 
 /// Internals exposed for the crate's own tests (feature `testing`); not a stable API.
 #[cfg(feature = "testing")]

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
+use crate::error::CoreError;
 use crate::ids::{ParticipantId, RoomId, SessionId, TrackId};
 
 /// What a backend asks for when creating a Room. `None` means "the configured default".
@@ -90,6 +91,21 @@ pub struct TrackPreference {
     pub max_layer: Option<u8>,
     /// Stop forwarding this Track to the Session (the m-line stays).
     pub paused: bool,
+}
+
+impl TrackPreference {
+    /// The preference from the API's fields, whose `max_layer` is wider than a layer index:
+    /// more than 255 is refused (field `max_layer`).
+    pub fn new(max_layer: Option<u32>, paused: bool) -> Result<Self, CoreError> {
+        let max_layer = match max_layer {
+            None => None,
+            Some(n) => Some(u8::try_from(n).map_err(|_| CoreError::InvalidArgument {
+                field: "max_layer",
+                reason: "must be at most 255".into(),
+            })?),
+        };
+        Ok(Self { max_layer, paused })
+    }
 }
 
 /// Connection state of a Session.
@@ -227,6 +243,9 @@ pub enum RoomCloseReason {
     EmptyTimeout,
     /// The gateway is shutting down.
     GatewayShutdown,
+    /// A bug in the Worker's core (outside any one Session): the Worker's supervisor closed
+    /// everything the core held and restarted it.
+    InternalError,
 }
 
 /// What happened, for the backend's event stream.
@@ -503,4 +522,8 @@ pub struct Counters {
     pub plis_received: u64,
     /// PLIs and FIRs sent to publishers (str0m's ingress stats).
     pub plis_sent: u64,
+    /// Automatic subscriptions skipped because the subscriber had its maximum of m-lines.
+    pub subscriptions_refused: u64,
+    /// Remote addresses of a Session evicted (least recently checked) to route a new one.
+    pub addrs_evicted: u64,
 }

@@ -237,11 +237,39 @@ fn the_same_run_twice_gives_the_same_decisions() {
     );
     let second = run();
     assert_eq!(first.len(), second.len(), "as many decisions");
-    for (i, (x, y)) in first.iter().zip(&second).enumerate() {
-        assert_eq!(
-            x, y,
-            "decision {i}: the same event at the same simulated instant"
+    // What the core decides (layer, target, reason, key-frame wait) must be identical. The
+    // instants and the estimate may differ slightly: str0m's DTLS handshake and SRTP draw from
+    // randomness no seed reaches (certificates and signatures of varying length), so packet sizes
+    // differ by a byte or two and the estimator's figures by a few bps (seen: 1 ms, a few bps).
+    let strip = |e: &EventKind| match e {
+        EventKind::SubscriptionLayerChanged { estimate_bps, .. } => {
+            let mut e = e.clone();
+            if let EventKind::SubscriptionLayerChanged {
+                estimate_bps: x, ..
+            } = &mut e
+            {
+                *x = None;
+            }
+            (e, *estimate_bps)
+        }
+        other => (other.clone(), None),
+    };
+    for (i, ((at_x, x), (at_y, y))) in first.iter().zip(&second).enumerate() {
+        let ((x, ex), (y, ey)) = (strip(x), strip(y));
+        assert_eq!(x, y, "decision {i}: the same decision");
+        let apart = at_x.abs_diff(*at_y);
+        assert!(
+            apart <= Duration::from_millis(20),
+            "decision {i}: at {at_x:?} and {at_y:?}, {apart:?} apart"
         );
+        if let (Some(ex), Some(ey)) = (ex, ey) {
+            assert!(
+                ex.abs_diff(ey) * 50 <= ex.max(ey),
+                "decision {i}: estimates {ex} and {ey} differ by more than 2 %"
+            );
+        } else {
+            assert_eq!(ex.is_some(), ey.is_some(), "decision {i}: both estimated");
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use str0m::media::Rid;
 use switchboard_core::testing::{Forwarder, Layer, is_keyframe};
 
 fn l(r: &str) -> Layer {
-    Some(Rid::from(r))
+    Layer::Simulcast(Rid::from(r))
 }
 
 #[test]

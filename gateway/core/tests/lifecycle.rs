@@ -309,10 +309,13 @@ fn an_empty_room_closes_after_its_timeout() {
         created_at: std::time::SystemTime::now(),
         auto_subscribe: true,
     };
-    assert!(matches!(
-        net.sfu.create_session(net.now, spec),
-        Err(CoreError::LimitReached(_))
-    ));
+    assert_eq!(
+        net.sfu.create_session(net.now, spec).unwrap_err(),
+        CoreError::LimitReached {
+            limit: "max_sessions",
+            max: 1
+        }
+    );
     net.run_for(Duration::from_secs(6));
     assert_eq!(net.sfu.n_rooms(), 1, "not empty yet");
     net.sfu.close_session(net.now, &s).unwrap();

@@ -1,5 +1,7 @@
-//! Conversions between protobuf messages and core types: every request field is checked here,
-//! and an invalid one becomes INVALID_ARGUMENT naming it.
+//! Conversions between protobuf messages and core types. Decoding only: every rule a request must
+//! follow lives in the core (its operations, or the typed constructors such as `RoomId::parse`),
+//! so an embedder calling `GatewayHandle` gets the same contract; a refusal becomes
+//! INVALID_ARGUMENT naming the field.
 
 use std::time::{Duration, SystemTime};
 
@@ -36,31 +38,16 @@ pub(crate) fn session_id(field: &str, s: &str) -> Result<SessionId, Status> {
     SessionId::parse(s).map_err(|e| invalid(field, e.to_string()))
 }
 
+pub(crate) fn track_id(field: &str, s: &str) -> Result<TrackId, Status> {
+    TrackId::parse(s).map_err(|e| invalid(field, e.to_string()))
+}
+
 pub(crate) fn track_ids(field: &str, ids: &[String]) -> Result<Vec<TrackId>, Status> {
-    if ids.is_empty() {
-        return Err(invalid(field, "at least one track id is needed"));
-    }
-    ids.iter()
-        .map(|s| TrackId::parse(s).map_err(|e| invalid(field, e.to_string())))
-        .collect()
+    ids.iter().map(|s| track_id(field, s)).collect()
 }
 
 impl FromProto<pb::CreateRoomRequest> for RoomSpec {
     fn from_proto(r: pb::CreateRoomRequest) -> Result<Self, Status> {
-        if let Some(o) = &r.options {
-            if o.backend_data_labels.len() > 32 {
-                return Err(invalid("options.backend_data_labels", "at most 32 labels"));
-            }
-            if o.backend_data_labels
-                .iter()
-                .any(|l| l.is_empty() || l.len() > 128)
-            {
-                return Err(invalid(
-                    "options.backend_data_labels",
-                    "each label must be 1 to 128 bytes",
-                ));
-            }
-        }
         let id = if r.room_id.is_empty() {
             None
         } else {
@@ -200,6 +187,7 @@ fn room_reason(r: RoomCloseReason) -> pb::RoomCloseReason {
         RoomCloseReason::BackendRequest => pb::RoomCloseReason::BackendRequest,
         RoomCloseReason::EmptyTimeout => pb::RoomCloseReason::EmptyTimeout,
         RoomCloseReason::GatewayShutdown => pb::RoomCloseReason::GatewayShutdown,
+        RoomCloseReason::InternalError => pb::RoomCloseReason::InternalError,
     }
 }
 

@@ -26,7 +26,7 @@ pub(crate) use edge::{DecodeErrors, incoming};
 
 /// Checks `authorization: Bearer <key>` when a key is configured.
 #[derive(Clone)]
-pub(crate) struct Auth {
+pub struct Auth {
     key: Option<String>,
 }
 
@@ -38,7 +38,7 @@ impl Auth {
     }
 
     #[allow(clippy::result_large_err)]
-    fn check(&self, req: Request<()>) -> Result<Request<()>, Status> {
+    pub(crate) fn check(&self, req: Request<()>) -> Result<Request<()>, Status> {
         let Some(key) = &self.key else {
             return Ok(req);
         };
@@ -92,10 +92,11 @@ pub(crate) async fn serve(
     grpc: &GrpcConfig,
     event_buffer: usize,
     stop: tokio_util::sync::CancellationToken,
+    cluster: Option<crate::cluster::Cluster>,
 ) -> Result<Server, ServeError> {
     let auth = Auth::new(&grpc.api_key);
     let reflection = Reflection::from_config(grpc);
-    let (routes, health) = routes(handle, auth, reflection, event_buffer).await?;
+    let (routes, health) = routes(handle, auth, reflection, event_buffer, cluster).await?;
     let mut builder = tonic::transport::Server::builder();
     if let (Some(cert), Some(key)) = (&grpc.tls_cert, &grpc.tls_key) {
         builder = builder
@@ -174,7 +175,11 @@ async fn routes(
     auth: Auth,
     reflection: Reflection,
     event_buffer: usize,
+    cluster: Option<crate::cluster::Cluster>,
 ) -> Result<(Routes, tonic_health::server::HealthReporter), tonic_reflection::server::Error> {
+    // The Session service carries SDP: its requests are bounded by `signaling.max_sdp_bytes`
+    // (plus room for the other fields), so an oversize offer is refused while decoding.
+    let session_request_limit = handle.max_sdp_bytes() + 64 * 1024;
     let svc = ControlService::new(handle, event_buffer);
     let (health, health_svc) = tonic_health::server::health_reporter();
     health
@@ -212,6 +217,10 @@ async fn routes(
                 move |r| r2.check(r),
             ));
     }
+    // Cluster mode: the same services, routed to each Room's owner node (see `cluster`).
+    if let Some(c) = cluster {
+        return Ok((c.routes(routes, svc, &auth, event_buffer), health));
+    }
     let a1 = auth.clone();
     let a2 = auth.clone();
     let a3 = auth.clone();
@@ -220,16 +229,17 @@ async fn routes(
         .add_service(RoomServiceServer::with_interceptor(svc.clone(), move |r| {
             a1.check(r)
         }))
-        .add_service(SessionServiceServer::with_interceptor(
-            svc.clone(),
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            SessionServiceServer::new(svc.clone()).max_decoding_message_size(session_request_limit),
             move |r| a2.check(r),
         ))
         .add_service(EventServiceServer::with_interceptor(
             svc.clone(),
             move |r| a3.check(r),
         ))
-        .add_service(DataServiceServer::with_interceptor(svc, move |r| {
-            a4.check(r)
-        }));
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            DataServiceServer::new(svc).max_decoding_message_size(service::SEND_DATA_DECODE_LIMIT),
+            move |r| a4.check(r),
+        ));
     Ok((routes, health))
 }

@@ -11,11 +11,19 @@ use switchboard::v1::session_service_server::SessionService;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{FromProto, ToProto, room_id, session_id, track_ids};
+use super::convert::{FromProto, ToProto, room_id, session_id, track_id, track_ids};
 use super::event_stream::{self, StreamLimits};
 use super::status::{events_not_kept, invalid};
 use crate::events::{BootId, EventFilter};
 use crate::handle::{DataMessage, GatewayError, GatewayHandle, IceCandidate};
+use crate::paging::PageRequest;
+use switchboard_core::TrackPreference;
+
+/// Largest `SendDataRequest` the gRPC layer decodes: the largest `data.max_message_bytes` the
+/// configuration accepts (16 MiB) plus room for the ids and the label. Anything up to it reaches
+/// the core, which refuses a message over the configured limit with INVALID_ARGUMENT naming
+/// `data.max_message_bytes` (tonic's default decode limit, 4 MiB, answered OUT_OF_RANGE first).
+pub(crate) const SEND_DATA_DECODE_LIMIT: usize = 16 * 1024 * 1024 + 64 * 1024;
 
 /// Implements every `switchboard.v1` service over one [`GatewayHandle`].
 #[derive(Clone)]
@@ -45,6 +53,7 @@ impl RoomService for ControlService {
         Ok(Response::new(pb::CreateRoomResponse {
             room: Some(room.to_proto()),
             created,
+            ..Default::default()
         }))
     }
 
@@ -72,11 +81,17 @@ impl RoomService for ControlService {
 
     async fn list_rooms(
         &self,
-        _req: Request<pb::ListRoomsRequest>,
+        req: Request<pb::ListRoomsRequest>,
     ) -> Result<Response<pb::ListRoomsResponse>, Status> {
-        let rooms = self.handle.list_rooms().await?;
+        let r = req.into_inner();
+        let page = PageRequest {
+            page_size: r.page_size,
+            page_token: r.page_token,
+        };
+        let page = self.handle.list_rooms(page).await?;
         Ok(Response::new(pb::ListRoomsResponse {
-            rooms: rooms.into_iter().map(ToProto::to_proto).collect(),
+            rooms: page.items.into_iter().map(ToProto::to_proto).collect(),
+            next_page_token: page.next_page_token,
         }))
     }
 
@@ -95,7 +110,7 @@ impl RoomService for ControlService {
     ) -> Result<Response<pb::MuteTrackResponse>, Status> {
         let r = req.into_inner();
         let room = room_id("room_id", &r.room_id)?;
-        let track = track_ids("track_id", std::slice::from_ref(&r.track_id))?.remove(0);
+        let track = track_id("track_id", &r.track_id)?;
         self.handle.mute_track(room, track, r.muted).await?;
         Ok(Response::new(pb::MuteTrackResponse {}))
     }
@@ -155,10 +170,16 @@ impl SessionService for ControlService {
         &self,
         req: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        let id = room_id("room_id", &req.into_inner().room_id)?;
-        let sessions = self.handle.list_sessions(id).await?;
+        let r = req.into_inner();
+        let id = room_id("room_id", &r.room_id)?;
+        let page = PageRequest {
+            page_size: r.page_size,
+            page_token: r.page_token,
+        };
+        let page = self.handle.list_sessions(id, page).await?;
         Ok(Response::new(pb::ListSessionsResponse {
-            sessions: sessions.into_iter().map(ToProto::to_proto).collect(),
+            sessions: page.items.into_iter().map(ToProto::to_proto).collect(),
+            next_page_token: page.next_page_token,
         }))
     }
 
@@ -177,9 +198,6 @@ impl SessionService for ControlService {
     ) -> Result<Response<pb::ApplyOfferResponse>, Status> {
         let r = req.into_inner();
         let id = session_id("session_id", &r.session_id)?;
-        if r.sdp.is_empty() {
-            return Err(invalid("sdp", "must not be empty"));
-        }
         let sdp = self.handle.apply_offer(id, r.sdp).await?;
         Ok(Response::new(pb::ApplyOfferResponse { sdp }))
     }
@@ -190,9 +208,6 @@ impl SessionService for ControlService {
     ) -> Result<Response<pb::ApplyAnswerResponse>, Status> {
         let r = req.into_inner();
         let id = session_id("session_id", &r.session_id)?;
-        if r.sdp.is_empty() {
-            return Err(invalid("sdp", "must not be empty"));
-        }
         let offer_id = (r.offer_id != 0).then_some(r.offer_id);
         self.handle.apply_answer(id, r.sdp, offer_id).await?;
         Ok(Response::new(pb::ApplyAnswerResponse {}))
@@ -238,17 +253,8 @@ impl SessionService for ControlService {
     ) -> Result<Response<pb::SetTrackPreferenceResponse>, Status> {
         let r = req.into_inner();
         let id = session_id("session_id", &r.session_id)?;
-        let track = track_ids("track_id", std::slice::from_ref(&r.track_id))?.remove(0);
-        let max_layer = match r.max_layer {
-            None => None,
-            Some(n) => {
-                Some(u8::try_from(n).map_err(|_| invalid("max_layer", "must be at most 255"))?)
-            }
-        };
-        let pref = switchboard_core::TrackPreference {
-            max_layer,
-            paused: r.paused,
-        };
+        let track = track_id("track_id", &r.track_id)?;
+        let pref = TrackPreference::new(r.max_layer, r.paused).map_err(GatewayError::from)?;
         self.handle.set_track_preference(id, track, pref).await?;
         Ok(Response::new(pb::SetTrackPreferenceResponse {}))
     }

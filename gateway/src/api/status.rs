@@ -54,13 +54,13 @@ impl From<GatewayError> for Status {
             }
             GatewayError::Core(c) => match c {
                 CoreError::InvalidArgument { field, reason } => invalid(field, reason),
-                CoreError::PermissionDenied(_) => Self::permission_denied(c.to_string()),
+                CoreError::PermissionDenied { .. } => Self::permission_denied(c.to_string()),
                 CoreError::RoomNotFound(_)
                 | CoreError::SessionNotFound(_)
                 | CoreError::TrackNotFound(_)
                 | CoreError::ParticipantNotFound(_) => Self::not_found(c.to_string()),
                 CoreError::RoomExists(_) => Self::already_exists(c.to_string()),
-                CoreError::LimitReached(_) => Self::resource_exhausted(c.to_string()),
+                CoreError::LimitReached { .. } => Self::resource_exhausted(c.to_string()),
                 CoreError::WrongState { .. } => Self::failed_precondition(c.to_string()),
                 CoreError::ShuttingDown => Self::unavailable(c.to_string()),
                 CoreError::Internal(_) => {

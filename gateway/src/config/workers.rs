@@ -48,6 +48,7 @@ impl Config {
                 up_headroom: bwe.up_headroom_percent as f32 / 100.0,
                 min_switch_interval: Duration::from_millis(bwe.min_switch_interval_ms),
             },
+            signaling: self.signaling.limits(),
         }
     }
 

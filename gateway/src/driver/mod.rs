@@ -18,9 +18,16 @@
 //! Only the loop touches the `Sfu`; the TCP reader and writer tasks run on the same thread and
 //! exchange frames with it through queues.
 //!
+//! Every input goes into the `Sfu` through its supervisor ([`supervise`]): a panic in the core
+//! closes what that core held, reports it, and the loop goes on with a fresh core on the same
+//! sockets; the command that hit it is answered [`SendError::Faulted`].
+//!
 //! The API layer reaches a Worker only through a bounded queue ([`WorkerHandle`]); a full queue
 //! is reported, never waited on.
 
+pub(crate) mod framing;
+mod load;
+mod supervise;
 mod tcp;
 
 use std::io;
@@ -28,12 +35,16 @@ use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSoc
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use supervise::Core;
+pub use supervise::{WorkerHealth, WorkerStatus};
 use switchboard_core::{Command, CoreError, Datagram, Output, Reply, Sfu, SfuConfig, Transport};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::events::{EventBody, EventBus};
 
+pub(crate) use load::Overload;
+use load::WorkerLoad;
 pub(crate) use tcp::TcpCounters;
 pub(crate) use tcp::TcpLimits;
 use tcp::{ConnEvent, TcpSide};
@@ -49,12 +60,16 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 const MAX_DATAGRAM_BYTES: usize = 2048;
 
 /// Where a command's result goes once its outputs (events) have been published.
-type ReplyTx = oneshot::Sender<Result<Reply, CoreError>>;
+type ReplyTx = oneshot::Sender<Result<Result<Reply, CoreError>, SendError>>;
 
 enum WorkerMsg {
     /// A backend operation, applied with [`Sfu::handle_command`].
     Command(Command, ReplyTx),
     Shutdown(oneshot::Sender<()>),
+    /// Test hook: the Worker thread blocks until the sender is dropped or sends (a Worker that is
+    /// behind, deterministically).
+    #[cfg(test)]
+    Pause(std::sync::mpsc::Receiver<()>),
     /// A request for the Worker's counters (metrics), sent at the instant given.
     Snapshot(Instant, oneshot::Sender<WorkerSnapshot>),
 }
@@ -84,12 +99,16 @@ pub(crate) enum SendError {
     Full,
     /// The Worker has stopped.
     Stopped,
+    /// The Worker's core panicked while handling this command; it was restarted empty.
+    Faulted,
 }
 
 /// The API layer's end of a Worker: cheap to clone.
 #[derive(Clone)]
 pub(crate) struct WorkerHandle {
     tx: mpsc::Sender<WorkerMsg>,
+    load: Arc<WorkerLoad>,
+    status: Arc<WorkerStatus>,
 }
 
 impl WorkerHandle {
@@ -102,7 +121,31 @@ impl WorkerHandle {
                 mpsc::error::TrySendError::Full(_) => SendError::Full,
                 mpsc::error::TrySendError::Closed(_) => SendError::Stopped,
             })?;
-        rx.await.map_err(|_| SendError::Stopped)
+        rx.await.map_err(|_| SendError::Stopped)?
+    }
+
+    /// The Worker's health: restarts after faults, and whether it is serving.
+    pub(crate) fn status(&self) -> &WorkerStatus {
+        &self.status
+    }
+
+    /// Whether this Worker (index `worker`) may take a new Room or Session now: its queue depth and
+    /// loop lag against the `[overload]` thresholds.
+    pub(crate) fn admit_new(&self, worker: usize, overload: &Overload) -> Result<(), CoreError> {
+        let depth = self.tx.max_capacity() - self.tx.capacity();
+        overload.admit_new(worker, depth, self.load.lag())
+    }
+
+    /// Test hook: blocks the Worker thread until `resume` is dropped or sent to.
+    #[cfg(test)]
+    pub(crate) fn pause(&self, resume: std::sync::mpsc::Receiver<()>) {
+        let _ = self.tx.try_send(WorkerMsg::Pause(resume));
+    }
+
+    /// Test hook: the loop lag the Worker reports.
+    #[cfg(test)]
+    pub(crate) fn set_lag(&self, lag: Duration) {
+        self.load.set_lag(lag);
     }
 
     /// The Worker's counters, or `None` when its queue is full or it has stopped (the metrics
@@ -194,6 +237,10 @@ pub(crate) fn spawn(
         SpawnError::Other(io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
     })?;
     let (tx, rx) = mpsc::channel(queue);
+    let load = Arc::new(WorkerLoad::default());
+    let worker_load = load.clone();
+    let status = Arc::new(WorkerStatus::default());
+    let core = Core::new(sfu, index, bus, status.clone());
     let thread = std::thread::Builder::new()
         .name(format!("sb-worker-{index}"))
         .spawn(move || {
@@ -201,11 +248,11 @@ pub(crate) fn spawn(
                 .enable_all()
                 .build()
                 .expect("a current-thread runtime with IO and timers builds");
-            rt.block_on(run(socket, listener, sfu, rx, bus, index));
+            rt.block_on(run(socket, listener, core, rx, index, worker_load));
         })
         .map_err(SpawnError::Other)?;
     Ok(Worker {
-        handle: WorkerHandle { tx },
+        handle: WorkerHandle { tx, load, status },
         local_addr,
         tcp_addr,
         thread,
@@ -238,15 +285,17 @@ fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> io::Result<StdUdpSocket> {
 async fn run(
     socket: StdUdpSocket,
     listener: Option<(StdTcpListener, TcpLimits)>,
-    mut sfu: Sfu,
+    mut core: Core,
     mut rx: mpsc::Receiver<WorkerMsg>,
-    bus: Arc<EventBus>,
     index: u8,
+    load: Arc<WorkerLoad>,
 ) {
+    let status = core.status();
     let socket = match UdpSocket::from_std(socket) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(worker = index, error = %e, "cannot register the UDP socket");
+            status.set_healthy(false);
             return;
         }
     };
@@ -256,12 +305,13 @@ async fn run(
             Some(Ok((side, w))) => (Some(side), Some(w.listener), Some(w.events)),
             Some(Err(e)) => {
                 tracing::error!(worker = index, error = %e, "cannot register the TCP listener");
+                status.set_healthy(false);
                 return;
             }
         };
     let local = socket.local_addr().ok();
-    let candidates = sfu.config().candidate_addrs.clone();
-    let tcp_candidates = sfu.config().tcp_candidate_addrs.clone();
+    let candidates = core.sfu().config().candidate_addrs.clone();
+    let tcp_candidates = core.sfu().config().tcp_candidate_addrs.clone();
     let sweep_every = tcp
         .as_ref()
         .map_or(Duration::from_secs(3600), TcpSide::sweep_interval);
@@ -269,58 +319,66 @@ async fn run(
     let mut buf = vec![0u8; MAX_DATAGRAM_BYTES];
     let mut udp_drops: u64 = 0;
     let mut accept_paused_until: Option<Instant> = None;
+    let stopped;
     loop {
-        let mut deadline = flush(&mut sfu, &socket, tcp.as_mut(), &bus, &mut udp_drops);
+        let mut deadline = flush(&mut core, &socket, tcp.as_mut(), &mut udp_drops);
         // Under constant input the timer branch below may never win the select: run it here.
         let now = Instant::now();
         if deadline <= now {
-            sfu.handle_timeout(now);
-            deadline = flush(&mut sfu, &socket, tcp.as_mut(), &bus, &mut udp_drops);
+            load.timer_ran(deadline, now);
+            core.run(|sfu| sfu.handle_timeout(now));
+            deadline = flush(&mut core, &socket, tcp.as_mut(), &mut udp_drops);
         }
         // Likewise the TCP sweep: idle connections must close even under constant input.
         if next_sweep <= now {
             next_sweep = now + sweep_every;
-            if let Some(side) = tcp.as_mut() {
-                for remote in side.sweep_idle(now) {
-                    sfu.handle_tcp_closed(now, remote);
-                }
-            }
-            deadline = flush(&mut sfu, &socket, tcp.as_mut(), &bus, &mut udp_drops);
+            sweep(&mut core, tcp.as_mut(), now);
+            deadline = flush(&mut core, &socket, tcp.as_mut(), &mut udp_drops);
         }
         tokio::select! {
             biased;
             msg = rx.recv() => match msg {
                 Some(WorkerMsg::Command(cmd, reply)) => {
-                    let res = sfu.handle_command(Instant::now(), SystemTime::now(), cmd);
+                    let res = core
+                        .run(|sfu| sfu.handle_command(Instant::now(), SystemTime::now(), cmd))
+                        .ok_or(SendError::Faulted);
                     // Publish the command's events before answering: when a call returns, its
                     // events are already in every event stream.
-                    flush(&mut sfu, &socket, tcp.as_mut(), &bus, &mut udp_drops);
+                    flush(&mut core, &socket, tcp.as_mut(), &mut udp_drops);
                     // The caller may have gone away (request cancelled); nothing to do then.
                     let _ = reply.send(res);
                 }
                 Some(WorkerMsg::Shutdown(done)) => {
-                    sfu.shutdown(Instant::now());
-                    flush(&mut sfu, &socket, tcp.as_mut(), &bus, &mut udp_drops);
+                    core.run(|sfu| sfu.shutdown(Instant::now()));
+                    flush(&mut core, &socket, tcp.as_mut(), &mut udp_drops);
                     if let Some(side) = tcp.as_mut() {
                         side.close_all(TCP_SHUTDOWN_GRACE).await;
                     }
                     let _ = done.send(());
+                    stopped = true;
                     break;
+                }
+                None => {
+                    stopped = true;
+                    break;
+                }
+                #[cfg(test)]
+                Some(WorkerMsg::Pause(resume)) => {
+                    let _ = resume.recv();
                 }
                 Some(WorkerMsg::Snapshot(sent, reply)) => {
                     let _ = reply.send(WorkerSnapshot {
-                        rooms: sfu.n_rooms(),
-                        sessions: sfu.n_sessions(),
-                        tracks: sfu.n_tracks(),
-                        counters: sfu.counters(),
-                        commands: sfu.command_counts(),
-                        estimates: sfu.estimates().collect(),
+                        rooms: core.sfu().n_rooms(),
+                        sessions: core.sfu().n_sessions(),
+                        tracks: core.sfu().n_tracks(),
+                        counters: core.sfu().counters(),
+                        commands: core.sfu().command_counts(),
+                        estimates: core.sfu().estimates().collect(),
                         udp_drops,
                         tcp: tcp.as_ref().map(|t| t.counters),
-                        loop_lag: sent.elapsed(),
+                        loop_lag: load.lag().max(sent.elapsed()),
                     });
                 }
-                None => break,
             },
             ev = async {
                 match tcp_events.as_mut() {
@@ -334,7 +392,7 @@ async fn run(
                 let mut next = ev;
                 let mut n = 0;
                 while let Some(ev) = next.take() {
-                    on_tcp_event(&mut sfu, side, ev, &tcp_candidates);
+                    on_tcp_event(&mut core, side, ev, &tcp_candidates);
                     n += 1;
                     if n < IO_LOOP_BOUND {
                         next = events.try_recv().ok();
@@ -355,7 +413,7 @@ async fn run(
                                 destination,
                                 contents: &buf[..n],
                             };
-                            sfu.handle_datagram(Instant::now(), d);
+                            core.run(|sfu| sfu.handle_datagram(Instant::now(), d));
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         // ICMP errors surface here as ECONNREFUSED and the like: a Peer went
@@ -390,18 +448,23 @@ async fn run(
             _ = tokio::time::sleep_until(next_sweep.into()) => {
                 let now = Instant::now();
                 next_sweep = now + sweep_every;
-                if let Some(side) = tcp.as_mut() {
-                    for remote in side.sweep_idle(now) {
-                        sfu.handle_tcp_closed(now, remote);
-                    }
-                }
+                sweep(&mut core, tcp.as_mut(), now);
             }
-            _ = tokio::time::sleep_until(deadline.into()) => sfu.handle_timeout(Instant::now()),
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                let now = Instant::now();
+                load.timer_ran(deadline, now);
+                core.run(|sfu| sfu.handle_timeout(now));
+            }
         }
     }
+    if !stopped {
+        status.set_healthy(false);
+    }
+    let sfu = core.sfu();
     tracing::debug!(
         worker = index,
         udp_drops,
+        restarts = status.restarts(),
         tcp = ?tcp.as_ref().map(|t| t.counters),
         counters = ?sfu.counters(),
         commands = ?sfu.command_counts().iter().filter(|(_, n)| *n > 0).collect::<Vec<_>>(),
@@ -409,8 +472,17 @@ async fn run(
     );
 }
 
+/// Closes the TCP connections idle too long and tells the `Sfu`.
+fn sweep(core: &mut Core, tcp: Option<&mut TcpSide>, now: Instant) {
+    if let Some(side) = tcp {
+        for remote in side.sweep_idle(now) {
+            core.run(|sfu| sfu.handle_tcp_closed(now, remote));
+        }
+    }
+}
+
 /// Hands one TCP frame to the `Sfu`, or tells it that a connection ended.
-fn on_tcp_event(sfu: &mut Sfu, side: &mut TcpSide, ev: ConnEvent, candidates: &[SocketAddr]) {
+fn on_tcp_event(core: &mut Core, side: &mut TcpSide, ev: ConnEvent, candidates: &[SocketAddr]) {
     let now = Instant::now();
     match ev {
         ConnEvent::Frame { id, remote, bytes } => {
@@ -424,14 +496,14 @@ fn on_tcp_event(sfu: &mut Sfu, side: &mut TcpSide, ev: ConnEvent, candidates: &[
                 destination: destination_for(remote, None, candidates),
                 contents: &bytes,
             };
-            if sfu.handle_datagram(now, d) {
+            if core.run(|sfu| sfu.handle_datagram(now, d)) == Some(true) {
                 side.mark_valid(remote, now);
             }
         }
         ConnEvent::Ended { id, remote, why } => {
             if side.on_ended(id, remote, why) {
                 tracing::debug!(remote = %crate::telemetry::Redact(remote), ?why, "TCP connection ended");
-                sfu.handle_tcp_closed(now, remote);
+                core.run(|sfu| sfu.handle_tcp_closed(now, remote));
             }
         }
     }
@@ -453,16 +525,19 @@ fn destination_for(
         .unwrap_or(source)
 }
 
-/// Runs step 1 of the loop; returns the instant of the next timeout.
+/// Runs step 1 of the loop; returns the instant of the next timeout. A fault while draining
+/// restarts the core (its supervisor) and the drain goes on with the fresh one.
 fn flush(
-    sfu: &mut Sfu,
+    core: &mut Core,
     socket: &UdpSocket,
     mut tcp: Option<&mut TcpSide>,
-    bus: &EventBus,
     udp_drops: &mut u64,
 ) -> Instant {
     loop {
-        match sfu.poll_output() {
+        let Some(out) = core.run(Sfu::poll_output) else {
+            continue;
+        };
+        match out {
             Output::Transmit(t) => match (t.transport, tcp.as_deref_mut()) {
                 (Transport::Udp, _) => {
                     if socket.try_send_to(&t.contents, t.destination).is_err() {
@@ -473,7 +548,7 @@ fn flush(
                 // No TCP candidates were announced, so str0m never picks a TCP pair.
                 (Transport::Tcp, None) => {}
             },
-            Output::Event(e) => bus.publish(EventBody::Sfu(e)),
+            Output::Event(e) => core.publish(EventBody::Sfu(e)),
             Output::Timeout(t) => return t,
         }
     }

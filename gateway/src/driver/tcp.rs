@@ -22,13 +22,17 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
+use super::framing::Deframer;
 use crate::conns::{ConnCount, write_batched};
+
+/// Bytes read from a connection at a time.
+const READ_CHUNK_BYTES: usize = 8 * 1024;
 
 /// Frames queued from all readers toward the Worker loop; a full queue makes readers wait (TCP
 /// flow control pushes back on the Peers), never the loop.
@@ -327,11 +331,6 @@ impl TcpSide {
     }
 }
 
-/// Whether `buf` starts like a STUN message (RFC 5389: top two bits zero, the magic cookie).
-fn looks_like_stun(buf: &[u8]) -> bool {
-    buf.len() >= 20 && buf[0] & 0xC0 == 0 && buf[4..8] == [0x21, 0x12, 0xA4, 0x42]
-}
-
 async fn read_frames(
     r: OwnedReadHalf,
     id: u64,
@@ -344,37 +343,34 @@ async fn read_frames(
 }
 
 async fn read_loop(
-    r: OwnedReadHalf,
+    mut r: OwnedReadHalf,
     id: u64,
     remote: SocketAddr,
     max_frame_bytes: usize,
     tx: &mpsc::Sender<ConnEvent>,
 ) -> Ended {
-    let mut r = BufReader::with_capacity(8 * 1024, r);
-    let mut first = true;
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    let mut frames = Deframer::new(max_frame_bytes);
     loop {
-        let Ok(len) = r.read_u16().await else {
-            return Ended::Closed;
-        };
-        let len = usize::from(len);
-        if len == 0 || len > max_frame_bytes {
-            return Ended::Garbage;
+        loop {
+            match frames.next_frame() {
+                Ok(Some(bytes)) => {
+                    if tx
+                        .send(ConnEvent::Frame { id, remote, bytes })
+                        .await
+                        .is_err()
+                    {
+                        // The Worker stopped.
+                        return Ended::Closed;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => return Ended::Garbage,
+            }
         }
-        let mut bytes = vec![0u8; len];
-        if r.read_exact(&mut bytes).await.is_err() {
-            return Ended::Closed;
-        }
-        if first && !looks_like_stun(&bytes) {
-            return Ended::Garbage;
-        }
-        first = false;
-        if tx
-            .send(ConnEvent::Frame { id, remote, bytes })
-            .await
-            .is_err()
-        {
-            // The Worker stopped.
-            return Ended::Closed;
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Ended::Closed,
+            Ok(n) => frames.push(&chunk[..n]),
         }
     }
 }
@@ -402,6 +398,7 @@ fn push_frame(batch: &mut Vec<u8>, frame: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::framing::looks_like_stun;
 
     #[test]
     fn stun_detection_is_bounds_checked() {

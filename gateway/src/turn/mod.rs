@@ -69,6 +69,9 @@ pub use credentials::{
 pub use ice_servers::IceServer;
 pub(crate) use ice_servers::IceServers;
 pub use policy::{Cidr, PeerPolicy, PeerVerdict};
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub use server::fuzz::fuzz_turn_message;
 pub use server::{Transport, TurnStats};
 pub use settings::{IceServerConfig, TurnConfig};
 

@@ -16,10 +16,13 @@ use super::guard::RtcGuard;
 use super::room::Room;
 use super::session::Session;
 use super::track::{OutState, release_track_out};
-use super::{MAX_METADATA_BYTES, Sfu, TimerKey, TrackKey, tcp_passive_candidate};
-use crate::demux::SessionKey;
-use crate::error::CoreError;
+use super::{
+    MAX_BACKEND_LABELS, MAX_LABEL_BYTES, MAX_METADATA_BYTES, Sfu, TimerKey, TrackKey,
+    tcp_passive_candidate,
+};
+use crate::error::{CoreError, Permission, WrongState};
 use crate::ids::{self, ParticipantId, RoomId, SessionId, TrackId};
+use crate::keys::SessionKey;
 use crate::model::*;
 
 impl Sfu {
@@ -65,6 +68,7 @@ impl Sfu {
             return Err(CoreError::ShuttingDown);
         }
         check_metadata("options.metadata", &spec.metadata)?;
+        check_backend_labels(&spec.backend_data_labels)?;
         let max_sessions = spec
             .max_sessions
             .unwrap_or(self.config.default_max_sessions);
@@ -93,12 +97,12 @@ impl Sfu {
             };
         }
         if self.rooms.len() >= self.config.max_rooms {
-            return Err(CoreError::LimitReached(format!(
-                "this worker holds its maximum of {} rooms",
-                self.config.max_rooms
-            )));
+            return Err(CoreError::LimitReached {
+                limit: "rooms.max_rooms_per_worker",
+                max: self.config.max_rooms as u64,
+            });
         }
-        let key = self.key();
+        let key = self.keys.room();
         let deadline = now + empty_timeout;
         let room = Room {
             key,
@@ -133,9 +137,15 @@ impl Sfu {
             .ok_or_else(|| CoreError::RoomNotFound(id.clone()))
     }
 
-    /// Lists every Room, ordered by id.
-    pub fn list_rooms(&self) -> Vec<RoomInfo> {
-        self.rooms.values().map(Self::room_info).collect()
+    /// Lists Rooms ordered by id: at most `limit`, only those after `after` (one page).
+    pub fn list_rooms(&self, after: Option<&RoomId>, limit: usize) -> Vec<RoomInfo> {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.rooms
+            .range::<RoomId, _>((from, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, r)| Self::room_info(r))
+            .collect()
     }
 
     /// Deletes a Room and closes its Sessions. Returns how many Sessions were closed.
@@ -163,17 +173,21 @@ impl Sfu {
             .get(&spec.room)
             .ok_or_else(|| CoreError::RoomNotFound(spec.room.clone()))?;
         if room.sessions.len() >= room.max_sessions as usize {
-            return Err(CoreError::LimitReached(format!(
-                "room {} is full ({} sessions)",
-                room.id, room.max_sessions
-            )));
+            return Err(CoreError::LimitReached {
+                limit: "max_sessions",
+                max: u64::from(room.max_sessions),
+            });
         }
         let id = SessionId::generate(self.config.worker, &mut self.rng);
         let (ufrag, pass) = ids::ice_creds(&mut self.rng);
         // Opus RED (RFC 2198) is offered and accepted, and passed through between Peers that
         // both negotiated it (the primary encoding alone goes to those that did not).
+        // The gateway never sends on a Peer's own m-lines (answered recvonly), and its offers
+        // put new TrackOuts into stopped m-lines (third_party/str0m, see ARCHITECTURE.md).
         let mut builder = Rtc::builder()
             .enable_opus(true, true)
+            .set_send_on_remote_media(false)
+            .set_recycle_mlines(true)
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_stats_interval(self.config.stats_interval)
@@ -213,7 +227,7 @@ impl Sfu {
             tracing::error!(session = %id, "internal fault while creating the session");
             return Err(CoreError::Internal(id));
         };
-        let key = self.key();
+        let key = self.keys.session();
         let connect_deadline = now + self.config.connect_timeout;
         let session = Session {
             id: id.clone(),
@@ -226,6 +240,9 @@ impl Sfu {
             rtc,
             ufrag: ufrag.clone(),
             addrs: Vec::new(),
+            send_to: None,
+            sdp_mlines: 0,
+            remote_candidates: 0,
             rtc_timeout: now,
             timer: None,
             connect_deadline: Some(connect_deadline),
@@ -288,20 +305,29 @@ impl Sfu {
         Ok(self.session_info(&self.sessions[&key]))
     }
 
-    /// Lists a Room's Sessions, ordered by id.
-    pub fn list_sessions(&self, room: &RoomId) -> Result<Vec<SessionInfo>, CoreError> {
+    /// Lists a Room's Sessions ordered by id: at most `limit`, only those after `after` (one
+    /// page).
+    pub fn list_sessions(
+        &self,
+        room: &RoomId,
+        after: Option<&SessionId>,
+        limit: usize,
+    ) -> Result<Vec<SessionInfo>, CoreError> {
         let r = self
             .rooms
             .get(room)
             .ok_or_else(|| CoreError::RoomNotFound(room.clone()))?;
-        let mut v: Vec<SessionInfo> = r
+        let mut v: Vec<&Session> = r
             .sessions
             .iter()
             .filter_map(|k| self.sessions.get(k))
-            .map(|s| self.session_info(s))
+            .filter(|s| after.is_none_or(|a| &s.id > a))
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(v)
+        Ok(v.into_iter()
+            .take(limit)
+            .map(|s| self.session_info(s))
+            .collect())
     }
 
     /// Closes a Session at the backend's request.
@@ -334,11 +360,13 @@ impl Sfu {
         tracks: &[TrackId],
     ) -> Result<(), CoreError> {
         self.now = now;
+        check_track_ids(tracks)?;
         let key = self.session_key(id)?;
         if !self.sessions[&key].permissions.subscribe {
-            return Err(CoreError::PermissionDenied(format!(
-                "session {id} may not subscribe"
-            )));
+            return Err(CoreError::PermissionDenied {
+                session: id.clone(),
+                permission: Permission::Subscribe,
+            });
         }
         let mut keys = Vec::with_capacity(tracks.len());
         for t in tracks {
@@ -352,13 +380,23 @@ impl Sfu {
             }
             keys.push(tk);
         }
-        for tk in &keys {
+        let new = keys
+            .iter()
+            .filter(|tk| !self.sessions[&key].tracks_out.contains_key(tk))
+            .count();
+        let mlines = self.session_mlines(key) + new;
+        if new > 0 && mlines > self.config.signaling.max_mlines_per_session {
+            return Err(super::limits::too_many_session_mlines(
+                mlines,
+                &self.config.signaling,
+            ));
+        }
+        for (tk, t) in keys.iter().zip(tracks) {
             let s = &self.sessions[&key];
             if let Some(OutState::Stopping(_)) = s.tracks_out.get(tk).map(|o| o.state) {
                 return Err(CoreError::WrongState {
                     session: id.clone(),
-                    reason: "an unsubscribe of this track is being negotiated; retry after it"
-                        .into(),
+                    reason: WrongState::UnsubscribeInProgress(t.clone()),
                 });
             }
         }
@@ -396,6 +434,7 @@ impl Sfu {
         tracks: &[TrackId],
     ) -> Result<(), CoreError> {
         self.now = now;
+        check_track_ids(tracks)?;
         let key = self.session_key(id)?;
         let mut keys = Vec::with_capacity(tracks.len());
         for t in tracks {
@@ -430,7 +469,7 @@ impl Sfu {
         let Some(o) = s.tracks_out.get_mut(&tk).filter(|o| o.wanted) else {
             return Err(CoreError::WrongState {
                 session: id.clone(),
-                reason: format!("not subscribed to {track}"),
+                reason: WrongState::NotSubscribed(track.clone()),
             });
         };
         let resumed = o.fwd.paused && !pref.paused;
@@ -554,6 +593,39 @@ pub(super) fn check_metadata(field: &'static str, m: &str) -> Result<(), CoreErr
         return Err(CoreError::InvalidArgument {
             field,
             reason: format!("must be at most {MAX_METADATA_BYTES} bytes"),
+        });
+    }
+    Ok(())
+}
+
+/// Subscribe and Unsubscribe name at least one Track.
+fn check_track_ids(tracks: &[TrackId]) -> Result<(), CoreError> {
+    if tracks.is_empty() {
+        return Err(CoreError::InvalidArgument {
+            field: "track_ids",
+            reason: "at least one track id is needed".into(),
+        });
+    }
+    Ok(())
+}
+
+/// A Room forwards at most [`MAX_BACKEND_LABELS`] labels to the backend, each 1 to
+/// [`MAX_LABEL_BYTES`] bytes.
+fn check_backend_labels(labels: &[String]) -> Result<(), CoreError> {
+    const FIELD: &str = "options.backend_data_labels";
+    if labels.len() > MAX_BACKEND_LABELS {
+        return Err(CoreError::InvalidArgument {
+            field: FIELD,
+            reason: format!("at most {MAX_BACKEND_LABELS} labels"),
+        });
+    }
+    if labels
+        .iter()
+        .any(|l| l.is_empty() || l.len() > MAX_LABEL_BYTES)
+    {
+        return Err(CoreError::InvalidArgument {
+            field: FIELD,
+            reason: format!("each label must be 1 to {MAX_LABEL_BYTES} bytes"),
         });
     }
     Ok(())

@@ -16,9 +16,9 @@ use str0m::channel::{ChannelConfig, ChannelId};
 
 use super::Sfu;
 use super::guard::RtcPanicked;
-use crate::demux::SessionKey;
 use crate::error::CoreError;
 use crate::ids::{RoomId, SessionId};
+use crate::keys::SessionKey;
 use crate::model::*;
 
 /// The label of directed (session-to-session) messages.
@@ -293,7 +293,7 @@ impl Sfu {
             return Err(CoreError::InvalidArgument {
                 field: "data",
                 reason: format!(
-                    "{} bytes is more than the limit of {}",
+                    "{} bytes is more than data.max_message_bytes ({})",
                     data.len(),
                     self.config.data_max_message_bytes
                 ),

@@ -11,8 +11,31 @@ use std::time::Instant;
 use str0m::format::Codec;
 use str0m::media::Rid;
 
-/// A simulcast layer of a TrackIn; `None` for a track without simulcast.
-pub type Layer = Option<Rid>;
+/// One stream of a TrackIn: a simulcast layer, or the only stream of a Track without simulcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Layer {
+    /// The only stream of a Track without simulcast.
+    Single,
+    /// The simulcast layer with this rid.
+    Simulcast(Rid),
+}
+
+impl Layer {
+    /// The rid of a simulcast layer.
+    pub fn rid(self) -> Option<Rid> {
+        match self {
+            Self::Single => None,
+            Self::Simulcast(rid) => Some(rid),
+        }
+    }
+}
+
+impl From<Option<Rid>> for Layer {
+    /// The layer of a received stream from its rid (none without simulcast).
+    fn from(rid: Option<Rid>) -> Self {
+        rid.map_or(Self::Single, Self::Simulcast)
+    }
+}
 
 /// The rewrite of one forwarded packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,9 +15,10 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
 
 use super::forward::{Layer, Rewritten};
 use super::guard::RtcPanicked;
+use super::session::RxStream;
 use super::track::{InCodec, OutPt, OutState, PtCodec, PtMapping};
 use super::{Sfu, TrackKey, alloc, forward};
-use crate::demux::SessionKey;
+use crate::keys::SessionKey;
 
 /// How often a subscriber's bandwidth allocation is re-evaluated (also on every new estimate).
 pub(super) const ALLOC_INTERVAL: Duration = Duration::from_millis(200);
@@ -66,7 +67,7 @@ impl Sfu {
             return;
         };
         let res = p.rtc.with(|rtc| {
-            if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, layer) {
+            if let Some(rx) = rtc.direct_api().stream_rx_by_mid(mid, layer.rid()) {
                 rx.request_keyframe(kind);
                 true
             } else {
@@ -296,13 +297,14 @@ impl Sfu {
     /// first use). `None` (counted as dropped) for a stream that is not a published Track.
     fn identify_track_in(&mut self, key: SessionKey, ssrc: Ssrc) -> Option<(TrackKey, Layer)> {
         let s = self.sessions.get_mut(&key).expect("caller checked");
-        let (mid, rid) = match s.ssrcs.get(&ssrc) {
+        let rx = match s.ssrcs.get(&ssrc) {
             Some(v) => *v,
             None => {
                 let found = s.rtc.with(|rtc| {
-                    rtc.direct_api()
-                        .stream_rx(&ssrc)
-                        .map(|rx| (rx.mid(), rx.rid()))
+                    rtc.direct_api().stream_rx(&ssrc).map(|rx| RxStream {
+                        mid: rx.mid(),
+                        layer: Layer::from(rx.rid()),
+                    })
                 });
                 let v = match found {
                     Ok(Some(v)) => v,
@@ -319,7 +321,7 @@ impl Sfu {
                 v
             }
         };
-        let Some(&tk) = s.tracks_in.get(&mid) else {
+        let Some(&tk) = s.tracks_in.get(&rx.mid) else {
             self.counters.rtp_dropped += 1;
             return None;
         };
@@ -327,7 +329,7 @@ impl Sfu {
             self.counters.rtp_dropped += 1;
             return None;
         }
-        Some((tk, Layer::from(rid)))
+        Some((tk, rx.layer))
     }
 
     /// The codec of a publisher's payload type (Opus RED arrives with the RED payload type of

@@ -20,8 +20,8 @@
 //!
 //! str0m's single-mutation rule is kept here, one level up: a Session that received a datagram or
 //! a timeout is drained (to `Output::Timeout`) at once, before the next input; a Session written to
-//! from elsewhere (forwarded media, relayed data, a control call) is marked dirty, and dirty
-//! Sessions are drained before any output leaves the core.
+//! from elsewhere (forwarded media, relayed data, a control call) is marked dirty, and a dirty
+//! Session is drained before its next input (`settle`) and before any output leaves the core.
 //!
 //! Every touch of a Session's `Rtc`, reads included, goes through its `RtcGuard` (`guard.rs`),
 //! which runs it under `catch_unwind`; the `Rtc` is a private field of the guard, so there is no
@@ -39,16 +39,20 @@ use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, CandidateKind, Event, Input};
 
 use crate::command::{Command, CommandCounts};
-use crate::demux::{Demux, SessionKey};
+use crate::demux::{Demux, admit_addr, is_stun, touch_addr};
 use crate::error::CoreError;
-use crate::ids::{RoomId, SessionId, TrackId};
+use crate::ids::{ParticipantId, RoomId, SessionId, TrackId};
+use crate::keys::{KeyGen, RoomKey, SessionKey, TrackKey};
 use crate::model::*;
 
 pub(crate) mod alloc;
+#[cfg(feature = "testing")]
+mod check;
 mod control;
 mod data;
 pub(crate) mod forward;
 mod guard;
+mod limits;
 mod media;
 mod negotiation;
 mod room;
@@ -58,15 +62,19 @@ mod track;
 
 pub use alloc::BweConfig;
 pub use data::DIRECT_LABEL;
+pub use limits::SignalingLimits;
 
 use guard::RtcPanicked;
 use room::Room;
 use session::Session;
 use track::TrackIn;
 
-const MAX_ADDRS_PER_SESSION: usize = 8;
 /// Longest metadata string accepted, in bytes.
 pub const MAX_METADATA_BYTES: usize = 4096;
+/// Most data-channel labels a Room forwards to the backend (`backend_data_labels`).
+pub const MAX_BACKEND_LABELS: usize = 32;
+/// Longest data-channel label a Room forwards to the backend, in bytes.
+pub const MAX_LABEL_BYTES: usize = 128;
 /// How long an idle core may sleep when nothing is scheduled.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -118,6 +126,8 @@ pub struct SfuConfig {
     pub bwe: BweConfig,
     /// How often str0m reports each Session's statistics (RTT, loss, NACKs, PLIs); `None`: never.
     pub stats_interval: Option<Duration>,
+    /// Bounds on SDP and trickled candidates (`limits.rs`).
+    pub signaling: SignalingLimits,
 }
 
 impl Default for SfuConfig {
@@ -146,6 +156,7 @@ impl Default for SfuConfig {
             // slightly (see the replay and determinism tests); the gateway turns them on.
             stats_interval: None,
             bwe: BweConfig::default(),
+            signaling: SignalingLimits::default(),
         }
     }
 }
@@ -184,12 +195,10 @@ pub enum RemoteCandidate<'a> {
     EndOfCandidates,
 }
 
-type TrackKey = u64;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
     Session(SessionKey),
-    Room(u64),
+    Room(RoomKey),
 }
 
 /// The SFU core of one Worker. See the module docs for the contract.
@@ -198,12 +207,12 @@ pub struct Sfu {
     rng: ChaCha20Rng,
     now: Instant,
     rooms: BTreeMap<RoomId, Room>,
-    room_keys: HashMap<u64, RoomId>,
+    room_keys: HashMap<RoomKey, RoomId>,
     sessions: HashMap<SessionKey, Session>,
     session_keys: HashMap<SessionId, SessionKey>,
     tracks: HashMap<TrackKey, TrackIn>,
     track_keys: HashMap<TrackId, TrackKey>,
-    next_key: u64,
+    keys: KeyGen,
     next_offer_id: u64,
     demux: Demux,
     timers: BTreeSet<(Instant, TimerKey)>,
@@ -213,6 +222,10 @@ pub struct Sfu {
     /// Reused by `drive` for a Session's str0m events (one per received RTP packet), so driving
     /// does not allocate; taken while in use (a nested drive gets a fresh one).
     scratch_events: Vec<Event>,
+    /// Sessions whose gateway offer waits for the end of the current input (`offer_later`).
+    offers_due: Vec<SessionKey>,
+    /// How deeply `drive` is nested; queued offers go out when the outermost one ends.
+    drive_depth: u32,
     transmits: VecDeque<Transmit>,
     events: VecDeque<SfuEvent>,
     counters: Counters,
@@ -222,6 +235,9 @@ pub struct Sfu {
     /// fresh one per Session.
     dtls_cert: Option<DtlsCert>,
     draining: bool,
+    /// An armed Sfu-level test fault ([`Command::InjectSfuFault`]).
+    #[cfg(feature = "testing")]
+    armed_fault: Option<crate::command::SfuFault>,
 }
 
 // === impl Sfu: construction and getters ===
@@ -258,19 +274,23 @@ impl Sfu {
             session_keys: HashMap::new(),
             tracks: HashMap::new(),
             track_keys: HashMap::new(),
-            next_key: 1,
+            keys: KeyGen::default(),
             next_offer_id: 1,
             demux: Demux::default(),
             timers: BTreeSet::new(),
             dirty: Vec::new(),
             scratch_subs: Vec::new(),
             scratch_events: Vec::new(),
+            offers_due: Vec::new(),
+            drive_depth: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
             commands: CommandCounts::default(),
             dtls_cert: None,
             draining: false,
+            #[cfg(feature = "testing")]
+            armed_fault: None,
         })
     }
 
@@ -295,6 +315,51 @@ impl Sfu {
     #[cfg(feature = "testing")]
     pub fn pin_dtls_cert(&mut self, cert: DtlsCert) {
         self.dtls_cert = Some(cert);
+    }
+
+    /// Test hook ([`Command::InjectSfuFault`]): panics now, or arms a panic for the next datagram
+    /// or timeout, outside any Session's guarded section.
+    #[cfg(feature = "testing")]
+    pub(crate) fn inject_sfu_fault(&mut self, at: crate::command::SfuFault) {
+        if at == crate::command::SfuFault::Now {
+            panic!("injected Sfu fault (command)");
+        }
+        self.armed_fault = Some(at);
+    }
+
+    /// Fires an armed test fault of kind `at`.
+    #[cfg(feature = "testing")]
+    fn fire_fault(&mut self, at: crate::command::SfuFault) {
+        if self.armed_fault == Some(at) {
+            self.armed_fault = None;
+            panic!("injected Sfu fault ({at:?})");
+        }
+    }
+
+    /// What this core holds: every Room and every Session (with its Room and Participant),
+    /// sorted. For a
+    /// supervisor reporting what a faulted core took down: it reads the maps only (touches no
+    /// `Rtc`, cannot panic) and takes a Room from either its own entry or a Session naming it,
+    /// since a panic may have left the two half-updated.
+    #[allow(clippy::type_complexity)]
+    pub fn held(&self) -> (Vec<RoomId>, Vec<(RoomId, SessionId, ParticipantId)>) {
+        let mut sessions: Vec<_> = self
+            .sessions
+            .values()
+            .map(|s| (s.room.clone(), s.id.clone(), s.participant.clone()))
+            .collect();
+        sessions.sort();
+        let mut rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
+        rooms.extend(sessions.iter().map(|(r, _, _)| r.clone()));
+        rooms.sort();
+        rooms.dedup();
+        (rooms, sessions)
+    }
+
+    /// Takes the events queued but not yet polled, without driving anything (for a supervisor
+    /// salvaging what a faulted core already decided; `poll_output` would touch Sessions).
+    pub fn take_events(&mut self) -> Vec<SfuEvent> {
+        self.events.drain(..).collect()
     }
 
     pub(crate) fn count_command(&mut self, cmd: &Command) {
@@ -343,12 +408,6 @@ impl Sfu {
         (a, u, self.timers.len())
     }
 
-    fn key(&mut self) -> u64 {
-        let k = self.next_key;
-        self.next_key += 1;
-        k
-    }
-
     fn emit(&mut self, room: &RoomId, session: Option<&SessionId>, kind: EventKind) {
         self.events.push_back(SfuEvent {
             room: room.clone(),
@@ -373,6 +432,8 @@ impl Sfu {
     /// bytes reached a Session that accepted them (the driver keeps a TCP connection alive only
     /// while it carries such traffic).
     pub fn handle_datagram(&mut self, now: Instant, d: Datagram<'_>) -> bool {
+        #[cfg(feature = "testing")]
+        self.fire_fault(crate::command::SfuFault::NextDatagram);
         self.now = now;
         self.counters.datagrams_in += 1;
         self.counters.bytes_in += d.contents.len() as u64;
@@ -406,16 +467,41 @@ impl Sfu {
                     return false;
                 }
             }
+            // A valid check from an address not yet routed: route it from now on, evicting the
+            // least recently checked address if the Session has its maximum (never the one it
+            // sends to). Every check str0m answers is thus on a path that is routed.
             let addr = (d.transport, d.source);
-            if s.addrs.len() < MAX_ADDRS_PER_SESSION && !s.addrs.contains(&addr) {
-                s.addrs.push(addr);
-                self.demux.insert_addr(addr, key);
+            if let Some(evicted) = admit_addr(&mut s.addrs, s.send_to, addr) {
+                self.demux.remove_addr_of(evicted, key);
+                self.counters.addrs_evicted += 1;
             }
+            self.demux.insert_addr(addr, key);
+        } else if is_stun(d.contents) {
+            // A check on a routed path keeps that path fresh.
+            touch_addr(&mut s.addrs, (d.transport, d.source));
         }
+        if !self.settle(key) {
+            return false;
+        }
+        let s = self.sessions.get_mut(&key).expect("settle checked");
         let res = s.rtc.with(|rtc| rtc.handle_input(input));
         match res {
             Err(_) => {
                 self.fail(key);
+                false
+            }
+            // A DTLS handshake that fails (a certificate refused, e.g. an RSA key under 2048
+            // bits, or a bad signature) ends the Session at once as PEER_ERROR rather than after
+            // the connect timeout. Only before the Session connected: later DTLS errors are
+            // dropped records, counted like any other garbage.
+            Ok(Err(e @ str0m::RtcError::Dtls(_)))
+                if matches!(s.state, SessionState::New | SessionState::Connecting) =>
+            {
+                self.counters.datagrams_rejected += 1;
+                tracing::info!(session = %s.id, error = %e, "DTLS handshake failed; closing the session");
+                // Drain first: the fatal alert dimpl queued tells the Peer why.
+                self.drive(key);
+                self.close(key, SessionCloseReason::PeerError, false);
                 false
             }
             Ok(Err(e)) => {
@@ -463,6 +549,10 @@ impl Sfu {
             None,
             None,
         );
+        if !self.settle(key) {
+            return;
+        }
+        let s = self.sessions.get_mut(&key).expect("settle checked");
         let res = s.rtc.with(|rtc| {
             rtc.direct_api().invalidate_candidate(&prflx);
             // Lets the ICE agent re-evaluate its state now rather than at its next timeout.
@@ -480,6 +570,8 @@ impl Sfu {
 
     /// Advances time: runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        #[cfg(feature = "testing")]
+        self.fire_fault(crate::command::SfuFault::NextTimeout);
         self.now = now;
         while let Some(&(at, tk)) = self.timers.first() {
             if at > now {

@@ -12,11 +12,12 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, MediaKind};
 use str0m::net::Protocol;
 
+use super::limits::{self, parse_error};
 use super::track::OutState;
 use super::{RemoteCandidate, Sfu};
-use crate::demux::SessionKey;
-use crate::error::CoreError;
+use crate::error::{CoreError, WrongState};
 use crate::ids::SessionId;
+use crate::keys::SessionKey;
 use crate::model::*;
 
 pub(super) struct PendingOffer {
@@ -34,19 +35,27 @@ impl Sfu {
         sdp: &str,
     ) -> Result<String, CoreError> {
         self.now = now;
+        check_sdp_present(sdp)?;
         let key = self.session_key(id)?;
+        // Bounded before str0m parses anything: size, m-lines and candidates by a line scan.
+        let shape = limits::check_sdp(sdp, &self.config.signaling)?;
+        // The offer lists every m-line of the Session but those the gateway has yet to offer.
+        let unoffered = self.session_mlines(key) - self.sessions[&key].sdp_mlines;
+        if shape.mlines + unoffered > self.config.signaling.max_mlines_per_session {
+            return Err(limits::too_many_session_mlines(
+                shape.mlines + unoffered,
+                &self.config.signaling,
+            ));
+        }
         let sdp = &*without_tcp_candidates(sdp);
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| CoreError::InvalidArgument {
             field: "sdp",
-            reason: format!("not a valid SDP offer: {}", parse_error(&e)),
+            reason: format!("not a valid SDP offer: {}", parse_error(&e, sdp)),
         })?;
-        if sdp.is_empty() {
-            return Err(CoreError::InvalidArgument {
-                field: "sdp",
-                reason: "must not be empty".into(),
-            });
+        if !self.settle(key) {
+            return Err(CoreError::SessionNotFound(id.clone()));
         }
-        let s = self.sessions.get_mut(&key).expect("key from index");
+        let s = self.sessions.get_mut(&key).expect("settle checked");
         let glare = s.pending.take().is_some();
         let res = s.rtc.with(|rtc| rtc.sdp_api().accept_offer(offer));
         if glare {
@@ -63,13 +72,14 @@ impl Sfu {
                 self.maybe_offer(key);
                 return Err(CoreError::InvalidArgument {
                     field: "sdp",
-                    reason: format!("offer cannot be accepted: {}", parse_error(&e)),
+                    reason: format!("offer cannot be accepted: {}", parse_error(&e, sdp)),
                 });
             }
             Ok(Ok(answer)) => answer,
         };
         let s = self.sessions.get_mut(&key).expect("key from index");
         s.negotiated = true;
+        s.sdp_mlines = shape.mlines;
         if s.state == SessionState::New {
             s.state = SessionState::Connecting;
         }
@@ -83,6 +93,8 @@ impl Sfu {
             return Err(CoreError::Internal(id.clone()));
         };
         if ufrag != s.ufrag {
+            // An ICE restart: the Peer trickles a new set of candidates.
+            s.remote_candidates = 0;
             let old = std::mem::replace(&mut s.ufrag, ufrag.clone());
             self.demux.remove(&old, &[], key);
             self.demux.insert_ufrag(ufrag, key);
@@ -102,23 +114,19 @@ impl Sfu {
         offer_id: Option<u64>,
     ) -> Result<(), CoreError> {
         self.now = now;
+        check_sdp_present(sdp)?;
         let key = self.session_key(id)?;
-        if sdp.is_empty() {
-            return Err(CoreError::InvalidArgument {
-                field: "sdp",
-                reason: "must not be empty".into(),
-            });
-        }
+        let shape = limits::check_sdp(sdp, &self.config.signaling)?;
         let sdp = &*without_tcp_candidates(sdp);
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| CoreError::InvalidArgument {
             field: "sdp",
-            reason: format!("not a valid SDP answer: {}", parse_error(&e)),
+            reason: format!("not a valid SDP answer: {}", parse_error(&e, sdp)),
         })?;
         let s = self.sessions.get_mut(&key).expect("key from index");
         let Some(pending) = &s.pending else {
             return Err(CoreError::WrongState {
                 session: id.clone(),
-                reason: "no gateway offer is outstanding".into(),
+                reason: WrongState::NoOfferOutstanding,
             });
         };
         if let Some(want) = offer_id
@@ -126,12 +134,16 @@ impl Sfu {
         {
             return Err(CoreError::WrongState {
                 session: id.clone(),
-                reason: format!(
-                    "offer {want} is not the outstanding offer (that is {})",
-                    pending.id
-                ),
+                reason: WrongState::NotTheOutstandingOffer {
+                    given: want,
+                    outstanding: pending.id,
+                },
             });
         }
+        if !self.settle(key) {
+            return Err(CoreError::SessionNotFound(id.clone()));
+        }
+        let s = self.sessions.get_mut(&key).expect("settle checked");
         let pending = s.pending.take().expect("checked above");
         let res = s
             .rtc
@@ -148,10 +160,13 @@ impl Sfu {
                 self.maybe_offer(key);
                 Err(CoreError::InvalidArgument {
                     field: "sdp",
-                    reason: format!("answer cannot be accepted: {}", parse_error(&e)),
+                    reason: format!("answer cannot be accepted: {}", parse_error(&e, sdp)),
                 })
             }
             Ok(Ok(())) => {
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    s.sdp_mlines = shape.mlines;
+                }
                 self.touch(key);
                 self.drive(key);
                 self.finish_negotiation(key, true);
@@ -170,18 +185,24 @@ impl Sfu {
         candidate: RemoteCandidate<'_>,
     ) -> Result<(), CoreError> {
         self.now = now;
+        let line = match candidate {
+            RemoteCandidate::Candidate(line) => {
+                let line = line.trim();
+                let line = line.strip_prefix("a=").unwrap_or(line);
+                if line.is_empty() {
+                    return Err(CoreError::InvalidArgument {
+                        field: "candidate",
+                        reason: "must not be empty unless end_of_candidates is set".into(),
+                    });
+                }
+                Some(line)
+            }
+            RemoteCandidate::EndOfCandidates => None,
+        };
         let key = self.session_key(id)?;
-        let RemoteCandidate::Candidate(line) = candidate else {
+        let Some(line) = line else {
             return Ok(());
         };
-        let line = line.trim();
-        let line = line.strip_prefix("a=").unwrap_or(line);
-        if line.is_empty() {
-            return Err(CoreError::InvalidArgument {
-                field: "candidate",
-                reason: "must not be empty unless end_of_candidates is set".into(),
-            });
-        }
         let is_mdns = line
             .split_whitespace()
             .nth(4)
@@ -189,20 +210,31 @@ impl Sfu {
         if is_mdns && line.starts_with("candidate:") {
             return Ok(());
         }
+        let max = self.config.signaling.max_remote_candidates;
+        if self.sessions[&key].remote_candidates >= max {
+            return Err(CoreError::LimitReached {
+                limit: "signaling.max_remote_candidates",
+                max: max as u64,
+            });
+        }
         let c = Candidate::from_sdp_string(line).map_err(|e| CoreError::InvalidArgument {
             field: "candidate",
-            reason: format!("not a valid ICE candidate: {}", parse_error(&e)),
+            reason: format!("not a valid ICE candidate: {}", parse_error(&e, line)),
         })?;
         if c.proto() != Protocol::Udp {
             // See `without_tcp_candidates`: ICE-TCP pairs are learned from the connection.
             return Ok(());
         }
-        let s = self.sessions.get_mut(&key).expect("key from index");
+        if !self.settle(key) {
+            return Err(CoreError::SessionNotFound(id.clone()));
+        }
+        let s = self.sessions.get_mut(&key).expect("settle checked");
         let res = s.rtc.with(|rtc| rtc.add_remote_candidate(c));
         if res.is_err() {
             self.fail(key);
             return Err(CoreError::Internal(id.clone()));
         }
+        s.remote_candidates += 1;
         self.touch(key);
         Ok(())
     }
@@ -212,7 +244,12 @@ impl Sfu {
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
-        if !s.negotiated || s.pending.is_some() {
+        // The first gateway offer waits until the Session has connected (`set_connected`).
+        let ever_connected = matches!(
+            s.state,
+            SessionState::Connected | SessionState::Disconnected
+        );
+        if !s.negotiated || s.pending.is_some() || !ever_connected {
             return;
         }
         if self.rooms.get(&s.room).is_none_or(|r| r.closing) {
@@ -377,38 +414,13 @@ pub(super) fn without_tcp_candidates(sdp: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
-/// A str0m parse error as one stable line for the backend: the parser's own text names the
-/// memory address where it stopped (`PointerOffset(0x…)`), which must not leave the process (it
-/// says where the heap is, and it changes from run to run).
-fn parse_error(e: &dyn std::fmt::Display) -> String {
-    let text = e.to_string();
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text.as_str();
-    while let Some(i) = rest.find("PointerOffset(") {
-        out.push_str(&rest[..i]);
-        rest = &rest[i..];
-        rest = rest.find(')').map_or("", |j| &rest[j + 1..]);
+/// An offer or answer must have a body.
+fn check_sdp_present(sdp: &str) -> Result<(), CoreError> {
+    if sdp.trim().is_empty() {
+        return Err(CoreError::InvalidArgument {
+            field: "sdp",
+            reason: "must not be empty".into(),
+        });
     }
-    out.push_str(rest);
-    out.split('\n')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_error;
-
-    #[test]
-    fn parse_errors_name_no_memory_address() {
-        let e =
-            "SDP parse: Parse error at PointerOffset(0x7f02180e7c75)\nUnexpected end of input\n";
-        assert_eq!(
-            parse_error(&e),
-            "SDP parse: Parse error at; Unexpected end of input"
-        );
-        assert_eq!(parse_error(&"plain"), "plain");
-    }
+    Ok(())
 }

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use str0m::media::MediaKind;
 
-use super::{Sfu, TimerKey, TrackKey};
-use crate::demux::SessionKey;
+use super::{RoomKey, Sfu, TimerKey, TrackKey};
 use crate::ids::{ParticipantId, RoomId};
+use crate::keys::SessionKey;
 use crate::model::*;
 
 pub(super) struct Room {
-    pub(super) key: u64,
+    pub(super) key: RoomKey,
     pub(super) id: RoomId,
     pub(super) max_sessions: u32,
     pub(super) empty_timeout: Duration,

@@ -11,16 +11,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use str0m::bwe::BweKind;
 use str0m::channel::ChannelId;
-use str0m::media::{MediaKind, Mid, Rid};
+use str0m::media::{MediaKind, Mid};
 use str0m::rtp::Ssrc;
 use str0m::{Event, IceConnectionState, Input, Output as RtcOutput};
 
+use super::forward::Layer;
 use super::guard::{RtcGuard, RtcPanicked};
 use super::negotiation::PendingOffer;
 use super::track::{OutState, TrackOut};
 use super::{Sfu, TimerKey, TrackKey, data, transport_of};
-use crate::demux::SessionKey;
 use crate::ids::{ParticipantId, RoomId, SessionId};
+use crate::keys::SessionKey;
 use crate::model::*;
 
 /// Shortest wait before an `Rtc` that has just handled a timeout is handled again.
@@ -37,7 +38,16 @@ pub(super) struct Session {
     /// The Session's `Rtc`, reachable only through its guard (`guard.rs`).
     pub(super) rtc: RtcGuard,
     pub(super) ufrag: String,
+    /// The remote addresses routed to this Session (at most `MAX_ADDRS_PER_SESSION`), least
+    /// recently checked first: a new valid check from a new address evicts the front entry
+    /// (never `send_to`), so a roaming Peer is always routed from where its checks succeed.
     pub(super) addrs: Vec<(Transport, SocketAddr)>,
+    /// Where the `Rtc` last sent a datagram: the selected pair's remote address.
+    pub(super) send_to: Option<(Transport, SocketAddr)>,
+    /// m-lines in the last SDP applied (offer or answer), see `limits.rs`.
+    pub(super) sdp_mlines: usize,
+    /// Trickled remote candidates given to the `Rtc` since the last ICE restart.
+    pub(super) remote_candidates: usize,
     pub(super) rtc_timeout: Instant,
     pub(super) timer: Option<Instant>,
     pub(super) connect_deadline: Option<Instant>,
@@ -45,7 +55,8 @@ pub(super) struct Session {
     /// A remote offer has been applied once; renegotiation is possible.
     pub(super) negotiated: bool,
     pub(super) pending: Option<PendingOffer>,
-    pub(super) ssrcs: HashMap<Ssrc, (Mid, Option<Rid>)>,
+    /// The m-line and layer of each stream the Peer sends, learned from str0m on first use.
+    pub(super) ssrcs: HashMap<Ssrc, RxStream>,
     pub(super) tracks_in: HashMap<Mid, TrackKey>,
     pub(super) tracks_out: BTreeMap<TrackKey, TrackOut>,
     pub(super) out_by_mid: HashMap<Mid, TrackKey>,
@@ -63,6 +74,13 @@ pub(super) struct Session {
     /// The latest connection statistics (str0m's stats events).
     pub(super) link: super::stats::Link,
     pub(super) dirty: bool,
+}
+
+/// Where a received stream belongs: its m-line (the TrackIn) and its layer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RxStream {
+    pub(super) mid: Mid,
+    pub(super) layer: Layer,
 }
 
 impl Sfu {
@@ -86,6 +104,10 @@ impl Sfu {
             return;
         };
         if s.rtc_timeout <= now {
+            if !self.settle(key) {
+                return;
+            }
+            let s = self.sessions.get_mut(&key).expect("settle checked");
             let res = s.rtc.with(|rtc| rtc.handle_input(Input::Timeout(now)));
             match res {
                 Err(_) => return self.fail(key),
@@ -105,6 +127,21 @@ impl Sfu {
             }
         } else {
             self.update_timer(key);
+        }
+    }
+
+    /// Drains a Session written to since its last drain (forwarded media, relayed data, a
+    /// control change), so that the input it is given next (a datagram, a timeout, an offer)
+    /// follows a complete drain: str0m's single-mutation rule. Returns whether the Session still
+    /// exists (a drain can close it).
+    pub(super) fn settle(&mut self, key: SessionKey) -> bool {
+        match self.sessions.get(&key) {
+            None => false,
+            Some(s) if s.dirty => {
+                self.drive(key);
+                self.sessions.contains_key(&key)
+            }
+            Some(_) => true,
         }
     }
 
@@ -137,8 +174,19 @@ impl Sfu {
         }
     }
 
-    /// Drains one Session's `Rtc` to `Timeout`, then acts on its events.
+    /// Drains one Session's `Rtc` to `Timeout`, then acts on its events. The gateway offers
+    /// those events make necessary (a publisher's Tracks for its subscribers) go out when the
+    /// outermost drive ends: one offer per subscriber for the whole batch.
     pub(super) fn drive(&mut self, key: SessionKey) {
+        self.drive_depth += 1;
+        self.drive_one(key);
+        self.drive_depth -= 1;
+        if self.drive_depth == 0 {
+            self.flush_offers();
+        }
+    }
+
+    fn drive_one(&mut self, key: SessionKey) {
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -146,6 +194,7 @@ impl Sfu {
         let mut events = std::mem::take(&mut self.scratch_events);
         let transmits = &mut self.transmits;
         let rtc_timeout = &mut s.rtc_timeout;
+        let send_to = &mut s.send_to;
         let res = s.rtc.with(|rtc| {
             loop {
                 match rtc.poll_output()? {
@@ -153,12 +202,16 @@ impl Sfu {
                         *rtc_timeout = t;
                         return Ok(());
                     }
-                    RtcOutput::Transmit(t) => transmits.push_back(Transmit {
-                        transport: transport_of(t.proto),
-                        source: t.source,
-                        destination: t.destination,
-                        contents: t.contents.into(),
-                    }),
+                    RtcOutput::Transmit(t) => {
+                        let transport = transport_of(t.proto);
+                        *send_to = Some((transport, t.destination));
+                        transmits.push_back(Transmit {
+                            transport,
+                            source: t.source,
+                            destination: t.destination,
+                            contents: t.contents.into(),
+                        });
+                    }
                     RtcOutput::Event(e) => events.push(e),
                 }
             }
@@ -267,6 +320,21 @@ impl Sfu {
         }
     }
 
+    /// Starts the gateway offers that `offer_later` queued.
+    pub(super) fn flush_offers(&mut self) {
+        while let Some(k) = self.offers_due.pop() {
+            self.maybe_offer(k);
+        }
+    }
+
+    /// Queues a gateway offer for a Session: the whole batch of changes goes out in one offer
+    /// when the current input is handled (see `drive`).
+    pub(super) fn offer_later(&mut self, key: SessionKey) {
+        if !self.offers_due.contains(&key) {
+            self.offers_due.push(key);
+        }
+    }
+
     pub(super) fn set_connected(&mut self, key: SessionKey) {
         let s = self.sessions.get_mut(&key).expect("caller checked");
         if s.state == SessionState::Connected {
@@ -288,6 +356,9 @@ impl Sfu {
         for tk in outs {
             self.kick(key, tk);
         }
+        // Gateway offers wait for the connection (some Peers only start receivers that exist
+        // when DTLS connects): what queued meanwhile goes out now, in one offer.
+        self.maybe_offer(key);
     }
 
     pub(super) fn on_ice_state(&mut self, key: SessionKey, st: IceConnectionState) {
@@ -320,11 +391,19 @@ impl Sfu {
         let Some(s) = self.sessions.get(&key) else {
             return;
         };
-        let tracks_in: Vec<TrackKey> = s.tracks_in.values().copied().collect();
+        // In publication order, so the TrackUnpublished events do not depend on hash order.
+        let mut tracks_in: Vec<TrackKey> = s.tracks_in.values().copied().collect();
+        tracks_in.sort_unstable();
         for tk in tracks_in {
             self.unpublish(tk);
         }
-        let mut s = self.sessions.remove(&key).expect("checked above");
+        self.offers_due.retain(|k| *k != key);
+        if self.drive_depth == 0 {
+            self.flush_offers();
+        }
+        let Some(mut s) = self.sessions.remove(&key) else {
+            return;
+        };
         for tk in s.tracks_out.keys() {
             if let Some(t) = self.tracks.get_mut(tk) {
                 t.subscribers.remove(&key);

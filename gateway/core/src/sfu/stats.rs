@@ -109,7 +109,7 @@ impl Sfu {
     /// The statistics of every Session of a Room, ordered by Session id.
     pub fn room_stats(&self, room: &RoomId) -> Result<Vec<SessionStats>, CoreError> {
         let ids: Vec<SessionId> = self
-            .list_sessions(room)?
+            .list_sessions(room, None, usize::MAX)?
             .into_iter()
             .map(|s| s.id)
             .collect();
@@ -121,7 +121,7 @@ impl Sfu {
         let key = self.session_key(id)?;
         let s = &self.sessions[&key];
         let permille = |f: Option<f32>| f.map(|l| (l.clamp(0.0, 1.0) * 1000.0).round() as u32);
-        let rid = |l: &forward::Layer| l.map(|r| r.to_string());
+        let rid = |l: &forward::Layer| l.rid().map(|r| r.to_string());
         let mut published: Vec<TrackRates> = s
             .tracks_in
             .values()

@@ -14,8 +14,8 @@ use str0m::rtp::Ssrc;
 
 use super::session::Session;
 use super::{Sfu, TrackKey, alloc, forward};
-use crate::demux::SessionKey;
 use crate::ids::{RoomId, TrackId};
+use crate::keys::SessionKey;
 use crate::model::*;
 
 /// Subscriber side of a Track (what one Session receives of one TrackIn).
@@ -35,11 +35,22 @@ pub(super) struct TrackOut {
     pub(super) cap: alloc::LayerCap,
     /// Why the target layer was chosen.
     pub(super) reason: LayerReason,
-    /// What `SubscriptionLayerChanged` last said: (forwarded, target, reason).
-    pub(super) reported: Option<(Option<forward::Layer>, Option<forward::Layer>, LayerReason)>,
+    /// What `SubscriptionLayerChanged` last said.
+    pub(super) reported: Option<LayerReport>,
     /// The send stream of the m-line once it is open, so forwarding finds it by hash
     /// (`stream_tx`) rather than by str0m's scan over all send streams (`stream_tx_by_mid`).
     pub(super) ssrc: Option<Ssrc>,
+}
+
+/// What a `SubscriptionLayerChanged` event said about one TrackOut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct LayerReport {
+    /// The layer forwarded (`None`: nothing yet, or paused).
+    pub(super) forwarded: Option<forward::Layer>,
+    /// The layer chosen.
+    pub(super) target: Option<forward::Layer>,
+    /// Why.
+    pub(super) reason: LayerReason,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +139,9 @@ pub(super) struct LayerStat {
 /// `f`, `l` < `m` < `h`, numbers ascending); otherwise the order of the publisher's
 /// `a=simulcast` line, which browsers write as the application listed its encodings.
 pub(super) fn layer_rank(declared: &[String], layer: forward::Layer) -> usize {
-    let Some(rid) = layer else { return 0 };
+    let forward::Layer::Simulcast(rid) = layer else {
+        return 0;
+    };
     let name: &str = &rid;
     const SCHEMES: [&[&str]; 2] = [&["q", "h", "f"], &["l", "m", "h"]];
     for scheme in SCHEMES {
@@ -163,7 +176,7 @@ impl Sfu {
         if !s.permissions.publish || s.tracks_in.contains_key(&mid) {
             return;
         }
-        let tk = self.key();
+        let tk = self.keys.track();
         let s = &self.sessions[&key];
         let info = TrackInfo {
             id: TrackId::generate(&mut self.rng),
@@ -227,19 +240,29 @@ impl Sfu {
             if o.permissions.subscribe && o.auto_subscribe && o.participant != publisher_participant
             {
                 self.subscribe_track(other, tk);
-                self.maybe_offer(other);
+                self.offer_later(other);
             }
         }
     }
 
     pub(super) fn subscribe_track(&mut self, key: SessionKey, tk: TrackKey) {
-        let Some(t) = self.tracks.get_mut(&tk) else {
+        let Some(t) = self.tracks.get(&tk) else {
             return;
         };
-        let s = self.sessions.get_mut(&key).expect("caller checked");
+        let s = self.sessions.get(&key).expect("caller checked");
         if t.publisher == key || s.participant == t.info.participant {
             return;
         }
+        if self.session_mlines(key) >= self.config.signaling.max_mlines_per_session {
+            // A full Session receives no more Tracks (signaling.max_mlines_per_session); the
+            // backend can unsubscribe others and subscribe this one explicitly.
+            self.counters.subscriptions_refused += 1;
+            tracing::debug!(session = %s.id, "m-line limit reached; track not subscribed");
+            return;
+        }
+        let (Some(t), Some(s)) = (self.tracks.get_mut(&tk), self.sessions.get_mut(&key)) else {
+            return;
+        };
         t.subscribers.insert(key);
         s.tracks_out.insert(
             tk,
@@ -281,7 +304,7 @@ impl Sfu {
                 continue;
             };
             release_track_out(s, tk);
-            self.maybe_offer(sub);
+            self.offer_later(sub);
         }
     }
 
@@ -337,7 +360,7 @@ impl Sfu {
             if ranked != t.ranked {
                 tracing::debug!(
                     track = %t.info.id,
-                    layers = ?t.layers.iter().map(|l| (l.layer.map(|r| r.to_string()), l.rate_bps)).collect::<Vec<_>>(),
+                    layers = ?t.layers.iter().map(|l| (l.layer.rid().map(|r| r.to_string()), l.rate_bps)).collect::<Vec<_>>(),
                     "layer ranking changed"
                 );
                 t.ranked = ranked;
@@ -393,7 +416,7 @@ impl Sfu {
         let Some(t) = self.tracks.get(&tk) else {
             return;
         };
-        if t.layers.iter().all(|l| l.layer.is_none()) {
+        if t.layers.iter().all(|l| l.layer == forward::Layer::Single) {
             return;
         }
         let mut wanted: Vec<String> = t
@@ -401,8 +424,9 @@ impl Sfu {
             .iter()
             .filter_map(|k| self.sessions.get(k)?.tracks_out.get(&tk))
             .filter(|o| !o.fwd.paused)
-            .flat_map(|o| [o.fwd.current.flatten(), o.fwd.target.flatten()])
+            .flat_map(|o| [o.fwd.current, o.fwd.target])
             .flatten()
+            .filter_map(forward::Layer::rid)
             .map(|r| r.to_string())
             .collect();
         wanted.sort();
@@ -446,24 +470,32 @@ impl Sfu {
         }
         let paused = o.fwd.paused || muted;
         let state = if paused {
-            (None, None, LayerReason::Paused)
+            LayerReport {
+                forwarded: None,
+                target: None,
+                reason: LayerReason::Paused,
+            }
         } else {
-            (o.fwd.current, o.fwd.target, o.reason)
+            LayerReport {
+                forwarded: o.fwd.current,
+                target: o.fwd.target,
+                reason: o.reason,
+            }
         };
-        if (!paused && state.1.is_none()) || o.reported == Some(state) {
+        if (!paused && state.target.is_none()) || o.reported == Some(state) {
             return;
         }
-        let name = |l: Option<forward::Layer>| l.flatten().map(|r| r.to_string());
-        let previous = name(o.reported.and_then(|r| r.0));
+        let name =
+            |l: Option<forward::Layer>| l.and_then(forward::Layer::rid).map(|r| r.to_string());
+        let previous = name(o.reported.and_then(|r| r.forwarded));
         o.reported = Some(state);
-        let (layer, target, reason) = state;
         let kind = EventKind::SubscriptionLayerChanged {
             track,
-            layer: name(layer),
+            layer: name(state.forwarded),
             previous,
-            target: name(target),
-            reason,
-            keyframe_wait: !paused && target != layer,
+            target: name(state.target),
+            reason: state.reason,
+            keyframe_wait: !paused && state.target != state.forwarded,
             estimate_bps,
         };
         let (room, id) = (s.room.clone(), s.id.clone());

@@ -14,6 +14,8 @@
 
 mod allocations;
 mod auth;
+#[cfg(feature = "testing")]
+pub mod fuzz;
 mod permissions;
 mod relay;
 mod sessions;

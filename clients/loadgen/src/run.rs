@@ -1,0 +1,363 @@
+//! A run: set up Rooms and publishers, add subscribers (all at once, or in ramp steps until the
+//! SFU is overloaded), and measure windows of counters, the SFU's CPU time and memory.
+//!
+//! It owns the run's order of events and the progress line; the figures come from `report.rs`,
+//! the media from `media.rs`, the signaling from `backend.rs`.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::Error;
+use crate::backend::{Backend, Target};
+use crate::media::{MediaHandle, PeerSnapshot};
+use crate::peer::PeerOptions;
+use crate::report::{self, Report, Step};
+
+/// Ramp mode: add subscribers in steps until loss or late packets exceed 1 %.
+#[derive(Debug, Clone, Copy)]
+pub struct Ramp {
+    /// Subscribers added per Room per step.
+    pub step: usize,
+    /// Stop after this many subscribers per Room even without overload.
+    pub max: usize,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The SFU under test.
+    pub target: Target,
+    /// Rooms (str0m chat has one).
+    pub rooms: usize,
+    /// Publishers per Room.
+    pub publishers: usize,
+    /// Subscribers per Room (a ramp's first step when ramping).
+    pub subscribers: usize,
+    /// Publishers send simulcast (three layers).
+    pub simulcast: bool,
+    /// Time after joining before measuring.
+    pub settle: Duration,
+    /// Length of a measurement window.
+    pub window: Duration,
+    /// Ramp mode.
+    pub ramp: Option<Ramp>,
+    /// The SFU's process id, for CPU time and RSS.
+    pub sfu_pid: Option<u32>,
+    /// Joins in flight at once.
+    pub join_concurrency: usize,
+    /// Print a progress line to stderr every second.
+    pub progress: bool,
+    /// The address Peers bind.
+    pub bind_ip: IpAddr,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            target: Target::Switchboard {
+                url: "http://127.0.0.1:50051".into(),
+                api_key: String::new(),
+            },
+            rooms: 1,
+            publishers: 1,
+            subscribers: 10,
+            simulcast: false,
+            settle: Duration::from_secs(3),
+            window: Duration::from_secs(5),
+            ramp: None,
+            sfu_pid: None,
+            join_concurrency: 25,
+            progress: true,
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+}
+
+/// Runs the load and returns its report.
+pub async fn run(opts: &Options) -> Result<Report, Error> {
+    let chat = matches!(opts.target, Target::Chat { .. });
+    if chat && opts.rooms != 1 {
+        return Err(Error::Options("str0m chat has exactly one room".into()));
+    }
+    if opts.rooms == 0 || opts.publishers == 0 {
+        return Err(Error::Options(
+            "need at least one room and one publisher".into(),
+        ));
+    }
+    let media = Arc::new(MediaHandle::start(opts.bind_ip)?);
+    let backend = Arc::new(Backend::connect(&opts.target, media.clone()).await?);
+    let rooms: Vec<String> = (0..opts.rooms).map(|r| format!("loadgen-{r}")).collect();
+    for (i, room) in rooms.iter().enumerate() {
+        backend.create_room(room).await?;
+        let publish = PeerOptions {
+            publish: true,
+            simulcast: opts.simulcast,
+            dc_signaling: false,
+            room: i,
+        };
+        for p in 0..opts.publishers {
+            backend.join(room, &format!("pub-{p}"), publish).await?;
+        }
+    }
+    wait_connected(&media, Duration::from_secs(10)).await?;
+    let mut m = Measure::new(opts.sfu_pid);
+    let mut steps = Vec::new();
+    let mut per_room = 0;
+    let mut target = if opts.ramp.is_some() {
+        opts.subscribers.max(1)
+    } else {
+        opts.subscribers
+    };
+    loop {
+        let before = media.snapshot().await?.len();
+        add_subscribers(&backend, &rooms, per_room, target, opts.join_concurrency).await?;
+        per_room = target;
+        tokio::time::sleep(opts.settle).await;
+        let step = m
+            .window(&media, opts, per_room * rooms.len(), before)
+            .await?;
+        let overloaded = step.overloaded;
+        steps.push(step);
+        match opts.ramp {
+            Some(r) if !overloaded && per_room + r.step <= r.max => target = per_room + r.step,
+            _ => break,
+        }
+    }
+    let knee = match opts.ramp {
+        Some(_) => steps.iter().rev().find(|s| !s.overloaded).cloned(),
+        None => steps.last().cloned(),
+    };
+    Ok(Report {
+        target: if chat { "chat" } else { "switchboard" }.into(),
+        rooms: opts.rooms,
+        publishers: opts.publishers,
+        subscribers: per_room,
+        simulcast: opts.simulcast,
+        mode: if opts.ramp.is_some() { "ramp" } else { "fixed" }.into(),
+        steps,
+        knee,
+    })
+}
+
+async fn wait_connected(media: &MediaHandle, timeout: Duration) -> Result<(), Error> {
+    let end = Instant::now() + timeout;
+    loop {
+        let snap = media.snapshot().await?;
+        if snap.iter().all(|p| p.counters.connected) {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            let n = snap.iter().filter(|p| !p.counters.connected).count();
+            return Err(Error::Signaling(format!(
+                "{n} publisher(s) not connected after {timeout:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Brings every Room from `from` to `to` subscribers, `concurrency` joins at a time.
+async fn add_subscribers(
+    backend: &Arc<Backend>,
+    rooms: &[String],
+    from: usize,
+    to: usize,
+    concurrency: usize,
+) -> Result<(), Error> {
+    let mut jobs = (from..to).flat_map(|i| {
+        rooms
+            .iter()
+            .enumerate()
+            .map(move |(r, name)| (r, name.clone(), format!("sub-{i}")))
+    });
+    let mut set = tokio::task::JoinSet::new();
+    loop {
+        while set.len() < concurrency.max(1) {
+            let Some((r, room, who)) = jobs.next() else {
+                break;
+            };
+            let b = backend.clone();
+            let opts = PeerOptions {
+                room: r,
+                ..PeerOptions::default()
+            };
+            set.spawn(async move { b.join(&room, &who, opts).await });
+        }
+        match set.join_next().await {
+            Some(r) => {
+                r.map_err(|e| Error::Signaling(format!("join task: {e}")))??;
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Readings at the start of a window.
+struct Mark {
+    at: Instant,
+    peers: Vec<PeerSnapshot>,
+    sfu_ticks: Option<u64>,
+    own_ticks: Option<u64>,
+    udp_errors: u64,
+}
+
+struct Measure {
+    sfu_pid: Option<u32>,
+    ticks: f64,
+}
+
+impl Measure {
+    fn new(sfu_pid: Option<u32>) -> Self {
+        Self {
+            sfu_pid,
+            ticks: report::clock_ticks(),
+        }
+    }
+
+    async fn mark(&self, media: &MediaHandle) -> Result<Mark, Error> {
+        Ok(Mark {
+            at: Instant::now(),
+            peers: media.snapshot().await?,
+            sfu_ticks: self.sfu_pid.and_then(|p| report::cpu_ticks(&p.to_string())),
+            own_ticks: report::cpu_ticks("self"),
+            udp_errors: report::udp_rcvbuf_errors(),
+        })
+    }
+
+    /// Figures between two marks. `new_from`: Peers with this index or above joined in this step.
+    fn step(
+        &self,
+        a: &Mark,
+        b: &Mark,
+        subscribers: usize,
+        new_from: usize,
+        simulcast: bool,
+    ) -> Step {
+        let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-3);
+        let (mut rx, mut expected, mut late, mut delay, mut sent) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        let mut receivers = 0;
+        let mut joins = Vec::new();
+        let (mut not_joined, mut failed) = (0, 0);
+        for p in &b.peers {
+            let c = &p.counters;
+            let old = a.peers.get(p.id.0).map(|o| o.counters).unwrap_or_default();
+            rx += c.received - old.received;
+            expected += c.expected - old.expected;
+            late += c.late - old.late;
+            delay += c.delay_sum_us - old.delay_sum_us;
+            sent += c.sent - old.sent;
+            if c.received > 0 || !p.publisher {
+                receivers += 1;
+            }
+            failed += usize::from(c.failed);
+            if !p.publisher && p.id.0 >= new_from {
+                match c.join {
+                    Some(j) => joins.push(j),
+                    None => not_joined += 1,
+                }
+            }
+        }
+        // What every receiver should have got: all packets its Room's other publishers sent.
+        let rooms = b.peers.iter().map(|p| p.room + 1).max().unwrap_or(0);
+        let mut published = vec![0u64; rooms];
+        let delta = |p: &PeerSnapshot| {
+            let old = a.peers.get(p.id.0).map(|o| o.counters.sent).unwrap_or(0);
+            p.counters.sent - old
+        };
+        for p in b.peers.iter().filter(|p| p.publisher) {
+            published[p.room] += delta(p);
+        }
+        let owed: u64 = b
+            .peers
+            .iter()
+            .filter(|p| !p.publisher || published[p.room] > delta(p))
+            .map(|p| published[p.room] - if p.publisher { delta(p) } else { 0 })
+            .sum();
+        let delivered_pct = (!simulcast && owed > 0).then(|| rx as f64 * 100.0 / owed as f64);
+        let sfu = match (a.sfu_ticks, b.sfu_ticks) {
+            (Some(x), Some(y)) => Some((y - x) as f64 / self.ticks),
+            _ => None,
+        };
+        let own = match (a.own_ticks, b.own_ticks) {
+            (Some(x), Some(y)) => (y - x) as f64 / self.ticks,
+            _ => 0.0,
+        };
+        let loss_pct = if expected > 0 {
+            expected.saturating_sub(rx) as f64 * 100.0 / expected as f64
+        } else {
+            0.0
+        };
+        let late_pct = if rx > 0 {
+            late as f64 * 100.0 / rx as f64
+        } else {
+            0.0
+        };
+        Step {
+            subscribers,
+            receivers,
+            window_s: secs,
+            packets_per_s: rx as f64 / secs,
+            published_per_s: sent as f64 / secs,
+            sfu_cpu: sfu.map(|c| c / secs),
+            packets_per_cpu_s: sfu.filter(|c| *c > 0.0).map(|c| rx as f64 / c),
+            loss_pct,
+            late_pct,
+            mean_delay_ms: if rx > 0 {
+                delay as f64 / rx as f64 / 1000.0
+            } else {
+                0.0
+            },
+            join_p50_ms: report::percentile_ms(&mut joins, 0.5),
+            join_p95_ms: report::percentile_ms(&mut joins, 0.95),
+            joined: joins.len(),
+            not_joined,
+            failed,
+            sfu_rss_kib: self.sfu_pid.and_then(report::rss_kib),
+            loadgen_cpu: own / secs,
+            loadgen_us_per_packet: (rx > 0).then(|| own * 1e6 / rx as f64),
+            udp_rcvbuf_errors: b.udp_errors.saturating_sub(a.udp_errors),
+            delivered_pct,
+            overloaded: loss_pct > 1.0
+                || late_pct > 1.0
+                || rx == 0
+                || delivered_pct.is_some_and(|d| d < 99.0),
+        }
+    }
+
+    /// Measures one window, printing a progress line every second.
+    async fn window(
+        &mut self,
+        media: &MediaHandle,
+        opts: &Options,
+        subscribers: usize,
+        new_from: usize,
+    ) -> Result<Step, Error> {
+        let start = self.mark(media).await?;
+        let end = start.at + opts.window;
+        let mut last = self.mark(media).await?;
+        while Instant::now() < end {
+            let next = (Instant::now() + Duration::from_secs(1)).min(end);
+            tokio::time::sleep_until(next.into()).await;
+            let now = self.mark(media).await?;
+            if opts.progress {
+                let s = self.step(&last, &now, subscribers, new_from, opts.simulcast);
+                eprintln!(
+                    "  subs {:>4}  rx {:>8.0} pkt/s  delivered {}  sfu cpu {}  loss {:>5.2} %  late {:>5.2} %  delay {:>6.1} ms  rss {}",
+                    subscribers,
+                    s.packets_per_s,
+                    s.delivered_pct.map_or("-".into(), |d| format!("{d:.1} %")),
+                    s.sfu_cpu
+                        .map_or("-".into(), |c| format!("{:.0} %", c * 100.0)),
+                    s.loss_pct,
+                    s.late_pct,
+                    s.mean_delay_ms,
+                    s.sfu_rss_kib
+                        .map_or("-".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0)),
+                );
+            }
+            last = now;
+        }
+        Ok(self.step(&start, &last, subscribers, new_from, opts.simulcast))
+    }
+}

@@ -1,0 +1,77 @@
+//! Smoke run of the load generator: an in-process gateway on free loopback ports, one publisher
+//! and two subscribers for a few seconds. It asserts that packets flowed and that the JSON report
+//! has its fields; never timing (speed is for BENCHMARKS.md).
+
+use std::time::Duration;
+
+use switchboard_gateway::{Config, Gateway};
+use switchboard_loadgen::{Options, Target};
+
+fn test_config() -> Config {
+    let mut c = Config::default();
+    c.grpc.listen = "127.0.0.1:0".parse().unwrap();
+    c.media.port_base = 0;
+    c.media.tcp_port_base = 0;
+    c.media.workers = 1;
+    c.turn.listen_udp = "127.0.0.1:0".parse().unwrap();
+    c.turn.listen_tcp = "127.0.0.1:0".parse().unwrap();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_publisher_two_subscribers_report_what_flowed() -> anyhow::Result<()> {
+    let gw = Gateway::start(test_config()).await?;
+    let opts = Options {
+        target: Target::Switchboard {
+            url: format!("http://{}", gw.grpc_addr()),
+            api_key: String::new(),
+        },
+        publishers: 1,
+        subscribers: 2,
+        settle: Duration::from_secs(1),
+        window: Duration::from_secs(2),
+        // The gateway runs in this process: its CPU time and RSS are ours.
+        sfu_pid: Some(std::process::id()),
+        progress: false,
+        ..Options::default()
+    };
+    let report = switchboard_loadgen::run(&opts).await?;
+    let step = report
+        .knee
+        .as_ref()
+        .expect("a fixed run reports its window");
+    assert_eq!(step.subscribers, 2);
+    assert_eq!(
+        step.joined, 2,
+        "both subscribers got a complete key frame: {step:?}"
+    );
+    assert!(step.packets_per_s > 0.0, "packets flowed: {step:?}");
+    assert!(step.published_per_s > 0.0, "the publisher sent: {step:?}");
+    assert_eq!(step.failed, 0, "{step:?}");
+
+    let json: serde_json::Value = serde_json::from_str(&serde_json::to_string(&report)?)?;
+    assert_eq!(json["target"], "switchboard");
+    assert_eq!(json["mode"], "fixed");
+    for field in [
+        "packets_per_s",
+        "sfu_cpu",
+        "packets_per_cpu_s",
+        "loss_pct",
+        "late_pct",
+        "delivered_pct",
+        "mean_delay_ms",
+        "join_p50_ms",
+        "join_p95_ms",
+        "sfu_rss_kib",
+        "loadgen_cpu",
+    ] {
+        assert!(
+            json["knee"][field].is_number(),
+            "knee.{field} is a number: {}",
+            json["knee"]
+        );
+    }
+    assert!(report.table().contains("knee: 2 subscribers"));
+    gw.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! GStreamer webrtcbin (libnice ICE, OpenSSL DTLS with webrtcbin's default RSA-2048 certificate)
+//! through the real gateway, in one Room with an aiortc Peer; each Peer has its own small Python
+//! backend on the gRPC API (clients/gstreamer/webrtcbin_peer.py, clients/gstreamer/aiortc_peer.py).
+//!
+//! Checked (works now): webrtcbin connects with its RSA certificate, its VP8 and Opus reach the
+//! aiortc Peer, the aiortc Peer's video and audio reach webrtcbin within 10 s of connecting, and
+//! data-channel messages go both ways.
+//!
+//! Recorded, not yet asserted (issue #15, str0m patches on another branch; tighten after merging):
+//! - liveness (#15.3): libnice keeps the pair alive with Binding Indications only, so the Session
+//!   goes `session_disconnected` about 15 s after connecting. Once fixed, assert
+//!   `disconnected_after=never` (the run lasts 24 s).
+//! - Opus before RED (#15.5): what webrtcbin answered to the gateway's audio m-lines is printed
+//!   (`answer_audio_codecs`). With an aiortc publisher (no RED) the gateway's offer has no RED,
+//!   so the "webrtcbin answers RED alone" failure needs a RED-capable publisher to reproduce.
+//!
+//! Runs only inside a network namespace with just `lo` (the README's test command makes one);
+//! needs Debian's GStreamer packages, clients/gstreamer/.venv and the Python venv and stubs that
+//! `scripts/test.sh` sets up.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use common::repo;
+use switchboard_gateway::{Config, Gateway};
+
+/// How long each Peer stays in the Room (longer than the 15 s liveness drop it records).
+const SECONDS: &str = "24";
+
+fn config() -> Config {
+    let mut c = Config::default();
+    c.grpc.listen = "127.0.0.1:0".parse().unwrap();
+    c.media.port_base = 0;
+    c.media.tcp_port_base = 0;
+    c.media.workers = 2;
+    c.turn.listen_udp = "127.0.0.1:0".parse().unwrap();
+    c.turn.listen_tcp = "127.0.0.1:0".parse().unwrap();
+    c
+}
+
+fn interpreter(venv: &str, what: &str) -> PathBuf {
+    let p = repo().join(venv).join("bin/python");
+    assert!(
+        p.exists(),
+        "{what} is missing ({}): `bash scripts/test.sh` creates it",
+        p.display()
+    );
+    p
+}
+
+/// Starts `script GATEWAY ROOM PARTICIPANT SECONDS` with `python`, bounded by `timeout`.
+fn start(python: PathBuf, script: &str, gw: &Gateway, name: &str) -> std::process::Child {
+    Command::new("timeout")
+        .arg("90")
+        .arg(python)
+        .arg(repo().join(script))
+        .arg(gw.grpc_addr().to_string())
+        .arg("webrtcbin")
+        .arg(name)
+        .arg(SECONDS)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {script}: {e}"))
+}
+
+/// Waits for `child`; its `name=value` lines, or a panic with its output if it failed.
+async fn finish(child: std::process::Child, what: &str) -> HashMap<String, String> {
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{what} failed ({})\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{what}:\n{stdout}");
+    stdout
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn number(values: &HashMap<String, String>, key: &str) -> u64 {
+    values
+        .get(key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no number {key} in {values:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webrtcbin_with_its_rsa_certificate_exchanges_media_with_aiortc() {
+    common::assert_loopback_only_namespace();
+    assert!(
+        Command::new("gst-inspect-1.0")
+            .arg("webrtcbin")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success()),
+        "GStreamer webrtcbin is missing: `bash scripts/test.sh` installs gstreamer1.0-plugins-bad"
+    );
+    let gw = Gateway::start(config()).await.unwrap();
+    let gst = start(
+        interpreter("clients/gstreamer/.venv", "the GStreamer Python venv"),
+        "clients/gstreamer/webrtcbin_peer.py",
+        &gw,
+        "gus",
+    );
+    let aio = start(
+        interpreter("clients/python/.venv", "the Python venv"),
+        "clients/gstreamer/aiortc_peer.py",
+        &gw,
+        "aio",
+    );
+    let (gst, aio) = (
+        finish(gst, "webrtcbin_peer.py").await,
+        finish(aio, "aiortc_peer.py").await,
+    );
+
+    // webrtcbin's certificate is RSA, so these prove the gateway takes RSA client certificates.
+    assert_eq!(gst["dtls_key"], "RSA", "{gst:?}");
+    assert_eq!(gst["connected"], "True", "{gst:?}");
+    assert_eq!(number(&gst, "errors"), 0, "{gst:?}");
+    // The gateway to webrtcbin: the aiortc Peer's video and audio, within 10 s of connecting.
+    assert!(number(&gst, "rtp_10s_video") >= 50, "{gst:?}");
+    assert!(number(&gst, "rtp_10s_audio") >= 50, "{gst:?}");
+    // webrtcbin to the gateway: its VP8 and Opus, decoded by the aiortc Peer.
+    assert!(number(&aio, "frames_video") >= 50, "{aio:?}");
+    assert!(number(&aio, "frames_audio") >= 50, "{aio:?}");
+    // Data channels both ways (each side sends one message a second once its channel is open).
+    assert!(number(&gst, "messages_from_aiortc") >= 3, "{gst:?}");
+    assert!(number(&aio, "messages_from_webrtcbin") >= 3, "{aio:?}");
+    // Recorded for #15.3 / #15.5 (see the module doc); assert these once the str0m patches land.
+    eprintln!(
+        "webrtcbin: disconnected_after={} closed={} offer_audio_codecs={} answer_audio_codecs={}",
+        gst["disconnected_after"],
+        gst["closed"],
+        gst["offer_audio_codecs"],
+        gst["answer_audio_codecs"]
+    );
+    gw.shutdown().await;
+}

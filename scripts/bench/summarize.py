@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Summarizes a scripts/bench/e2e.sh result directory: per scenario and round, each SFU's knee
+(received packets per CPU-second of the SFU, subscribers, loss, lateness, join time, RSS) and the
+ratio Switchboard / chat per round, then the median and range of each over rounds. Markdown."""
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+out = sys.argv[1]
+runs = {}
+for path in sorted(glob.glob(os.path.join(out, "r*-*-*.json"))):
+    m = re.match(r"r(\d+)-(switchboard|chat)-(.+)\.json$", os.path.basename(path))
+    if not m:
+        continue
+    try:
+        with open(path) as f:
+            runs[(m.group(3), int(m.group(1)), m.group(2))] = json.load(f)
+    except (json.JSONDecodeError, OSError):
+        runs[(m.group(3), int(m.group(1)), m.group(2))] = None
+
+
+def fmt(v, spec=".0f"):
+    return "-" if v is None else format(v, spec)
+
+
+def spread(vals, spec=".0f", unit=""):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "-"
+    return f"{format(statistics.median(vals), spec)}{unit} ({format(min(vals), spec)}–{format(max(vals), spec)})"
+
+
+print(open(os.path.join(out, "machine.txt")).read().strip().replace("\n", "  \n"))
+for scenario in sorted({k[0] for k in runs}):
+    print(f"\n### {scenario}\n")
+    print("| round | SFU | knee subscribers | packets/s | SFU CPU | packets per SFU CPU-second | loss % | late % | join p50 / p95 ms | SFU RSS MiB | loadgen CPU (µs/packet) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    per = {"switchboard": [], "chat": []}
+    ratios = []
+    equal = []  # ratio at the first step, where both carry the same subscribers
+    for rnd in sorted({k[1] for k in runs if k[0] == scenario}):
+        kv = {}
+        for sfu in ("switchboard", "chat"):
+            rep = runs.get((scenario, rnd, sfu))
+            k = rep and rep.get("knee")
+            if not k:
+                print(f"| {rnd} | {sfu} | no knee (failed or overloaded at the first step) | | | | | | | | |")
+                kv[sfu] = None
+                continue
+            kv[sfu] = k.get("packets_per_cpu_s")
+            per[sfu].append(kv[sfu])
+            rss = k.get("sfu_rss_kib")
+            print(f"| {rnd} | {sfu} | {k['subscribers']} | {fmt(k['packets_per_s'])} | {fmt(k.get('sfu_cpu'), '.2f')} | "
+                  f"{fmt(kv[sfu])} | {k['loss_pct']:.2f} | {k['late_pct']:.2f} | "
+                  f"{fmt(k.get('join_p50_ms'))} / {fmt(k.get('join_p95_ms'))} | {fmt(rss and rss / 1024, '.0f')} | {k['loadgen_cpu']:.2f} ({fmt(k.get('loadgen_us_per_packet'), '.1f')}) |")
+        if kv["switchboard"] and kv["chat"]:
+            ratios.append(kv["switchboard"] / kv["chat"])
+        first = [runs.get((scenario, rnd, sfu)) for sfu in ("switchboard", "chat")]
+        if all(r and r.get("steps") for r in first):
+            a, b = (r["steps"][0] for r in first)
+            if a["subscribers"] == b["subscribers"] and a.get("packets_per_cpu_s") and b.get("packets_per_cpu_s"):
+                equal.append((a["subscribers"], a["packets_per_cpu_s"] / b["packets_per_cpu_s"]))
+    print()
+    print(f"- Switchboard: {spread(per['switchboard'])} packets per SFU CPU-second (median, range)")
+    print(f"- str0m chat: {spread(per['chat'])}")
+    print(f"- ratio Switchboard / chat, per round: {', '.join(format(r, '.2f') for r in ratios) or '-'}; "
+          f"median {spread(ratios, '.2f', '×')}")
+    if equal:
+        print(f"- ratio at equal load (first step, {equal[0][0]} subscribers), per round: "
+              f"{', '.join(format(r, '.2f') for _, r in equal)}; median {spread([r for _, r in equal], '.2f', '×')}")
