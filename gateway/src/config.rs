@@ -282,7 +282,7 @@ impl Default for SessionsConfig {
             disconnect_grace_secs: 10,
             keyframe_min_interval_ms: 500,
             rtx_cache_packets: 512,
-            rtx_cache_max_age_ms: 1000,
+            rtx_cache_max_age_ms: 3000,
             rtx_ratio_percent: 15,
             stats_interval_ms: 1000,
         }

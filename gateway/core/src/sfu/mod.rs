@@ -144,7 +144,7 @@ impl Default for SfuConfig {
             disconnect_grace: Duration::from_secs(10),
             keyframe_min_interval: Duration::from_millis(500),
             rtx_cache_packets: 512,
-            rtx_cache_max_age: Duration::from_secs(1),
+            rtx_cache_max_age: Duration::from_secs(3),
             rtx_ratio: Some(0.15),
             data_max_message_bytes: 64 * 1024,
             data_send_buffer_bytes: 1024 * 1024,
