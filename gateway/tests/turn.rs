@@ -170,8 +170,7 @@ async fn binding_is_answered_on_udp_and_tcp() {
 
 #[tokio::test]
 async fn allocation_without_or_with_bad_credentials_is_refused() {
-    let gw = Gateway::start(config()).await.unwrap();
-    let a = gw.turn_addrs().unwrap();
+    let (gw, a) = start_with(|_| {}).await;
 
     // No credentials: 401 with REALM and NONCE (the long-term challenge).
     let mut c = TurnClient::udp(a.udp).await.unwrap();
@@ -251,8 +250,7 @@ async fn allocation_without_or_with_bad_credentials_is_refused() {
 
 #[tokio::test]
 async fn udp_allocation_relays_both_ways_inside_the_port_range() {
-    let gw = Gateway::start(config()).await.unwrap();
-    let a = gw.turn_addrs().unwrap();
+    let (gw, a) = start_with(|_| {}).await;
     let (u, p) = creds("ss_udp");
     let mut c = TurnClient::udp(a.udp).await.unwrap();
     let relayed = c.allocate(&u, &p).await.expect("allocation");
@@ -284,8 +282,7 @@ async fn udp_allocation_relays_both_ways_inside_the_port_range() {
 
 #[tokio::test]
 async fn tcp_allocation_relays_both_ways() {
-    let gw = Gateway::start(config()).await.unwrap();
-    let a = gw.turn_addrs().unwrap();
+    let (gw, a) = start_with(|_| {}).await;
     let (u, p) = creds("ss_tcp");
     let mut bad = TurnClient::tcp(a.tcp).await.unwrap();
     assert_eq!(
@@ -315,16 +312,13 @@ async fn crate_wait(mut f: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn tls_allocation_with_a_self_signed_certificate() {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    let dir = std::env::temp_dir().join(format!("sb-turn-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cp, kp) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cp, cert.pem()).unwrap();
-    std::fs::write(&kp, key.serialize_pem()).unwrap();
+    let (cert, cp, kp) = common::self_signed_files(
+        &["localhost", "127.0.0.1"],
+        "sb-turn-tls",
+        "cert.pem",
+        "key.pem",
+    );
+    let dir = cp.parent().unwrap().to_path_buf();
 
     let mut cfg = config();
     cfg.turn.listen_tls = Some("127.0.0.1:0".parse().unwrap());
@@ -351,8 +345,7 @@ async fn tls_allocation_with_a_self_signed_certificate() {
 
 #[tokio::test]
 async fn malformed_bytes_never_break_the_server() {
-    let gw = Gateway::start(config()).await.unwrap();
-    let a = gw.turn_addrs().unwrap();
+    let (gw, a) = start_with(|_| {}).await;
     let (u, p) = creds("ss_fuzz");
     let mut rng = ChaCha8Rng::seed_from_u64(6);
 
