@@ -18,11 +18,7 @@ use tonic::{Code, Request, Status};
 const KEY: &str = "0123456789abcdef-test-key";
 
 fn config() -> Config {
-    let mut c = Config::default();
-    c.grpc.listen = "127.0.0.1:0".parse().unwrap();
-    c.admin.listen = "127.0.0.1:0".parse().unwrap();
-    c.media.port_base = 0;
-    c.media.tcp_port_base = 0;
+    let mut c = switchboard_integration_tests::test_config();
     c.media.workers = 1;
     c.turn.enabled = false;
     c.demo.enabled = false;

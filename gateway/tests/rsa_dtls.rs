@@ -39,18 +39,7 @@ async fn aiortc_rsa(gw: &Gateway, mode: &str) -> String {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = cmd.spawn().expect("start aiortc_rsa.py");
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "aiortc_rsa.py {mode} failed ({})\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    common::stdout_of(child, &format!("aiortc_rsa.py {mode}")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,14 +71,8 @@ async fn echo_peer_on(ip: &str) -> SocketAddr {
 }
 
 fn config() -> Config {
-    let mut c = Config::default();
-    c.grpc.listen = "127.0.0.1:0".parse().unwrap();
-    c.admin.listen = "127.0.0.1:0".parse().unwrap();
-    c.media.port_base = 0;
-    c.media.tcp_port_base = 0;
+    let mut c = switchboard_integration_tests::test_config();
     c.media.workers = 1;
-    c.turn.listen_udp = "127.0.0.1:0".parse().unwrap();
-    c.turn.listen_tcp = "127.0.0.1:0".parse().unwrap();
     c.turn.secret = SECRET.into();
     c.turn.realm = REALM.into();
     c.turn.allow_peers = vec!["127.0.0.0/8".parse().unwrap()];
@@ -174,13 +168,7 @@ async fn allocation_without_or_with_bad_credentials_is_refused() {
 
     // No credentials: 401 with REALM and NONCE (the long-term challenge).
     let mut c = TurnClient::udp(a.udp).await.unwrap();
-    let resp = c
-        .transact(ALLOCATE, &|b, _| {
-            b.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-                .unwrap();
-        })
-        .await
-        .unwrap();
+    let resp = c.transact_allocate_udp().await.unwrap();
     let m = Message::from_bytes(&resp).unwrap();
     assert_eq!(m.class(), MessageClass::Error);
     assert_eq!(m.attribute::<ErrorCode>().unwrap().code(), 401);
@@ -223,13 +211,7 @@ async fn allocation_without_or_with_bad_credentials_is_refused() {
     c.creds = Some((u.clone(), p.clone()));
     c.realm = REALM.into();
     c.nonce = "00000000ffffffff0123456789abcdef01234567".into();
-    let resp = c
-        .transact(ALLOCATE, &|b, _| {
-            b.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-                .unwrap();
-        })
-        .await
-        .unwrap();
+    let resp = c.transact_allocate_udp().await.unwrap();
     let m = Message::from_bytes(&resp).unwrap();
     assert_eq!(m.attribute::<ErrorCode>().unwrap().code(), 438);
     assert_ne!(c.nonce, "00000000ffffffff0123456789abcdef01234567");

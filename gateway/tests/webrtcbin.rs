@@ -59,17 +59,7 @@ fn start(python: PathBuf, script: &str, gw: &Gateway, name: &str) -> std::proces
 
 /// Waits for `child`; its `name=value` lines, or a panic with its output if it failed.
 async fn finish(child: std::process::Child, what: &str) -> HashMap<String, String> {
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{what} failed ({})\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::stdout_of(child, what).await;
     eprintln!("{what}:\n{stdout}");
     stdout
         .lines()

@@ -51,6 +51,23 @@ pub fn self_signed_files(
     (cert, cert_path, key_path)
 }
 
+/// Waits for `child` (off the async runtime) and returns its stdout; panics with its status, stdout
+/// and stderr when it failed, naming it `what`.
+pub async fn stdout_of(child: Child, what: &str) -> String {
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{what} failed ({})\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Fails loudly unless this process sees only the loopback interface: WebRTC clients run only in
 /// a network namespace with just `lo` (the README's test command makes one).
 pub fn assert_loopback_only_namespace() {
