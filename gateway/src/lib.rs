@@ -37,6 +37,8 @@ pub mod handle;
 mod metrics;
 pub mod paging;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 pub mod turn;
 
 use std::net::SocketAddr;

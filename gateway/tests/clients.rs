@@ -5,29 +5,12 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::repo;
+use common::{python, repo};
 use std::process::Command;
 use std::time::Instant;
 
 use switchboard_gateway::Gateway;
 use switchboard_integration_tests::test_config;
-
-fn python() -> PathBuf {
-    let p = repo().join("clients/python/.venv/bin/python");
-    assert!(
-        p.exists(),
-        "the Python venv is missing: `bash scripts/test.sh` creates clients/python/.venv"
-    );
-    assert!(
-        repo()
-            .join("clients/python/gen/switchboard/v1/room_pb2.py")
-            .exists(),
-        "the Python stubs are missing: `bash scripts/test.sh` runs clients/python/generate.sh"
-    );
-    p
-}
 
 /// Runs a command to completion (bounded), returning its stdout; panics with its output if it
 /// fails.

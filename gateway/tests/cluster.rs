@@ -320,6 +320,17 @@ async fn concurrent_creation_through_three_nodes_yields_one_owner_every_time() -
     Ok(())
 }
 
+/// Waits (up to `timeout`) until `watch` has seen its Room lost.
+async fn room_lost_within(watch: &Watch, timeout: Duration) -> anyhow::Result<()> {
+    wait_until(timeout, || async {
+        watch
+            .room_lost()
+            .map(|_| ())
+            .ok_or_else(|| "no room_lost yet".to_string())
+    })
+    .await
+}
+
 /// A room on some node, watched from another: (owner id, watcher's node id).
 async fn watched_room(c: &Cluster, room: &str) -> anyhow::Result<(String, String, Watch)> {
     let created = c.node("a").clients().create_room(room).await?;
@@ -359,13 +370,7 @@ async fn a_killed_owner_loses_its_rooms_within_ten_seconds_and_they_are_recreate
     .await?;
     c.node_mut(&owner).kill9();
     let killed = Instant::now();
-    wait_until(Duration::from_secs(10), || async {
-        watch
-            .room_lost()
-            .map(|_| ())
-            .ok_or_else(|| "no room_lost yet".to_string())
-    })
-    .await?;
+    room_lost_within(&watch, Duration::from_secs(10)).await?;
     let lost = watch.room_lost().unwrap();
     assert_eq!(lost.reason, pb::RoomLostReason::NodeFailed as i32);
     wait_until(Duration::from_secs(10), || async {
@@ -407,13 +412,7 @@ async fn a_paused_owner_fences_its_rooms_and_never_serves_them_again() -> anyhow
     let old_epoch = lease_holders(&c.node(&watcher).clients(), "paused").await?[0].1;
     c.node_mut(&owner).stop();
     // The watcher learns of the loss while the owner is stopped (its registration expires).
-    wait_until(Duration::from_secs(10), || async {
-        watch
-            .room_lost()
-            .map(|_| ())
-            .ok_or_else(|| "no room_lost yet".to_string())
-    })
-    .await?;
+    room_lost_within(&watch, Duration::from_secs(10)).await?;
     // Past the lease (4 s) the room is created again elsewhere, with a greater epoch.
     let w = c.node(&watcher).clients();
     let again = w

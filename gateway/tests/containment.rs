@@ -34,15 +34,9 @@ fn room_closed_reason(b: &Backend) -> Option<i32> {
 }
 
 async fn listed_rooms(c: &Clients) -> anyhow::Result<Vec<String>> {
-    Ok(c.rooms
-        .clone()
-        .list_rooms(pb::ListRoomsRequest::default())
-        .await?
-        .into_inner()
-        .rooms
-        .into_iter()
-        .map(|r| r.room_id)
-        .collect())
+    let req = pb::ListRoomsRequest::default();
+    let resp = c.rooms.clone().list_rooms(req).await?;
+    Ok(room_ids(resp.into_inner()))
 }
 
 /// Injects `at` into the Worker holding a live call, then checks: both Sessions and the Room are

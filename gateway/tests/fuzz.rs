@@ -6,35 +6,12 @@
 use std::path::PathBuf;
 
 use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
+use rand_core::RngCore;
 use switchboard_gateway::fuzzing;
 
-fn corpus(target: &str) -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no corpus in {}", dir.display());
-    files.iter().map(|f| std::fs::read(f).unwrap()).collect()
-}
-
 fn run(target: &str, body: fn(&[u8]), n: usize, make: impl Fn(&mut ChaCha20Rng) -> Vec<u8>) {
-    for input in corpus(target) {
-        body(&input);
-    }
-    let mut rng = ChaCha20Rng::seed_from_u64(0x5b_f022);
-    for _ in 0..n {
-        let input = make(&mut rng);
-        if let Err(e) = std::panic::catch_unwind(|| body(&input)) {
-            let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();
-            eprintln!("{target} failed on input {hex}");
-            std::panic::resume_unwind(e);
-        }
-    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    switchboard_testpeer::fuzz::replay(&dir, target, body, n, make);
 }
 
 /// Random streams of plausible frames: mostly valid lengths, a STUN-looking first frame, and now

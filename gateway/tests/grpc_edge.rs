@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+mod common;
+
 use bytes::{Buf, BufMut};
 use switchboard::v1 as pb;
 use switchboard::v1::event_service_client::EventServiceClient;
@@ -16,11 +18,7 @@ use tonic::{Code, Request, Status};
 const KEY: &str = "0123456789abcdef-test-key";
 
 fn config() -> Config {
-    let mut c = Config::default();
-    c.grpc.listen = "127.0.0.1:0".parse().unwrap();
-    c.admin.listen = "127.0.0.1:0".parse().unwrap();
-    c.media.port_base = 0;
-    c.media.tcp_port_base = 0;
+    let mut c = switchboard_integration_tests::test_config();
     c.media.workers = 1;
     c.turn.enabled = false;
     c.demo.enabled = false;
@@ -296,14 +294,9 @@ async fn reflection_needs_the_key_unless_public_and_can_be_switched_off() {
 
 #[tokio::test]
 async fn tls_serves_the_api_to_a_client_that_trusts_the_certificate() {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    let dir = std::env::temp_dir().join(format!("sb-grpc-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert_path, key_path) = (dir.join("grpc.crt"), dir.join("grpc.key"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let (cert, cert_path, key_path) =
+        common::self_signed_files(&["localhost"], "sb-grpc-tls", "grpc.crt", "grpc.key");
+    let dir = cert_path.parent().unwrap().to_path_buf();
 
     let mut cfg = config();
     cfg.grpc.tls_cert = Some(cert_path);

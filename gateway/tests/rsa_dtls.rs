@@ -9,43 +9,22 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::repo;
+use common::{python, repo};
 use switchboard_gateway::{Config, Gateway};
+use switchboard_integration_tests::test_config;
 
 /// The close reason a Session gets when its Peer's RSA key is too small: the core closes it as
 /// soon as the DTLS handshake fails (issue-notes "RSA certificates"), not at the connect timeout.
 const WEAK_KEY_CLOSE_REASON: &str = "SESSION_CLOSE_REASON_PEER_ERROR";
 
 fn config() -> Config {
-    let mut c = Config::default();
-    c.grpc.listen = "127.0.0.1:0".parse().unwrap();
-    c.media.port_base = 0;
-    c.media.tcp_port_base = 0;
-    c.media.workers = 2;
-    c.turn.listen_udp = "127.0.0.1:0".parse().unwrap();
-    c.turn.listen_tcp = "127.0.0.1:0".parse().unwrap();
+    let mut c = test_config();
     // Longer than the test's own bound: a refused Peer must be closed by the failed handshake
     // (PEER_ERROR), never by this timeout.
     c.sessions.connect_timeout_secs = 120;
     c
-}
-
-fn python() -> PathBuf {
-    let p = repo().join("clients/python/.venv/bin/python");
-    assert!(
-        p.exists(),
-        "the Python venv is missing: `bash scripts/test.sh` creates clients/python/.venv"
-    );
-    assert!(
-        repo()
-            .join("clients/python/gen/switchboard/v1/room_pb2.py")
-            .exists(),
-        "the Python stubs are missing: `bash scripts/test.sh` runs clients/python/generate.sh"
-    );
-    p
 }
 
 /// Runs `aiortc_rsa.py GATEWAY MODE` (bounded by `timeout`), returning its stdout; panics with
@@ -60,18 +39,7 @@ async fn aiortc_rsa(gw: &Gateway, mode: &str) -> String {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = cmd.spawn().expect("start aiortc_rsa.py");
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "aiortc_rsa.py {mode} failed ({})\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    common::stdout_of(child, &format!("aiortc_rsa.py {mode}")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

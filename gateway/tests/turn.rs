@@ -71,14 +71,8 @@ async fn echo_peer_on(ip: &str) -> SocketAddr {
 }
 
 fn config() -> Config {
-    let mut c = Config::default();
-    c.grpc.listen = "127.0.0.1:0".parse().unwrap();
-    c.admin.listen = "127.0.0.1:0".parse().unwrap();
-    c.media.port_base = 0;
-    c.media.tcp_port_base = 0;
+    let mut c = switchboard_integration_tests::test_config();
     c.media.workers = 1;
-    c.turn.listen_udp = "127.0.0.1:0".parse().unwrap();
-    c.turn.listen_tcp = "127.0.0.1:0".parse().unwrap();
     c.turn.secret = SECRET.into();
     c.turn.realm = REALM.into();
     c.turn.allow_peers = vec!["127.0.0.0/8".parse().unwrap()];
@@ -170,18 +164,11 @@ async fn binding_is_answered_on_udp_and_tcp() {
 
 #[tokio::test]
 async fn allocation_without_or_with_bad_credentials_is_refused() {
-    let gw = Gateway::start(config()).await.unwrap();
-    let a = gw.turn_addrs().unwrap();
+    let (gw, a) = start_with(|_| {}).await;
 
     // No credentials: 401 with REALM and NONCE (the long-term challenge).
     let mut c = TurnClient::udp(a.udp).await.unwrap();
-    let resp = c
-        .transact(ALLOCATE, &|b, _| {
-            b.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-                .unwrap();
-        })
-        .await
-        .unwrap();
+    let resp = c.transact_allocate_udp().await.unwrap();
     let m = Message::from_bytes(&resp).unwrap();
     assert_eq!(m.class(), MessageClass::Error);
     assert_eq!(m.attribute::<ErrorCode>().unwrap().code(), 401);
@@ -224,13 +211,7 @@ async fn allocation_without_or_with_bad_credentials_is_refused() {
     c.creds = Some((u.clone(), p.clone()));
     c.realm = REALM.into();
     c.nonce = "00000000ffffffff0123456789abcdef01234567".into();
-    let resp = c
-        .transact(ALLOCATE, &|b, _| {
-            b.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
-                .unwrap();
-        })
-        .await
-        .unwrap();
+    let resp = c.transact_allocate_udp().await.unwrap();
     let m = Message::from_bytes(&resp).unwrap();
     assert_eq!(m.attribute::<ErrorCode>().unwrap().code(), 438);
     assert_ne!(c.nonce, "00000000ffffffff0123456789abcdef01234567");
@@ -251,8 +232,7 @@ async fn allocation_without_or_with_bad_credentials_is_refused() {
 
 #[tokio::test]
 async fn udp_allocation_relays_both_ways_inside_the_port_range() {
-    let gw = Gateway::start(config()).await.unwrap();
-    let a = gw.turn_addrs().unwrap();
+    let (gw, a) = start_with(|_| {}).await;
     let (u, p) = creds("ss_udp");
     let mut c = TurnClient::udp(a.udp).await.unwrap();
     let relayed = c.allocate(&u, &p).await.expect("allocation");
@@ -284,8 +264,7 @@ async fn udp_allocation_relays_both_ways_inside_the_port_range() {
 
 #[tokio::test]
 async fn tcp_allocation_relays_both_ways() {
-    let gw = Gateway::start(config()).await.unwrap();
-    let a = gw.turn_addrs().unwrap();
+    let (gw, a) = start_with(|_| {}).await;
     let (u, p) = creds("ss_tcp");
     let mut bad = TurnClient::tcp(a.tcp).await.unwrap();
     assert_eq!(
@@ -315,16 +294,13 @@ async fn crate_wait(mut f: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn tls_allocation_with_a_self_signed_certificate() {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    let dir = std::env::temp_dir().join(format!("sb-turn-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cp, kp) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cp, cert.pem()).unwrap();
-    std::fs::write(&kp, key.serialize_pem()).unwrap();
+    let (cert, cp, kp) = common::self_signed_files(
+        &["localhost", "127.0.0.1"],
+        "sb-turn-tls",
+        "cert.pem",
+        "key.pem",
+    );
+    let dir = cp.parent().unwrap().to_path_buf();
 
     let mut cfg = config();
     cfg.turn.listen_tls = Some("127.0.0.1:0".parse().unwrap());
@@ -351,8 +327,7 @@ async fn tls_allocation_with_a_self_signed_certificate() {
 
 #[tokio::test]
 async fn malformed_bytes_never_break_the_server() {
-    let gw = Gateway::start(config()).await.unwrap();
-    let a = gw.turn_addrs().unwrap();
+    let (gw, a) = start_with(|_| {}).await;
     let (u, p) = creds("ss_fuzz");
     let mut rng = ChaCha8Rng::seed_from_u64(6);
 

@@ -25,21 +25,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use common::repo;
-use switchboard_gateway::{Config, Gateway};
+use switchboard_gateway::Gateway;
+use switchboard_integration_tests::test_config;
 
 /// How long each Peer stays in the Room (longer than the 15 s liveness drop it records).
 const SECONDS: &str = "24";
-
-fn config() -> Config {
-    let mut c = Config::default();
-    c.grpc.listen = "127.0.0.1:0".parse().unwrap();
-    c.media.port_base = 0;
-    c.media.tcp_port_base = 0;
-    c.media.workers = 2;
-    c.turn.listen_udp = "127.0.0.1:0".parse().unwrap();
-    c.turn.listen_tcp = "127.0.0.1:0".parse().unwrap();
-    c
-}
 
 fn interpreter(venv: &str, what: &str) -> PathBuf {
     let p = repo().join(venv).join("bin/python");
@@ -69,17 +59,7 @@ fn start(python: PathBuf, script: &str, gw: &Gateway, name: &str) -> std::proces
 
 /// Waits for `child`; its `name=value` lines, or a panic with its output if it failed.
 async fn finish(child: std::process::Child, what: &str) -> HashMap<String, String> {
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{what} failed ({})\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::stdout_of(child, what).await;
     eprintln!("{what}:\n{stdout}");
     stdout
         .lines()
@@ -107,7 +87,7 @@ async fn webrtcbin_with_its_rsa_certificate_exchanges_media_with_aiortc() {
             .is_ok_and(|s| s.success()),
         "GStreamer webrtcbin is missing: `bash scripts/test.sh` installs gstreamer1.0-plugins-bad"
     );
-    let gw = Gateway::start(config()).await.unwrap();
+    let gw = Gateway::start(test_config()).await.unwrap();
     let gst = start(
         interpreter("clients/gstreamer/.venv", "the GStreamer Python venv"),
         "clients/gstreamer/webrtcbin_peer.py",

@@ -43,6 +43,11 @@ pub fn test_config() -> Config {
     c
 }
 
+/// The Room ids of a `ListRooms` answer, in its order.
+pub fn room_ids(resp: pb::ListRoomsResponse) -> Vec<String> {
+    resp.rooms.into_iter().map(|r| r.room_id).collect()
+}
+
 /// Starts a gateway.
 pub async fn start(config: Config) -> anyhow::Result<Gateway> {
     Ok(Gateway::start(config).await?)

@@ -9,6 +9,7 @@
 //! gateway's renegotiation offers, and it counts what it receives per Track id.
 
 mod core;
+pub mod fuzz;
 mod stun;
 mod tcp;
 mod udp;

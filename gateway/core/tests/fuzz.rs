@@ -8,21 +8,8 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
+use rand_core::RngCore;
 use switchboard_core::fuzzing;
-
-fn corpus(target: &str) -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no corpus in {}", dir.display());
-    files.iter().map(|f| std::fs::read(f).unwrap()).collect()
-}
 
 /// The start instant every body gets (the core reads no clock).
 fn start() -> Instant {
@@ -62,19 +49,8 @@ fn mutate(rng: &mut ChaCha20Rng, base: &[u8]) -> Vec<u8> {
 }
 
 fn run(target: &str, body: fn(&[u8]), n: usize, make: impl Fn(&mut ChaCha20Rng) -> Vec<u8>) {
-    for input in corpus(target) {
-        body(&input);
-    }
-    let mut rng = ChaCha20Rng::seed_from_u64(0x5b_f022);
-    for _ in 0..n {
-        let input = make(&mut rng);
-        let res = std::panic::catch_unwind(|| body(&input));
-        if let Err(e) = res {
-            let hex: String = input.iter().map(|b| format!("{b:02x}")).collect();
-            eprintln!("{target} failed on input {hex}");
-            std::panic::resume_unwind(e);
-        }
-    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
+    switchboard_testpeer::fuzz::replay(&dir, target, body, n, make);
 }
 
 #[test]

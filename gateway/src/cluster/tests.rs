@@ -13,7 +13,7 @@ use switchboard_core::{RoomId, RoomSpec};
 use super::ClusterConfig;
 use super::agent::{Agent, LostReason};
 use super::store::{Claim, ClusterStore, NodeInfo, NodeLoad, NodeState, RoomOwner, StoreError};
-use crate::{Config, Gateway};
+use crate::Gateway;
 
 #[derive(Default)]
 struct MemStore {
@@ -78,12 +78,7 @@ impl ClusterStore for MemStore {
 }
 
 async fn setup() -> (Gateway, Arc<MemStore>, Arc<Agent>) {
-    let mut c = Config::default();
-    c.grpc.listen = "127.0.0.1:0".parse().unwrap();
-    c.media.port_base = 0;
-    c.media.tcp_port_base = 0;
-    c.media.workers = 1;
-    c.turn.enabled = false;
+    let c = crate::test_support::loopback_config();
     let gw = Gateway::start(c).await.unwrap();
     let store = Arc::new(MemStore::default());
     let cfg = ClusterConfig {

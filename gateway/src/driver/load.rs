@@ -131,12 +131,7 @@ mod worker_tests {
     use crate::{Config, Gateway, GatewayError};
 
     fn config() -> Config {
-        let mut c = Config::default();
-        c.grpc.listen = "127.0.0.1:0".parse().unwrap();
-        c.media.port_base = 0;
-        c.media.tcp_port_base = 0;
-        c.media.workers = 1;
-        c.turn.enabled = false;
+        let mut c = crate::test_support::loopback_config();
         c.overload.max_queue_depth = 2;
         // Far above any scheduling delay of a loaded test machine: only `set_lag` trips it.
         c.overload.max_loop_lag_ms = 10_000;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use switchboard::v1 as pb;
+pub use switchboard_testpeer::av;
 use switchboard_testpeer::{Publish, UdpPeer};
 
 use super::{Clients, Watch};
@@ -148,13 +149,4 @@ pub fn min_frames(peer: &UdpPeer, tracks: &[String]) -> u64 {
             .min()
             .unwrap_or(0)
     })
-}
-
-pub fn av(label: &'static str) -> Publish {
-    Publish {
-        audio: true,
-        video: true,
-        data_label: Some(label),
-        simulcast: false,
-    }
 }

@@ -370,19 +370,12 @@ impl Clients {
 
     /// Room ids this node serves itself.
     pub async fn local_rooms(&self) -> anyhow::Result<Vec<String>> {
-        Ok(self
-            .rooms
-            .clone()
-            .list_rooms(pb::ListRoomsRequest {
-                page_size: 1000,
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .rooms
-            .into_iter()
-            .map(|r| r.room_id)
-            .collect())
+        let req = pb::ListRoomsRequest {
+            page_size: 1000,
+            ..Default::default()
+        };
+        let resp = self.rooms.clone().list_rooms(req).await?;
+        Ok(switchboard_integration_tests::room_ids(resp.into_inner()))
     }
 
     pub async fn status(&self) -> anyhow::Result<pb::GetClusterStatusResponse> {

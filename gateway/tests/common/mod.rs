@@ -12,6 +12,62 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The Python venv's interpreter (clients/python/.venv), after checking that it and the
+/// generated gRPC stubs exist; fails loudly otherwise.
+pub fn python() -> PathBuf {
+    let p = repo().join("clients/python/.venv/bin/python");
+    assert!(
+        p.exists(),
+        "the Python venv is missing: `bash scripts/test.sh` creates clients/python/.venv"
+    );
+    assert!(
+        repo()
+            .join("clients/python/gen/switchboard/v1/room_pb2.py")
+            .exists(),
+        "the Python stubs are missing: `bash scripts/test.sh` runs clients/python/generate.sh"
+    );
+    p
+}
+
+/// A fresh self-signed certificate for `names`, written as PEM to `cert_file` and `key_file` in
+/// a temporary folder named after `tag` and this process; the certificate and both paths.
+pub fn self_signed_files(
+    names: &[&str],
+    tag: &str,
+    cert_file: &str,
+    key_file: &str,
+) -> (rcgen::Certificate, PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let cert = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join(cert_file), dir.join(key_file));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert, cert_path, key_path)
+}
+
+/// Waits for `child` (off the async runtime) and returns its stdout; panics with its status, stdout
+/// and stderr when it failed, naming it `what`.
+pub async fn stdout_of(child: Child, what: &str) -> String {
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{what} failed ({})\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Fails loudly unless this process sees only the loopback interface: WebRTC clients run only in
 /// a network namespace with just `lo` (the README's test command makes one).
 pub fn assert_loopback_only_namespace() {

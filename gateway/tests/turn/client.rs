@@ -212,6 +212,16 @@ impl TurnClient {
         Ok(x.addr(m.transaction_id()))
     }
 
+    /// One UDP Allocate sent as it is ([`Self::transact`]: signed only when credentials and a
+    /// nonce are known, no retry on a 401 or 438); its raw response.
+    pub(super) async fn transact_allocate_udp(&mut self) -> anyhow::Result<Vec<u8>> {
+        self.transact(ALLOCATE, &|b, _| {
+            b.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+                .unwrap();
+        })
+        .await
+    }
+
     /// Allocate with `username`/`password`: Ok(relayed address) or Err(error code).
     pub(super) async fn allocate(
         &mut self,

@@ -351,6 +351,27 @@ impl Sfu {
             .ok_or_else(|| CoreError::TrackNotFound(track.clone()))
     }
 
+    /// The common start of (un)subscribe: records `now`, checks the Track ids, finds the
+    /// Session and, for a subscribe, checks that it may subscribe.
+    fn track_command(
+        &mut self,
+        now: Instant,
+        id: &SessionId,
+        tracks: &[TrackId],
+        subscribing: bool,
+    ) -> Result<SessionKey, CoreError> {
+        self.now = now;
+        check_track_ids(tracks)?;
+        let key = self.session_key(id)?;
+        if subscribing && !self.sessions[&key].permissions.subscribe {
+            return Err(CoreError::PermissionDenied {
+                session: id.clone(),
+                permission: Permission::Subscribe,
+            });
+        }
+        Ok(key)
+    }
+
     /// Subscribes a Session to Tracks of its Room (idempotent). The gateway then offers the new
     /// m-lines (`NegotiationNeeded`).
     pub fn subscribe(
@@ -359,15 +380,7 @@ impl Sfu {
         id: &SessionId,
         tracks: &[TrackId],
     ) -> Result<(), CoreError> {
-        self.now = now;
-        check_track_ids(tracks)?;
-        let key = self.session_key(id)?;
-        if !self.sessions[&key].permissions.subscribe {
-            return Err(CoreError::PermissionDenied {
-                session: id.clone(),
-                permission: Permission::Subscribe,
-            });
-        }
+        let key = self.track_command(now, id, tracks, true)?;
         let mut keys = Vec::with_capacity(tracks.len());
         for t in tracks {
             let tk = self.track_in_room(key, t)?;
@@ -433,9 +446,7 @@ impl Sfu {
         id: &SessionId,
         tracks: &[TrackId],
     ) -> Result<(), CoreError> {
-        self.now = now;
-        check_track_ids(tracks)?;
-        let key = self.session_key(id)?;
+        let key = self.track_command(now, id, tracks, false)?;
         let mut keys = Vec::with_capacity(tracks.len());
         for t in tracks {
             keys.push(self.track_in_room(key, t)?);

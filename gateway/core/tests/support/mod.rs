@@ -8,6 +8,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use switchboard_core::*;
+// Not every test file that includes this module calls it.
+#[allow(unused_imports)]
+pub use switchboard_testpeer::av;
 use switchboard_testpeer::{Codecs, PeerCore, Publish};
 
 pub const SFU_ADDR: &str = "192.0.2.1:4000";
@@ -117,15 +120,7 @@ impl Net {
     }
 
     pub fn room(&mut self, id: &str) -> RoomId {
-        let spec = RoomSpec {
-            id: Some(RoomId::parse(id).unwrap()),
-            max_sessions: None,
-            empty_timeout: None,
-            metadata: String::new(),
-            created_at: SystemTime::now(),
-            backend_data_labels: Vec::new(),
-        };
-        self.create_room(spec)
+        self.room_with_backend_labels(id, &[])
     }
 
     /// Applies a command the way a Worker does ([`Sfu::handle_command`]), recording it.
@@ -594,14 +589,5 @@ impl Downlink {
     /// When the next packet arrives.
     pub fn next_due(&self) -> Option<Instant> {
         self.in_flight.front().map(|(at, _, _)| *at)
-    }
-}
-
-pub fn av(label: &'static str) -> Publish {
-    Publish {
-        audio: true,
-        video: true,
-        data_label: Some(label),
-        simulcast: false,
     }
 }
