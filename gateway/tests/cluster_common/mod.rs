@@ -179,6 +179,8 @@ impl Node {
             r#"
 [grpc]
 listen = "{ip}:0"
+[admin]
+listen = "{ip}:0"
 [media]
 workers = 1
 bind_ip = "{ip}"

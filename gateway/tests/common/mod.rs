@@ -147,6 +147,7 @@ pub fn start_gateway() -> Gateway {
 pub fn start_gateway_with(env: &[(&str, &str)], args: &[&str]) -> Gateway {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
     cmd.env("SWITCHBOARD__GRPC__LISTEN", "127.0.0.1:0")
+        .env("SWITCHBOARD__ADMIN__LISTEN", "127.0.0.1:0")
         .env("SWITCHBOARD__MEDIA__PORT_BASE", "0")
         .env("SWITCHBOARD__MEDIA__TCP_PORT_BASE", "0")
         .env("SWITCHBOARD__TURN__LISTEN_UDP", "127.0.0.1:0")

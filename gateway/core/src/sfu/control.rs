@@ -258,6 +258,7 @@ impl Sfu {
             estimate: None,
             link: Default::default(),
             bwe_seed: 0,
+            forwarded: false,
             alloc_at: None,
             bwe_set: (0, 0),
             dirty: false,

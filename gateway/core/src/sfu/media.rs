@@ -85,7 +85,9 @@ impl Sfu {
         }
     }
 
-    /// Before the first estimate of a Session: starts str0m's estimator from what its
+    /// Before the estimator of a Session has measured anything (no estimate yet, or no media
+    /// forwarded to it yet: offers wait for the Session to connect, and a connected `Rtc`
+    /// reports its configured start as an estimate): starts str0m's estimator from what its
     /// subscriptions need (each Track's preferred layer, as measured), capped at
     /// `bwe.max_initial_bitrate_bps`, when that is above where it started. Without this a
     /// subscriber of four publishers starts at `initial_bitrate_bps` and the pacer queues the
@@ -99,7 +101,7 @@ impl Sfu {
         let Some(s) = self.sessions.get(&key) else {
             return;
         };
-        if s.estimate.is_some() {
+        if s.estimate.is_some() && s.forwarded {
             return;
         }
         let mut need = 0;

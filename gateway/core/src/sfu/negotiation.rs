@@ -377,6 +377,9 @@ impl Sfu {
         };
         if !opened.is_empty() {
             self.seed_estimate(key);
+            if let Some(s) = self.sessions.get_mut(&key) {
+                s.forwarded = true;
+            }
         }
         if connected {
             for (tk, _, kind) in opened {

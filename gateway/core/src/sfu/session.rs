@@ -71,6 +71,9 @@ pub(super) struct Session {
     pub(super) bwe_set: (u64, u64),
     /// The estimate str0m's BWE was last restarted from (`seed_estimate`), 0 if never.
     pub(super) bwe_seed: u64,
+    /// A TrackOut of this Session has been opened, so str0m's estimator has had media to
+    /// measure (its estimate before that is only the configured start, not a measurement).
+    pub(super) forwarded: bool,
     /// The latest connection statistics (str0m's stats events).
     pub(super) link: super::stats::Link,
     pub(super) dirty: bool,
