@@ -144,6 +144,23 @@ async fn a_room_and_its_sessions_live_on_one_owner_reached_through_any_node() ->
         }
     })
     .await?;
+    // The owner publishes what it forwards: its load in the store (read through another node)
+    // shows the media of the call, at least one publisher's video and audio (~170 packets/s).
+    wait_until(Duration::from_secs(10), || async {
+        let status = b.status().await.map_err(|e| e.to_string())?;
+        let load = status
+            .nodes
+            .iter()
+            .find(|s| s.node_id == owner.id)
+            .and_then(|s| s.load)
+            .ok_or("no load for the owner")?;
+        if load.forwarded_packets_per_second >= 100 {
+            Ok(())
+        } else {
+            Err(format!("owner's published load: {load:?}"))
+        }
+    })
+    .await?;
     // Data both ways between the Peers, through the owner.
     wait_until(Duration::from_secs(10), || async {
         if p1.with(|p| p.channel_open()) && p2.with(|p| p.channel_open()) {

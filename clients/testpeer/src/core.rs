@@ -165,7 +165,18 @@ impl PeerCore {
     pub fn with_codecs(now: Instant, addr: SocketAddr, codecs: Codecs) -> Self {
         // A loopback or test address is a valid host candidate for str0m.
         let c = Candidate::host(addr, "udp").expect("a usable host address");
-        Self::with_candidate(now, c, Protocol::Udp, codecs)
+        Self::with_candidate(now, c, Protocol::Udp, codecs, None)
+    }
+
+    /// Like [`PeerCore::new`], but its ICE agent keeps its pair however many checks go
+    /// unanswered (str0m's retransmission limit raised out of reach), as a libnice Peer that keeps
+    /// alive with Binding Indications expects no answers: with its checks dropped on the way, it
+    /// goes on sending media, and only the gateway's liveness rule decides.
+    pub fn with_unanswered_checks_tolerated(now: Instant, addr: SocketAddr) -> Self {
+        let c = Candidate::host(addr, "udp").expect("a usable host address");
+        // 100 unanswered checks at str0m's capped resend delay take minutes; str0m shifts its
+        // initial RTO by the attempt count, so the limit must stay well under 128.
+        Self::with_candidate(now, c, Protocol::Udp, Codecs::default(), Some(100))
     }
 
     /// A Peer that has only an active TCP host candidate on `ip` (RFC 6544: port 9), like a
@@ -178,11 +189,22 @@ impl PeerCore {
             .tcptype(TcpType::Active)
             .build()
             .expect("a usable host address");
-        Self::with_candidate(now, c, Protocol::Tcp, Codecs::default())
+        Self::with_candidate(now, c, Protocol::Tcp, Codecs::default(), None)
     }
 
-    fn with_candidate(now: Instant, c: Candidate, proto: Protocol, codecs: Codecs) -> Self {
+    /// `max_stun_retransmits`: str0m's limit of unanswered checks before a pair fails (its
+    /// default when `None`).
+    fn with_candidate(
+        now: Instant,
+        c: Candidate,
+        proto: Protocol,
+        codecs: Codecs,
+        max_stun_retransmits: Option<usize>,
+    ) -> Self {
         let mut builder = Rtc::builder().set_stats_interval(Some(Duration::from_secs(1)));
+        if let Some(n) = max_stun_retransmits {
+            builder.set_max_stun_retransmits(n);
+        }
         if let Some(video) = codecs.video {
             builder = builder.clear_codecs().enable_opus(true, codecs.red);
             builder = match video {

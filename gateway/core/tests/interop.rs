@@ -158,3 +158,61 @@ fn answers_are_recvonly_with_candidates_in_every_mline() {
         }
     }
 }
+
+/// Liveness (ARCHITECTURE.md, "Liveness"): a Peer that sends no consent checks after connecting
+/// (libnice keeps its pair alive with Binding Indications only) stays connected as long as
+/// authenticated media or RTCP arrives on the selected pair; a Peer that goes silent is still
+/// disconnected and closed.
+#[test]
+fn peers_without_consent_checks_stay_while_their_media_flows_and_silent_ones_close() {
+    let mut net = Net::new();
+    let room = net.room("liveness");
+    // a publishes (SRTP), b only receives (its SRTCP reports and feedback), c publishes and will
+    // go silent.
+    let a = net.join_tolerant(&room, "a", av("chat"));
+    let b = net.join_tolerant(&room, "b", receiver());
+    let c = net.join_tolerant(&room, "c", av("chat"));
+    net.run_until(Duration::from_secs(10), "media flows", |n| {
+        n.min_frames(b, a) >= 5 && n.min_frames(b, c) >= 5
+    });
+    for p in [a, b, c] {
+        net.peers[p].no_consent = true;
+    }
+    net.peers[c].cut = true;
+    let frames_before = net.min_frames(b, a);
+    net.run_for(Duration::from_secs(60));
+
+    for p in [a, b] {
+        let sid = net.peers[p].session.clone();
+        let gone: Vec<_> = net
+            .events_of(&sid)
+            .into_iter()
+            .filter(|k| {
+                matches!(
+                    k,
+                    EventKind::SessionDisconnected { .. } | EventKind::SessionClosed { .. }
+                )
+            })
+            .collect();
+        assert!(gone.is_empty(), "peer {p} was dropped: {gone:?}");
+    }
+    // a's media still reaches b after a minute without a consent check from either (30 fps).
+    let frames_after = net.min_frames(b, a);
+    assert!(
+        frames_after >= frames_before + 60 * 25,
+        "b received {} frames of a in 60 s",
+        frames_after - frames_before
+    );
+    let sid = net.peers[c].session.clone();
+    assert!(
+        net.events_of(&sid).iter().any(|k| matches!(
+            k,
+            EventKind::SessionClosed {
+                reason: SessionCloseReason::DisconnectTimeout,
+                ..
+            }
+        )),
+        "the silent Peer was closed: {:?}",
+        net.events_of(&sid)
+    );
+}

@@ -96,6 +96,8 @@ pub struct Agent {
     placed: Mutex<HashMap<String, VecDeque<Instant>>>,
     rng: Mutex<ChaCha20Rng>,
     cpu: Mutex<Option<(Instant, u64)>>,
+    /// When the forwarded-packet total was last read, and its value (for packets/s).
+    forwarded: Mutex<Option<(Instant, u64)>>,
     pub(crate) stop: CancellationToken,
 }
 
@@ -149,6 +151,7 @@ impl Agent {
             placed: Mutex::default(),
             rng: Mutex::new(ChaCha20Rng::from_seed(seed)),
             cpu: Mutex::default(),
+            forwarded: Mutex::default(),
             stop: CancellationToken::new(),
         }
     }
@@ -415,6 +418,32 @@ impl Agent {
         used
     }
 
+    /// RTP packets/s forwarded by all Workers since the previous call (from each Worker's
+    /// snapshot, as `/metrics` reads them; a Worker whose queue is full is skipped this time), and
+    /// the worst Worker loop lag (microseconds) as the Workers measure it (how late their timers
+    /// ran), which a full queue does not hide.
+    async fn traffic(&self) -> (u64, u64) {
+        let mut total = 0u64;
+        let mut lag = Duration::ZERO;
+        for w in &self.handle.inner.workers {
+            if let Some(s) = w.snapshot().await {
+                total = total.saturating_add(s.counters.rtp_forwarded);
+            }
+            lag = lag.max(w.loop_lag());
+        }
+        let now = Instant::now();
+        let mut last = lock(&self.forwarded);
+        let pps = last.map_or(0, |(at, before): (Instant, u64)| {
+            let wall = now.duration_since(at).as_secs_f64();
+            if wall <= 0.0 {
+                return 0;
+            }
+            (total.saturating_sub(before) as f64 / wall) as u64
+        });
+        *last = Some((now, total));
+        (pps, lag.as_micros().min(u128::from(u64::MAX)) as u64)
+    }
+
     /// Every Room on this node, read page by page (the largest pages `[listing]` allows; at most
     /// 100 000 pages).
     pub(crate) async fn all_rooms(&self) -> Result<Vec<RoomInfo>, GatewayError> {
@@ -440,6 +469,7 @@ impl Agent {
             Ok(r) => (r.len() as u32, r.iter().map(|r| r.session_count).sum()),
             Err(_) => (0, 0),
         };
+        let (forwarded_pps, loop_lag_micros) = self.traffic().await;
         NodeInfo {
             id: self.node_id.clone(),
             grpc_endpoint: self.endpoint.clone(),
@@ -456,9 +486,8 @@ impl Agent {
                 rooms,
                 sessions,
                 recent_rooms: self.recent_claims(),
-                // Filled in once the gateway measures them (metrics); 0 means "not measured".
-                forwarded_pps: 0,
-                loop_lag_micros: 0,
+                forwarded_pps,
+                loop_lag_micros,
                 cpu_permille: self.cpu_permille(),
             },
             heartbeat_unix_ms: SystemTime::now()

@@ -5,14 +5,35 @@ use rand_core::RngCore;
 
 use super::store::NodeLoad;
 
-/// The placement score of a node (lower takes new Rooms first): Sessions and Rooms per Worker, plus
-/// `penalty` Sessions for every Room it took within the ramp-up window (`recent`: what it published
-/// plus what this node placed there since), so a burst of creations does not pile onto the node
-/// that looked emptiest a moment ago.
+/// Forwarded RTP packets per second that count as one Session of work: a subscriber of one
+/// 30 fps video and one Opus Track receives about 170 packets/s.
+pub const PPS_PER_SESSION: f64 = 200.0;
+
+/// Session-equivalents per Worker added for a node under full pressure (its process using every
+/// core, or a Worker loop [`LAG_AT_FULL_PRESSURE_MICROS`] behind), so a saturated node loses to
+/// any node with headroom unless that one is far busier.
+pub const PRESSURE_WEIGHT: f64 = 50.0;
+
+/// Worker loop lag that counts as full pressure (100 ms).
+pub const LAG_AT_FULL_PRESSURE_MICROS: u64 = 100_000;
+
+/// The placement score of a node (lower takes new Rooms first), in Session-equivalents per
+/// Worker: its Sessions and Rooms, plus its forwarded packets/s over [`PPS_PER_SESSION`] (a few
+/// large Rooms weigh what they forward, not just their Session count), plus `penalty` Sessions for
+/// every Room it took within the ramp-up window (`recent`: what it published plus what this node
+/// placed there since, so a burst of creations does not pile onto the node that looked emptiest a
+/// moment ago); then [`PRESSURE_WEIGHT`] times its pressure, the larger of its CPU share and its
+/// worst Worker loop lag over [`LAG_AT_FULL_PRESSURE_MICROS`] (0 to 1), so a node that is short
+/// of CPU takes new Rooms last. Fields published as 0 ("not measured") add nothing.
 pub fn score(load: &NodeLoad, workers: u32, recent: u32, penalty: u32) -> f64 {
-    let work = f64::from(load.sessions) + f64::from(load.rooms);
+    let work = f64::from(load.sessions)
+        + f64::from(load.rooms)
+        + load.forwarded_pps as f64 / PPS_PER_SESSION;
     let rampup = f64::from(penalty) * f64::from(recent);
-    (work + rampup) / f64::from(workers.max(1))
+    let cpu = f64::from(load.cpu_permille) / 1000.0;
+    let lag = load.loop_lag_micros as f64 / LAG_AT_FULL_PRESSURE_MICROS as f64;
+    let pressure = cpu.max(lag).clamp(0.0, 1.0);
+    (work + rampup) / f64::from(workers.max(1)) + PRESSURE_WEIGHT * pressure
 }
 
 /// Power of two choices: two distinct candidates drawn at random, the lower score wins (the first
@@ -61,5 +82,50 @@ mod tests {
         assert_eq!(b, 7.5);
         assert_eq!(pick(&[], &mut ChaCha20Rng::seed_from_u64(1)), None);
         assert_eq!(pick(&[9.0], &mut ChaCha20Rng::seed_from_u64(1)), Some(0));
+    }
+
+    #[test]
+    fn forwarded_packets_and_pressure_count_as_load() {
+        let two_sessions = NodeLoad {
+            sessions: 2,
+            ..NodeLoad::default()
+        };
+        // One Room forwarding 10 000 packets/s weighs 50 Sessions, per Worker.
+        let busy = NodeLoad {
+            sessions: 2,
+            forwarded_pps: 10_000,
+            ..NodeLoad::default()
+        };
+        assert_eq!(score(&two_sessions, 1, 0, 5), 2.0);
+        assert_eq!(score(&busy, 2, 0, 5), 26.0);
+        // A node whose CPU is saturated, or whose Worker loop lags 100 ms or more, scores as
+        // under full pressure; half of either is half the weight; the larger one counts.
+        let hot_cpu = NodeLoad {
+            cpu_permille: 1000,
+            ..two_sessions
+        };
+        let lagging = NodeLoad {
+            loop_lag_micros: 250_000,
+            ..two_sessions
+        };
+        let half = NodeLoad {
+            cpu_permille: 500,
+            loop_lag_micros: 20_000,
+            ..two_sessions
+        };
+        assert_eq!(score(&hot_cpu, 1, 0, 5), 2.0 + PRESSURE_WEIGHT);
+        assert_eq!(score(&lagging, 1, 0, 5), 2.0 + PRESSURE_WEIGHT);
+        assert_eq!(score(&half, 1, 0, 5), 2.0 + PRESSURE_WEIGHT / 2.0);
+        // A node without Sessions whose CPU is 90 % busy loses to one with ten Sessions and room.
+        let starved = NodeLoad {
+            cpu_permille: 900,
+            ..NodeLoad::default()
+        };
+        let ten = NodeLoad {
+            sessions: 10,
+            cpu_permille: 100,
+            ..NodeLoad::default()
+        };
+        assert!(score(&starved, 1, 0, 5) > score(&ten, 1, 0, 5));
     }
 }

@@ -42,9 +42,11 @@ pub struct NodeLoad {
     pub sessions: u32,
     /// Rooms claimed within the ramp-up window.
     pub recent_rooms: u32,
-    /// Forwarded RTP packets per second; 0 until the gateway measures it (metrics work).
+    /// RTP packets per second the node's Workers forwarded over the last heartbeat interval (0 in
+    /// the first heartbeat).
     pub forwarded_pps: u64,
-    /// Worst Worker loop lag in microseconds; 0 until the gateway measures it (metrics work).
+    /// The worst Worker loop lag at the heartbeat, in microseconds (how late the Workers' timers
+    /// ran, as the overload rule reads it).
     pub loop_lag_micros: u64,
     /// CPU the node's process used over the last heartbeat interval, in per mille of the whole
     /// machine (all cores); 0 where it cannot be read (not Linux).

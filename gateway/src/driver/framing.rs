@@ -43,6 +43,7 @@ impl Deframer {
     }
 
     /// Bytes held (a partial frame and frames not taken yet).
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn buffered(&self) -> usize {
         self.buf.len() - self.start
     }

@@ -136,6 +136,11 @@ impl WorkerHandle {
         overload.admit_new(worker, depth, self.load.lag())
     }
 
+    /// The Worker's loop lag as it last measured it (how late its timers ran).
+    pub(crate) fn loop_lag(&self) -> Duration {
+        self.load.lag()
+    }
+
     /// Test hook: blocks the Worker thread until `resume` is dropped or sent to.
     #[cfg(test)]
     pub(crate) fn pause(&self, resume: std::sync::mpsc::Receiver<()>) {

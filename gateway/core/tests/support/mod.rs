@@ -38,6 +38,10 @@ pub struct TestPeer {
     pub reorder: bool,
     /// Drop everything this Peer sends (its NACKs and reports never arrive).
     pub uplink_cut: bool,
+    /// Drop the STUN Binding Requests this Peer sends (no consent checks reach the gateway; its
+    /// media, RTCP and DTLS still do), as with a libnice Peer that keeps its pair alive with
+    /// Binding Indications only.
+    pub no_consent: bool,
     /// A bottleneck on the gateway → Peer direction (rate, queue, delay).
     pub downlink: Option<Downlink>,
     sent: u32,
@@ -248,6 +252,24 @@ impl Net {
         )
     }
 
+    /// Creates a Session and a Peer whose ICE agent tolerates unanswered checks (see
+    /// [`PeerCore::with_unanswered_checks_tolerated`]), for liveness tests with `no_consent`.
+    pub fn join_tolerant(&mut self, room: &RoomId, participant: &str, publish: Publish) -> usize {
+        let session = self.session(room, participant);
+        let addr: SocketAddr = format!("192.0.2.{}:5000", self.next_ip).parse().unwrap();
+        self.next_ip += 1;
+        let core = PeerCore::with_unanswered_checks_tolerated(self.now, addr);
+        self.negotiate(
+            core,
+            Transport::Udp,
+            addr,
+            session,
+            participant,
+            publish,
+            &[],
+        )
+    }
+
     /// Creates a Session and a TCP-only Peer (an active TCP candidate only) whose traffic reaches
     /// the core as frames of one simulated TCP connection from `ip:5000`.
     pub fn join_tcp(&mut self, room: &RoomId, participant: &str, publish: Publish) -> usize {
@@ -315,6 +337,7 @@ impl Net {
             loss_every: None,
             reorder: false,
             uplink_cut: false,
+            no_consent: false,
             downlink: None,
             sent: 0,
             recvd: 0,
@@ -343,6 +366,9 @@ impl Net {
             for (src, dst, bytes) in batch {
                 p.sent += 1;
                 if p.cut || p.uplink_cut || p.loss_every.is_some_and(|n| p.sent % n == 0) {
+                    continue;
+                }
+                if p.no_consent && is_binding_request(&bytes) {
                     continue;
                 }
                 let source = match p.transport {
@@ -590,4 +616,9 @@ impl Downlink {
     pub fn next_due(&self) -> Option<Instant> {
         self.in_flight.front().map(|(at, _, _)| *at)
     }
+}
+
+/// A STUN Binding Request (RFC 8489: type 0x0001 and the magic cookie).
+pub fn is_binding_request(b: &[u8]) -> bool {
+    b.len() >= 20 && b[0..2] == [0x00, 0x01] && b[4..8] == [0x21, 0x12, 0xa4, 0x42]
 }
