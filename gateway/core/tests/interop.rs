@@ -1,6 +1,6 @@
 //! What other WebRTC stacks need from the gateway's SDP and offer timing (issue #15): recycled
 //! m-lines, recvonly answers, Opus before RED, candidates in every m-section, one offer per
-//! batch and none before the Session is connected.
+//! batch and none before the Session is connected, and liveness without consent checks.
 
 mod support;
 
