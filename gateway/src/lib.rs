@@ -193,6 +193,7 @@ impl Gateway {
         )
         .await
         .map_err(|e| StartError::Other(e.to_string()))?;
+        server.watch_workers(handle.clone(), cancel.clone());
         let admin_addr = if config.admin.enabled {
             let bind_err = |source| StartError::Bind {
                 what: "admin listener",

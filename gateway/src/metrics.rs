@@ -23,7 +23,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::driver::WorkerSnapshot;
+use crate::driver::{WorkerHealth, WorkerSnapshot};
 use crate::handle::GatewayHandle;
 use crate::turn::{EmbeddedTurn, TurnStats};
 
@@ -79,7 +79,8 @@ async fn scrape(State(sources): State<Arc<Sources>>) -> impl IntoResponse {
         },
         backlog: bus.live_backlog() as u64,
     };
-    match render(&snapshots, turn, gauges) {
+    let health = sources.handle.worker_health();
+    match render(&snapshots, &health, turn, gauges) {
         Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], body),
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -134,9 +135,10 @@ fn worker(i: usize) -> Labels {
 }
 
 /// Encodes one scrape. `snapshots` holds each Worker's queue depth and snapshot (`None`: busy or
-/// stopped, its series are left out).
+/// stopped, its series are left out); `health` each Worker's supervisor status.
 fn render(
     snapshots: &[(usize, Option<WorkerSnapshot>)],
+    health: &[WorkerHealth],
     turn: Option<TurnStats>,
     bus: BusGauges,
 ) -> Result<String, std::fmt::Error> {
@@ -184,6 +186,27 @@ fn render(
             .iter()
             .enumerate()
             .map(|(i, (_, s))| (worker(i), i64::from(s.is_some())))
+            .collect::<Vec<_>>(),
+    );
+
+    b.gauge(
+        "worker_healthy",
+        "1 while the Worker serves; 0 while it restarts after a fault of its core, or for good if \
+         its thread stopped.",
+        &health
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (worker(i), i64::from(h.healthy)))
+            .collect::<Vec<_>>(),
+    );
+    b.counter(
+        "worker_restarts",
+        "Faults of a Worker's core; each closed every Room and Session it held \
+         (INTERNAL_ERROR) and restarted it empty on the same sockets.",
+        &health
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (worker(i), h.restarts))
             .collect::<Vec<_>>(),
     );
 

@@ -86,6 +86,19 @@ async fn sfu_fault_is_contained(at: SfuFault) -> anyhow::Result<()> {
     let health = h.worker_health();
     assert_eq!((health[w].restarts, health[w].healthy), (1, true));
     assert_eq!((health[1 - w].restarts, health[1 - w].healthy), (0, true));
+    // Operators see it: per-Worker restarts and health on /metrics.
+    let admin = gw.admin_addr().expect("the admin listener is on");
+    let (_, body) = http_get(admin, "/metrics").await?;
+    for line in [
+        format!("switchboard_worker_restarts_total{{worker=\"{w}\"}} 1"),
+        format!(
+            "switchboard_worker_restarts_total{{worker=\"{}\"}} 0",
+            1 - w
+        ),
+        format!("switchboard_worker_healthy{{worker=\"{w}\"}} 1"),
+    ] {
+        assert!(body.lines().any(|l| l == line), "no {line:?} in:\n{body}");
+    }
 
     // The gateway keeps serving: the other call goes on, ListRooms answers from every Worker.
     media_keeps_flowing(

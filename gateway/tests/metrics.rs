@@ -9,21 +9,6 @@ use std::time::{Duration, Instant};
 
 use switchboard::v1 as pb;
 use switchboard_integration_tests::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// `GET path` over plain HTTP/1.1; the status line and the body.
-async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(String, String)> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await?;
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("no header end in {raw:?}"))?;
-    let status = head.lines().next().unwrap_or_default().to_string();
-    Ok((status, body.to_string()))
-}
 
 /// Each sample `name{labels} value`, summed over the label sets of one name (the Workers).
 fn totals(body: &str) -> HashMap<String, f64> {
@@ -53,7 +38,7 @@ async fn metrics_after_a_call_show_what_moved() -> anyhow::Result<()> {
     let (sb, b) = backend.join("bob", av("chat")).await?;
     media_both_ways(&backend, (&sa, &a), (&sb, &b), 20).await?;
 
-    let (status, body) = get(admin, "/metrics").await?;
+    let (status, body) = http_get(admin, "/metrics").await?;
     assert!(status.contains("200"), "{status}");
     assert!(
         body.ends_with("# EOF\n"),
@@ -92,7 +77,7 @@ async fn metrics_after_a_call_show_what_moved() -> anyhow::Result<()> {
     // The estimator runs toward both subscribers.
     assert!(at("switchboard_bwe_estimate_bps_count") >= 1.0, "{body}");
 
-    let (status, _) = get(admin, "/nothing").await?;
+    let (status, _) = http_get(admin, "/nothing").await?;
     assert!(status.contains("404"), "{status}");
     gw.shutdown().await;
     Ok(())

@@ -143,22 +143,46 @@ impl Reflection {
     }
 }
 
+/// How often the health service re-reads the Workers' status.
+const HEALTH_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether the control services are SERVING: every Worker healthy (none restarting after a fault
+/// of its core, none whose thread stopped) and the gateway not draining.
+fn control_serving(workers: &[crate::WorkerHealth], draining: bool) -> bool {
+    !draining && workers.iter().all(|w| w.healthy)
+}
+
 impl Server {
     /// Marks the control services as not serving (during shutdown).
     pub(crate) async fn set_not_serving(&self) {
-        let health = &self.health;
-        health
-            .set_not_serving::<RoomServiceServer<ControlService>>()
-            .await;
-        health
-            .set_not_serving::<SessionServiceServer<ControlService>>()
-            .await;
-        health
-            .set_not_serving::<EventServiceServer<ControlService>>()
-            .await;
-        health
-            .set_not_serving::<DataServiceServer<ControlService>>()
-            .await;
+        set_control_status(&self.health, false).await;
+    }
+
+    /// Keeps the health service true to the Workers until `stop`: the control services and the
+    /// overall status ("") go NOT_SERVING while any Worker is unhealthy, and back when all are.
+    pub(crate) fn watch_workers(
+        &self,
+        handle: GatewayHandle,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let health = self.health.clone();
+        tokio::spawn(async move {
+            let mut serving = true;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(HEALTH_POLL) => {}
+                }
+                let now = control_serving(&handle.worker_health(), handle.is_draining());
+                if now != serving {
+                    if !now && !handle.is_draining() {
+                        tracing::warn!("a Worker is unhealthy: health reports NOT_SERVING");
+                    }
+                    set_control_status(&health, now).await;
+                    serving = now;
+                }
+            }
+        });
     }
 
     /// Waits for the server to stop (after its `stop` token was cancelled), at most `grace`.
@@ -182,18 +206,7 @@ async fn routes(
     let session_request_limit = handle.max_sdp_bytes() + 64 * 1024;
     let svc = ControlService::new(handle, event_buffer);
     let (health, health_svc) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<RoomServiceServer<ControlService>>()
-        .await;
-    health
-        .set_serving::<SessionServiceServer<ControlService>>()
-        .await;
-    health
-        .set_serving::<EventServiceServer<ControlService>>()
-        .await;
-    health
-        .set_serving::<DataServiceServer<ControlService>>()
-        .await;
+    set_control_status(&health, true).await;
     let builder = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(switchboard::v1::FILE_DESCRIPTOR_SET)
@@ -242,4 +255,63 @@ async fn routes(
             move |r| a4.check(r),
         ));
     Ok((routes, health))
+}
+
+/// Sets the control services and the overall status ("") SERVING or NOT_SERVING.
+async fn set_control_status(health: &tonic_health::server::HealthReporter, serving: bool) {
+    use tonic_health::ServingStatus;
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
+    if serving {
+        health
+            .set_serving::<RoomServiceServer<ControlService>>()
+            .await;
+        health
+            .set_serving::<SessionServiceServer<ControlService>>()
+            .await;
+        health
+            .set_serving::<EventServiceServer<ControlService>>()
+            .await;
+        health
+            .set_serving::<DataServiceServer<ControlService>>()
+            .await;
+    } else {
+        health
+            .set_not_serving::<RoomServiceServer<ControlService>>()
+            .await;
+        health
+            .set_not_serving::<SessionServiceServer<ControlService>>()
+            .await;
+        health
+            .set_not_serving::<EventServiceServer<ControlService>>()
+            .await;
+        health
+            .set_not_serving::<DataServiceServer<ControlService>>()
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::control_serving;
+    use crate::WorkerHealth;
+
+    #[test]
+    fn one_unhealthy_worker_or_draining_is_not_serving() {
+        let ok = WorkerHealth {
+            restarts: 2,
+            healthy: true,
+        };
+        let down = WorkerHealth {
+            restarts: 0,
+            healthy: false,
+        };
+        assert!(control_serving(&[ok, ok], false));
+        assert!(!control_serving(&[ok, down], false));
+        assert!(!control_serving(&[ok, ok], true));
+    }
 }
