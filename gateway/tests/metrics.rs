@@ -3,7 +3,6 @@
 //! `GetSessionStats` over gRPC for the same kind of call.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use std::time::{Duration, Instant};
 
