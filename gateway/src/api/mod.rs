@@ -259,39 +259,21 @@ async fn routes(
 
 /// Sets the control services and the overall status ("") SERVING or NOT_SERVING.
 async fn set_control_status(health: &tonic_health::server::HealthReporter, serving: bool) {
+    use tonic::server::NamedService;
     use tonic_health::ServingStatus;
     let status = if serving {
         ServingStatus::Serving
     } else {
         ServingStatus::NotServing
     };
-    health.set_service_status("", status).await;
-    if serving {
-        health
-            .set_serving::<RoomServiceServer<ControlService>>()
-            .await;
-        health
-            .set_serving::<SessionServiceServer<ControlService>>()
-            .await;
-        health
-            .set_serving::<EventServiceServer<ControlService>>()
-            .await;
-        health
-            .set_serving::<DataServiceServer<ControlService>>()
-            .await;
-    } else {
-        health
-            .set_not_serving::<RoomServiceServer<ControlService>>()
-            .await;
-        health
-            .set_not_serving::<SessionServiceServer<ControlService>>()
-            .await;
-        health
-            .set_not_serving::<EventServiceServer<ControlService>>()
-            .await;
-        health
-            .set_not_serving::<DataServiceServer<ControlService>>()
-            .await;
+    for name in [
+        "",
+        RoomServiceServer::<ControlService>::NAME,
+        SessionServiceServer::<ControlService>::NAME,
+        EventServiceServer::<ControlService>::NAME,
+        DataServiceServer::<ControlService>::NAME,
+    ] {
+        health.set_service_status(name, status).await;
     }
 }
 

@@ -238,9 +238,30 @@ impl Net {
         channels: &[switchboard_testpeer::ChannelConfig],
         codecs: Codecs,
     ) -> usize {
+        let make = move |now, addr| PeerCore::with_codecs(now, addr, codecs);
+        self.join_udp(make, session, participant, publish, channels)
+    }
+
+    /// Creates a Session and a Peer whose ICE agent tolerates unanswered checks (see
+    /// [`PeerCore::with_unanswered_checks_tolerated`]), for liveness tests with `no_consent`.
+    pub fn join_tolerant(&mut self, room: &RoomId, participant: &str, publish: Publish) -> usize {
+        let session = self.session(room, participant);
+        let make = PeerCore::with_unanswered_checks_tolerated;
+        self.join_udp(make, session, participant, publish, &[])
+    }
+
+    /// A UDP Peer made by `make` at the next free address, negotiated into `session`.
+    fn join_udp(
+        &mut self,
+        make: impl FnOnce(Instant, SocketAddr) -> PeerCore,
+        session: SessionId,
+        participant: &str,
+        publish: Publish,
+        channels: &[switchboard_testpeer::ChannelConfig],
+    ) -> usize {
         let addr: SocketAddr = format!("192.0.2.{}:5000", self.next_ip).parse().unwrap();
         self.next_ip += 1;
-        let core = PeerCore::with_codecs(self.now, addr, codecs);
+        let core = make(self.now, addr);
         self.negotiate(
             core,
             Transport::Udp,
@@ -249,24 +270,6 @@ impl Net {
             participant,
             publish,
             channels,
-        )
-    }
-
-    /// Creates a Session and a Peer whose ICE agent tolerates unanswered checks (see
-    /// [`PeerCore::with_unanswered_checks_tolerated`]), for liveness tests with `no_consent`.
-    pub fn join_tolerant(&mut self, room: &RoomId, participant: &str, publish: Publish) -> usize {
-        let session = self.session(room, participant);
-        let addr: SocketAddr = format!("192.0.2.{}:5000", self.next_ip).parse().unwrap();
-        self.next_ip += 1;
-        let core = PeerCore::with_unanswered_checks_tolerated(self.now, addr);
-        self.negotiate(
-            core,
-            Transport::Udp,
-            addr,
-            session,
-            participant,
-            publish,
-            &[],
         )
     }
 
