@@ -11,7 +11,8 @@
 //
 // usage: node mline-cycles.mjs <demo base URL> [cycles=50]
 // Exit 0 on success; on failure prints the reason and exits 1. Every wait is bounded.
-import { launchChromium, until } from "./lib.mjs";
+import { runWithChromium } from "./lib.mjs";
+import { sections, until } from "./util.mjs";
 
 const [base, cyclesArg] = process.argv.slice(2);
 if (!base) {
@@ -21,35 +22,20 @@ if (!base) {
 const CYCLES = Number(cyclesArg || 50);
 const ROOM = "mline-cycles";
 
-// The viewer's signaling state and the m-sections of its current remote and local descriptions:
-// kind, port (0 = stopped), mid and the msid's stream id (the gateway uses the sender's Session id).
-const describe = (p) =>
-  p.evaluate(() => {
+// The viewer's signaling state and the m-sections of its current remote and local descriptions
+// (the msid's stream id is the sending Session's id: the gateway's choice).
+const describe = async (p) => {
+  const d = await p.evaluate(() => {
     const pc = window.demo.pc();
-    const parse = (sdp) =>
-      (sdp || "")
-        .split(/\r\nm=/)
-        .slice(1)
-        .map((s) => ({
-          kind: s.split(" ")[0],
-          port: Number(s.split(" ")[1]),
-          mid: (s.match(/\r\na=mid:(\S+)/) || [])[1] || "",
-          stream: (s.match(/\r\na=msid:(\S+)/) || [])[1] || "",
-        }));
-    return {
-      state: pc?.signalingState,
-      remote: parse(pc?.remoteDescription?.sdp),
-      local: parse(pc?.localDescription?.sdp),
-    };
+    return { state: pc?.signalingState, remote: pc?.remoteDescription?.sdp, local: pc?.localDescription?.sdp };
   });
+  return { state: d.state, remote: sections(d.remote), local: sections(d.local) };
+};
 // Inbound RTP packets received per mid.
 const packets = async (p) =>
   Object.fromEntries((await p.evaluate(() => window.demo.inbound())).map((x) => [x.mid, x.packetsReceived]));
 
-const browser = await launchChromium();
-const ctx = browser.ctx;
-let code = 0;
-try {
+await runWithChromium(async (ctx) => {
   const viewer = await ctx.newPage();
   viewer.on("console", (m) => {
     if (m.type() === "error" || m.type() === "warning") console.error(`[viewer] ${m.text()}`);
@@ -133,10 +119,4 @@ try {
       slots: [...new Set(cycles.map((c) => c.slots.join(",")))],
     }),
   );
-} catch (e) {
-  console.error(`FAIL: ${e.message}`);
-  code = 1;
-} finally {
-  await browser.close();
-}
-process.exit(code);
+});
