@@ -77,5 +77,10 @@ async fn werift_answers_every_offer_through_publisher_join_leave_cycles() {
     // slots the cycling publishers reuse.
     let mlines: Vec<&str> = values["mlines"].split(',').collect();
     assert_eq!(mlines, vec!["6"; CYCLES], "{values:?}");
+    // Each cycle's publisher got its own two mids (a recycled slot takes a new mid).
+    let mids: std::collections::HashSet<&str> = (0..CYCLES)
+        .flat_map(|i| values[&format!("mids_cycle_{i}")].split(','))
+        .collect();
+    assert_eq!(mids.len(), 2 * CYCLES, "{values:?}");
     gw.shutdown().await;
 }
