@@ -1,27 +1,10 @@
 // A short Switchboard backend in Node.js: create a Room, start a Session, watch the events.
 // usage: node example.mjs [GATEWAY_ADDR]   (default 127.0.0.1:50051)
 // Set SWITCHBOARD_API_KEY when the gateway requires a key.
-import grpc from "@grpc/grpc-js";
-import protoLoader from "@grpc/proto-loader";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { connect, grpc } from "./api.mjs";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const protoDir = path.join(here, "..", "..", "proto");
-const def = protoLoader.loadSync(
-  ["switchboard/v1/room.proto", "switchboard/v1/session.proto", "switchboard/v1/event.proto"],
-  { includeDirs: [protoDir], keepCase: true, longs: String, enums: String, defaults: true, oneofs: true },
-);
-const v1 = grpc.loadPackageDefinition(def).switchboard.v1;
 const addr = process.argv[2] || "127.0.0.1:50051";
-const creds = grpc.credentials.createInsecure();
-const rooms = new v1.RoomService(addr, creds);
-const sessions = new v1.SessionService(addr, creds);
-const events = new v1.EventService(addr, creds);
-const md = new grpc.Metadata();
-if (process.env.SWITCHBOARD_API_KEY) md.set("authorization", `Bearer ${process.env.SWITCHBOARD_API_KEY}`);
-const call = (client, method, req) =>
-  new Promise((resolve, reject) => client[method](req, md, (err, res) => (err ? reject(err) : resolve(res))));
+const { rooms, sessions, events, md, call } = connect(addr);
 
 const seen = [];
 let ready;

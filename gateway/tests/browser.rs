@@ -55,3 +55,12 @@ fn chromium_simulcast_follows_the_layer_preference_then_shares_a_screen_and_rest
 fn chromium_recycles_m_lines_the_gateway_stopped_when_tracks_left() {
     run_demo_script("mline-reuse.mjs", &[]);
 }
+
+/// Issue #15.4 with a real browser: one viewer page stays while 50 publisher pages join (their
+/// audio and video received) and leave; the viewer's remote and local descriptions keep its own
+/// 3 m-lines (camera, microphone, data channel) + 2, because the gateway's offers put each new
+/// publisher's Tracks into the slots the previous one's left stopped.
+#[test]
+fn chromium_viewer_keeps_its_m_lines_bounded_through_fifty_join_leave_cycles() {
+    run_demo_script("mline-cycles.mjs", &[]);
+}

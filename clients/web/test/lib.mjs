@@ -4,6 +4,9 @@ import { chromium } from "playwright-core";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { until } from "./util.mjs";
+
+export { until };
 
 export const CHROMIUM_ARGS = [
   "--no-sandbox",
@@ -18,23 +21,6 @@ export const CHROMIUM_ARGS = [
   "--use-fake-ui-for-media-stream",
   "--autoplay-policy=no-user-gesture-required",
 ];
-
-/** Polls `f` until it returns true or `ms` pass; throws with the last thing it returned. */
-export async function until(what, ms, f) {
-  const end = Date.now() + ms;
-  let last = "";
-  while (Date.now() < end) {
-    try {
-      const r = await f();
-      if (r === true) return;
-      last = String(r);
-    } catch (e) {
-      last = String(e);
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out after ${ms} ms: ${what} (${last})`);
-}
 
 /** A fresh headless Chromium context; `close()` also removes its profile. */
 export async function launchChromium(viewport) {
@@ -53,4 +39,22 @@ export async function launchChromium(viewport) {
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Runs `body(ctx)` with a fresh Chromium context, then exits the process: 0 when it resolved,
+ * 1 with `FAIL: reason` when it threw. The browser is closed either way.
+ */
+export async function runWithChromium(body, viewport) {
+  const browser = await launchChromium(viewport);
+  let code = 0;
+  try {
+    await body(browser.ctx);
+  } catch (e) {
+    console.error(`FAIL: ${e.message}`);
+    code = 1;
+  } finally {
+    await browser.close();
+  }
+  process.exit(code);
 }

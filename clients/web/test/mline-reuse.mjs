@@ -6,7 +6,7 @@
 //
 // usage: node mline-reuse.mjs <demo base URL>
 // Exit 0 on success; on failure prints the reason and exits 1. Every wait is bounded.
-import { launchChromium, until } from "./lib.mjs";
+import { runWithChromium, until } from "./lib.mjs";
 
 const [base] = process.argv.slice(2);
 if (!base) {
@@ -28,10 +28,7 @@ const mlines = (p) =>
   });
 const inbound = async (p) => (await p.evaluate(() => window.demo.inbound())).filter((x) => x.packetsReceived > 0);
 
-const browser = await launchChromium();
-const ctx = browser.ctx;
-let code = 0;
-try {
+await runWithChromium(async (ctx) => {
   const viewer = await ctx.newPage();
   await viewer.goto(`${base}/?room=reuse&name=viewer`);
   const pub = await ctx.newPage();
@@ -76,10 +73,4 @@ try {
     return (v.length >= 2 && s.some((x) => x.kind === "audio")) || JSON.stringify(s);
   });
   console.log(JSON.stringify({ ok: true, withPublisher, stopped, after, recycled }));
-} catch (e) {
-  console.error(`FAIL: ${e.message}`);
-  code = 1;
-} finally {
-  await browser.close();
-}
-process.exit(code);
+});

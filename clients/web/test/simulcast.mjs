@@ -6,7 +6,7 @@
 // video keeps flowing.
 //
 // usage: node simulcast.mjs <demo base URL>
-import { launchChromium, until } from "./lib.mjs";
+import { runWithChromium, until } from "./lib.mjs";
 
 const [base] = process.argv.slice(2);
 if (!base) {
@@ -20,10 +20,7 @@ const width = async (p) => {
   return v ? v.frameWidth : 0;
 };
 
-const browser = await launchChromium();
-const ctx = browser.ctx;
-let code = 0;
-try {
+await runWithChromium(async (ctx) => {
   const pub = await ctx.newPage();
   // A 640x480 capture: Chromium then sends two layers (160 and 320 wide), which a 2-core machine
   // encodes without CPU adaptation getting in the way (720p's three layers do not reliably).
@@ -81,10 +78,4 @@ try {
     return n > before + 30 || `frames ${before} -> ${n}`;
   });
   console.log(JSON.stringify({ ok: true, top }));
-} catch (e) {
-  console.error(`FAIL: ${e.message}`);
-  code = 1;
-} finally {
-  await browser.close();
-}
-process.exit(code);
+});

@@ -4,7 +4,7 @@
 //
 // usage: node three-pages.mjs <demo base URL> <screenshot.png>
 // Exit 0 on success; on failure prints the reason and exits 1. Every wait is bounded.
-import { launchChromium, until } from "./lib.mjs";
+import { runWithChromium, until } from "./lib.mjs";
 
 const [base, shot] = process.argv.slice(2);
 if (!base || !shot) {
@@ -22,10 +22,7 @@ async function media(p, peers) {
   return { videos: videos.length, audios: audios.length, frames: sum(s.filter((x) => x.kind === "video"), "framesDecoded"), ok: videos.length >= peers && audios.length >= peers };
 }
 
-const browser = await launchChromium({ width: 1280, height: 720 });
-const ctx = browser.ctx;
-let code = 0;
-try {
+await runWithChromium(async (ctx) => {
   const pages = [];
   for (let i = 0; i < 3; i++) {
     const p = await ctx.newPage();
@@ -89,10 +86,4 @@ try {
     });
   }
   console.log(JSON.stringify({ ok: true, frames: after, names }));
-} catch (e) {
-  console.error(`FAIL: ${e.message}`);
-  code = 1;
-} finally {
-  await browser.close();
-}
-process.exit(code);
+}, { width: 1280, height: 720 });
