@@ -719,6 +719,8 @@ mod tests {
     fn cert_key_algorithm_names_the_suite_signature_algorithm() {
         let ec = include_bytes!("validation/p256_cert.der");
         assert_eq!(cert_key_algorithm(ec), Ok(SignatureAlgorithm::ECDSA));
+        let rsa = include_bytes!("validation/rsa2048_cert.der");
+        assert_eq!(cert_key_algorithm(rsa), Ok(SignatureAlgorithm::RSA));
         assert_eq!(
             cert_key_algorithm(&[0x00, 0x01, 0x02]),
             Err(CertificateError::ParseFailed)

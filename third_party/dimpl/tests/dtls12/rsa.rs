@@ -1,16 +1,18 @@
 //! DTLS 1.2 with RSA certificates, dimpl in both roles against OpenSSL:
 //! - dimpl server: requests and verifies RSA client certificates (OpenSSL as the client
 //!   signs CertificateVerify with RSA-PSS or PKCS#1 v1.5);
-//! - dimpl client with its usual ECDSA certificate against OpenSSL servers;
+//! - dimpl client with its usual ECDSA certificate: offers the ECDHE_RSA suites and
+//!   verifies an RSA server's ServerKeyExchange;
 //!
-//! the server refuses RSA keys smaller than `MIN_RSA_KEY_BITS` with a fatal alert; both
-//! roles still work with ECDSA peers and with each other.
+//! both refuse RSA keys smaller than `MIN_RSA_KEY_BITS` with a fatal alert, and still
+//! work with ECDSA peers and with each other.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use dimpl::{Config, CryptoError, Dtls, Error, Output};
+use dimpl::crypto::Dtls12CipherSuite;
+use dimpl::{Config, CryptoError, Dtls, Error, Output, SecurityError};
 
 use crate::common::{deliver_packets, drain_outputs, setup_connected_12_pair};
 use crate::ossl_helper::{DtlsCertOptions, DtlsEvent, DtlsPKeyType, OsslDtlsCert};
@@ -179,6 +181,46 @@ fn dtls12_server_still_accepts_ecdsa_client_certificate() {
 }
 
 #[test]
+fn dtls12_client_connects_to_rsa_2048_server() {
+    // Each ECDHE_RSA suite alone is covered by crypto.rs `dtls12_all_cipher_suites`.
+    let (outcome, server_cert) =
+        dimpl_client_with_openssl_server(Config::default(), DtlsPKeyType::Rsa2048);
+
+    assert_connected_and_exchanged(&outcome);
+    assert_eq!(
+        outcome.dimpl_peer_cert.as_deref(),
+        Some(server_cert.x509.to_der().unwrap().as_slice()),
+        "the client must report the server's RSA certificate"
+    );
+}
+
+#[test]
+fn dtls12_client_refuses_rsa_1024_server() {
+    let (outcome, _) = dimpl_client_with_openssl_server(Config::default(), DtlsPKeyType::Rsa1024);
+
+    assert!(
+        !outcome.dimpl_connected,
+        "a 1024-bit RSA server must not connect"
+    );
+    let error = outcome.dimpl_error.expect("the client must report why");
+    assert_eq!(
+        error,
+        Error::CryptoError(CryptoError::RsaKeyTooSmall {
+            bits: 1024,
+            minimum: 2048,
+        })
+    );
+    assert!(
+        error.to_string().contains("1024 bits"),
+        "the error names the key size: {error}"
+    );
+    assert!(
+        outcome.openssl_failed,
+        "the server must be told (fatal alert), not left retransmitting"
+    );
+}
+
+#[test]
 fn dtls12_client_still_connects_to_ecdsa_server() {
     let (outcome, _) = dimpl_client_with_openssl_server(Config::default(), DtlsPKeyType::EcDsaP256);
 
@@ -198,4 +240,43 @@ fn dtls12_dimpl_client_and_server_still_connect() {
 
     assert_eq!(drain_outputs(&mut server).app_data, [b"from the client"]);
     assert_eq!(drain_outputs(&mut client).app_data, [b"from the server"]);
+}
+
+#[test]
+fn dtls12_ecdsa_server_does_not_choose_an_rsa_suite() {
+    // A client offering only ECDHE_RSA suites: our server's key is ECDSA, so it must
+    // not pick one of them (it would have to sign ServerKeyExchange with RSA).
+    let now = Instant::now();
+    let rsa_only = Config::builder()
+        .dtls12_cipher_suites(&[
+            Dtls12CipherSuite::ECDHE_RSA_AES128_GCM_SHA256,
+            Dtls12CipherSuite::ECDHE_RSA_AES256_GCM_SHA384,
+        ])
+        .build()
+        .expect("config");
+    let cert = || dimpl::certificate::generate_self_signed_certificate().expect("cert");
+    let mut client = Dtls::new_12(Arc::new(rsa_only), cert(), now);
+    client.set_active(true);
+    // No HelloVerifyRequest round trip: the first ClientHello reaches suite selection.
+    let server_config = Config::builder()
+        .use_server_cookie(false)
+        .build()
+        .expect("config");
+    let mut server = Dtls::new_12(Arc::new(server_config), cert(), now);
+    server.set_active(false);
+
+    client.handle_timeout(now).unwrap();
+    let client_hello = drain_outputs(&mut client).packets;
+    assert!(!client_hello.is_empty(), "the client sends its ClientHello");
+    let errors: Vec<_> = client_hello
+        .iter()
+        .filter_map(|p| server.handle_packet(p).err())
+        .collect();
+
+    assert_eq!(
+        errors,
+        [Error::SecurityError(
+            SecurityError::NoMutuallyAcceptableCipherSuite
+        )]
+    );
 }
