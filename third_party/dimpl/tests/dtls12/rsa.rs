@@ -6,6 +6,9 @@
 //!
 //! both refuse RSA keys smaller than `MIN_RSA_KEY_BITS` with a fatal alert, and still
 //! work with ECDSA peers and with each other.
+//!
+//! Needs the `rcgen` feature (dimpl's own certificates).
+#![cfg(feature = "rcgen")]
 
 use std::collections::VecDeque;
 use std::sync::Arc;
