@@ -1505,6 +1505,67 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "rcgen")]
+    fn server_certificate_key_must_match_the_chosen_suite() {
+        use crate::types::SignatureAlgorithm;
+
+        let ec_cert = include_bytes!("../crypto/validation/p256_cert.der").as_slice();
+        let rsa_cert = include_bytes!("../crypto/validation/rsa2048_cert.der").as_slice();
+        let cases = [
+            (
+                Dtls12CipherSuite::ECDHE_ECDSA_AES128_GCM_SHA256,
+                rsa_cert,
+                SignatureAlgorithm::RSA,
+            ),
+            (
+                Dtls12CipherSuite::ECDHE_RSA_AES128_GCM_SHA256,
+                ec_cert,
+                SignatureAlgorithm::ECDSA,
+            ),
+        ];
+        for (suite, cert, key) in cases {
+            let config = Arc::new(Config::default());
+            let auth = crate::dtls12::context::tests::cert_auth_mode(&config);
+            let mut client = Client::new_with_engine(Engine::new(config, auth), Instant::now());
+            client.engine.set_cipher_suite(suite);
+
+            // Certificate: certificate_list<u24> of one ASN.1Cert<u24>.
+            let mut body = ((cert.len() + 3) as u32).to_be_bytes()[1..].to_vec();
+            body.extend_from_slice(&(cert.len() as u32).to_be_bytes()[1..]);
+            body.extend_from_slice(cert);
+            client
+                .engine
+                .parse_packet(&epoch0_handshake_packet(MessageType::Certificate, 0, &body))
+                .expect("queue Certificate");
+
+            let err = State::AwaitCertificate
+                .await_certificate(&mut client)
+                .expect_err("a mismatched server key must fail");
+
+            assert!(
+                matches!(
+                    err,
+                    crate::InternalError::Fatal(Error::SecurityError(
+                        crate::SecurityError::ServerCertificateDoesNotMatchCipherSuite {
+                            suite: s,
+                            key: k,
+                        }
+                    )) if s == suite && k == key
+                ),
+                "{suite:?} with a {key:?} certificate: {err:?}"
+            );
+            assert_eq!(client.state, State::Closed);
+            // The server is told: a fatal unsupported_certificate alert in epoch 0.
+            let mut buf = vec![0u8; 2048];
+            let Output::Packet(alert) = client.engine.poll_output(&mut buf, Instant::now()) else {
+                panic!("an alert must be queued");
+            };
+            assert_eq!(alert[0], ContentType::Alert.as_u8());
+            assert_eq!(&alert[alert.len() - 2..], &[2, 43]);
+        }
+    }
+
+    #[test]
     fn derive_keys_without_cipher_suite_is_invalid_state() {
         let mut client = psk_client();
 

@@ -628,12 +628,13 @@ impl CryptoContext {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::Config;
 
+    /// Certificate auth with a freshly generated ECDSA certificate.
     #[cfg(feature = "rcgen")]
-    fn cert_auth_mode(config: &Config) -> AuthMode {
+    pub(crate) fn cert_auth_mode(config: &Config) -> AuthMode {
         let cert = crate::certificate::generate_self_signed_certificate().expect("generate cert");
         let private_key = config
             .crypto_provider()
