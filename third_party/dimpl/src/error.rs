@@ -424,6 +424,8 @@ pub enum CertificateError {
     UnsupportedEcCurve,
     /// A certificate had an invalid subject public key.
     InvalidSubjectPublicKey,
+    /// A certificate's public key is neither an EC nor an RSA key.
+    UnsupportedPublicKeyAlgorithm,
 }
 
 /// Fine-grained reason for an [`Error::SecurityError`].
@@ -448,6 +450,14 @@ pub enum SecurityError {
     ServerSelectedIncompatibleCipherSuite(Dtls12CipherSuite),
     /// The server selected a DTLS 1.2 cipher suite disallowed by configuration.
     ServerSelectedDisallowedCipherSuite(Dtls12CipherSuite),
+    /// The server's certificate key cannot authenticate the DTLS 1.2 cipher suite it
+    /// selected (an RSA key with an ECDHE_ECDSA suite, or an EC key with ECDHE_RSA).
+    ServerCertificateDoesNotMatchCipherSuite {
+        /// The suite the server selected.
+        suite: Dtls12CipherSuite,
+        /// The key type of the server's certificate.
+        key: SignatureAlgorithm,
+    },
     /// The server selected a DTLS 1.3 cipher suite disallowed by configuration.
     ServerSelectedDisallowedDtls13CipherSuite(Dtls13CipherSuite),
     /// DTLS 1.2 extended master secret was required but not negotiated.
@@ -1109,6 +1119,9 @@ impl fmt::Display for CertificateError {
             Self::InvalidSubjectPublicKey => {
                 write!(f, "invalid EC subject_public_key bitstring")
             }
+            Self::UnsupportedPublicKeyAlgorithm => {
+                write!(f, "certificate public key is neither EC nor RSA")
+            }
         }
     }
 }
@@ -1149,6 +1162,10 @@ impl fmt::Display for SecurityError {
             Self::ServerSelectedDisallowedCipherSuite(suite) => {
                 write!(f, "server selected disallowed cipher suite: {suite:?}")
             }
+            Self::ServerCertificateDoesNotMatchCipherSuite { suite, key } => write!(
+                f,
+                "server certificate key {key:?} does not match cipher suite {suite:?}"
+            ),
             Self::ServerSelectedDisallowedDtls13CipherSuite(suite) => {
                 write!(f, "server selected disallowed cipher suite: {suite:?}")
             }

@@ -40,7 +40,10 @@ pub use provider::{
     SupportedDtls13CipherSuite, SupportedKxGroup, check_verify_scheme,
 };
 #[cfg(feature = "_crypto-common")]
-pub use provider::{OID_P256, OID_P384, OID_RSA_ENCRYPTION, cert_named_group, rsa_public_key_bits};
+pub use provider::{
+    OID_P256, OID_P384, OID_RSA_ENCRYPTION, cert_key_algorithm, cert_named_group,
+    rsa_public_key_bits,
+};
 
 // Re-export shared types for provider trait implementations
 pub use crate::dtls12::message::Dtls12CipherSuite;

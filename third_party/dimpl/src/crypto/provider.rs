@@ -418,6 +418,32 @@ pub fn cert_named_group(cert_der: &[u8]) -> Result<NamedGroup, CertificateError>
     }
 }
 
+/// The key type of a DER-encoded X.509 certificate, as the [`SignatureAlgorithm`] a
+/// DTLS 1.2 cipher suite names: `ECDSA` for an EC key, `RSA` for an rsaEncryption key.
+///
+/// Used by a DTLS 1.2 client to check the server's certificate against the chosen
+/// ECDHE_ECDSA / ECDHE_RSA suite.
+#[cfg(feature = "_crypto-common")]
+pub fn cert_key_algorithm(cert_der: &[u8]) -> Result<SignatureAlgorithm, CertificateError> {
+    use der::Decode;
+    use x509_cert::Certificate as X509Certificate;
+
+    const OID_EC_PUBLIC_KEY: spki::ObjectIdentifier =
+        spki::ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+
+    let cert = X509Certificate::from_der(cert_der).map_err(|_| CertificateError::ParseFailed)?;
+    match cert
+        .tbs_certificate()
+        .subject_public_key_info()
+        .algorithm
+        .oid
+    {
+        OID_EC_PUBLIC_KEY => Ok(SignatureAlgorithm::ECDSA),
+        OID_RSA_ENCRYPTION => Ok(SignatureAlgorithm::RSA),
+        _ => Err(CertificateError::UnsupportedPublicKeyAlgorithm),
+    }
+}
+
 /// Private key parser (factory for SigningKey).
 pub trait KeyProvider: CryptoSafe {
     /// Parse and load a private key from DER/PEM bytes.
@@ -686,6 +712,19 @@ mod tests {
 
         let group = cert_named_group(cert.der()).unwrap();
         assert_eq!(group, NamedGroup::Secp384r1);
+    }
+
+    #[test]
+    #[cfg(feature = "_crypto-common")]
+    fn cert_key_algorithm_names_the_suite_signature_algorithm() {
+        let ec = include_bytes!("validation/p256_cert.der");
+        assert_eq!(cert_key_algorithm(ec), Ok(SignatureAlgorithm::ECDSA));
+        let rsa = include_bytes!("validation/rsa2048_cert.der");
+        assert_eq!(cert_key_algorithm(rsa), Ok(SignatureAlgorithm::RSA));
+        assert_eq!(
+            cert_key_algorithm(&[0x00, 0x01, 0x02]),
+            Err(CertificateError::ParseFailed)
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::buffer::{Buf, ToBuf};
 use crate::crypto::SrtpProfile;
 use crate::dtls12::Server;
 use crate::dtls12::context::AuthMode;
-use crate::dtls12::engine::Engine;
+use crate::dtls12::engine::{Engine, alert_for_signature_error};
 use crate::dtls12::message::{Body, CipherSuiteVec, ClientHello, ClientKeyExchange};
 use crate::dtls12::message::{ClientPskKeys, ServerKeyExchangeParams};
 use crate::dtls12::message::{CompressionMethod, ContentType, Cookie};
@@ -493,11 +493,10 @@ impl State {
             .into());
         }
 
-        // Enforce cipher suite is compatible with our private key and allowed by config
-        let is_compatible = client
-            .engine
-            .crypto_context()
-            .is_cipher_suite_compatible(cs);
+        // Enforce that the server chose a suite we offered: the two checks below are
+        // exactly the ClientHello filter (allowed by config, and offerable by a client
+        // in our auth mode; a certificate suite names the server's key, not ours).
+        let is_compatible = client.engine.crypto_context().client_can_offer(cs);
 
         if !is_compatible {
             return Err(Error::SecurityError(
@@ -513,7 +512,6 @@ impl State {
             .into());
         }
 
-        // Note: we keep offered suites local; we don't enforce echo here
         client.engine.set_cipher_suite(cs);
         client.session_id = Some(server_hello.session_id);
         client.server_random = Some(server_hello.random);
@@ -596,6 +594,9 @@ impl State {
             trace!("Certificate #{} size: {} bytes", i + 1, cert_data.len());
             client.server_certificates.push(cert_data.to_buf());
         }
+
+        #[cfg(feature = "_crypto-common")]
+        check_server_key_matches_suite(client)?;
 
         Ok(Self::AwaitServerKeyExchange)
     }
@@ -722,11 +723,21 @@ impl State {
             signature_range: 0..signature_bytes.len(),
         };
 
-        client
-            .engine
-            .crypto_context_mut()
-            .verify_signature(&signed_data, &temp_signed, signature_bytes, cert_der)
-            .map_err(Error::CryptoError)?;
+        let verified = client.engine.crypto_context().verify_signature(
+            &signed_data,
+            &temp_signed,
+            signature_bytes,
+            cert_der,
+        );
+        if let Err(e) = verified {
+            // The server's key or signature is not acceptable (e.g. RSA under 2048 bits):
+            // tell it why (RFC 5246 §7.2.2) and end the handshake.
+            client
+                .engine
+                .abort_with_fatal_alert(alert_for_signature_error(&e))?;
+            client.state = State::Closed;
+            return Err(Error::CryptoError(e).into());
+        }
 
         trace!(
             "ServerKeyExchange signature verified: {:?}",
@@ -1246,12 +1257,13 @@ fn handshake_create_client_hello(
 ) -> Result<(), Error> {
     let client_version = ProtocolVersion::DTLS1_2;
 
-    // Get cipher suites from config that are compatible with our key
+    // Cipher suites from config that a client in our auth mode can offer (whatever
+    // our own key is: the suite names the server's key)
     let cipher_suites: CipherSuiteVec = engine
         .config()
         .dtls12_cipher_suites()
         .map(|cs| cs.suite())
-        .filter(|suite| engine.crypto_context().is_cipher_suite_compatible(*suite))
+        .filter(|suite| engine.crypto_context().client_can_offer(*suite))
         .take(Dtls12CipherSuite::supported().len())
         .collect();
 
@@ -1278,6 +1290,32 @@ fn handshake_create_client_hello(
 
     client_hello.serialize(extension_data, body);
     Ok(())
+}
+
+/// The server certificate's key must be the one the chosen suite names (RFC 5246
+/// §7.4.2): an RSA key for ECDHE_RSA, an EC key for ECDHE_ECDSA. Otherwise send
+/// unsupported_certificate and end the handshake.
+#[cfg(feature = "_crypto-common")]
+fn check_server_key_matches_suite(client: &mut Client) -> Result<(), Error> {
+    let (Some(suite), Some(cert)) = (
+        client.engine.cipher_suite(),
+        client.server_certificates.first(),
+    ) else {
+        return Ok(());
+    };
+    let Some(expected) = suite.signature_algorithm() else {
+        return Ok(());
+    };
+    let error = match crate::crypto::cert_key_algorithm(cert) {
+        Ok(key) if key == expected => return Ok(()),
+        Ok(key) => Error::SecurityError(
+            crate::SecurityError::ServerCertificateDoesNotMatchCipherSuite { suite, key },
+        ),
+        Err(e) => Error::CertificateError(e),
+    };
+    client.engine.abort_with_fatal_alert(43)?; // unsupported_certificate
+    client.state = State::Closed;
+    Err(error)
 }
 
 fn handshake_create_certificate(body: &mut Buf, engine: &mut Engine) -> Result<(), Error> {
@@ -1464,6 +1502,67 @@ mod tests {
             err,
             crate::InternalError::Fatal(Error::CertificateError(_))
         ));
+    }
+
+    #[test]
+    #[cfg(feature = "rcgen")]
+    fn server_certificate_key_must_match_the_chosen_suite() {
+        use crate::types::SignatureAlgorithm;
+
+        let ec_cert = include_bytes!("../crypto/validation/p256_cert.der").as_slice();
+        let rsa_cert = include_bytes!("../crypto/validation/rsa2048_cert.der").as_slice();
+        let cases = [
+            (
+                Dtls12CipherSuite::ECDHE_ECDSA_AES128_GCM_SHA256,
+                rsa_cert,
+                SignatureAlgorithm::RSA,
+            ),
+            (
+                Dtls12CipherSuite::ECDHE_RSA_AES128_GCM_SHA256,
+                ec_cert,
+                SignatureAlgorithm::ECDSA,
+            ),
+        ];
+        for (suite, cert, key) in cases {
+            let config = Arc::new(Config::default());
+            let auth = crate::dtls12::context::tests::cert_auth_mode(&config);
+            let mut client = Client::new_with_engine(Engine::new(config, auth), Instant::now());
+            client.engine.set_cipher_suite(suite);
+
+            // Certificate: certificate_list<u24> of one ASN.1Cert<u24>.
+            let mut body = ((cert.len() + 3) as u32).to_be_bytes()[1..].to_vec();
+            body.extend_from_slice(&(cert.len() as u32).to_be_bytes()[1..]);
+            body.extend_from_slice(cert);
+            client
+                .engine
+                .parse_packet(&epoch0_handshake_packet(MessageType::Certificate, 0, &body))
+                .expect("queue Certificate");
+
+            let err = State::AwaitCertificate
+                .await_certificate(&mut client)
+                .expect_err("a mismatched server key must fail");
+
+            assert!(
+                matches!(
+                    err,
+                    crate::InternalError::Fatal(Error::SecurityError(
+                        crate::SecurityError::ServerCertificateDoesNotMatchCipherSuite {
+                            suite: s,
+                            key: k,
+                        }
+                    )) if s == suite && k == key
+                ),
+                "{suite:?} with a {key:?} certificate: {err:?}"
+            );
+            assert_eq!(client.state, State::Closed);
+            // The server is told: a fatal unsupported_certificate alert in epoch 0.
+            let mut buf = vec![0u8; 2048];
+            let Output::Packet(alert) = client.engine.poll_output(&mut buf, Instant::now()) else {
+                panic!("an alert must be queued");
+            };
+            assert_eq!(alert[0], ContentType::Alert.as_u8());
+            assert_eq!(&alert[alert.len() - 2..], &[2, 43]);
+        }
     }
 
     #[test]

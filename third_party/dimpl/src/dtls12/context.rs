@@ -568,7 +568,10 @@ impl CryptoContext {
         Some((CurveType::NamedCurve, ke.group()))
     }
 
-    /// Check if the client's private key is compatible with a given cipher suite.
+    /// Whether a *server* with our key may choose `cipher_suite`: a certificate suite
+    /// names the server's key type, so it must match our private key.
+    ///
+    /// A client uses [`Self::client_can_offer`] instead.
     pub fn is_cipher_suite_compatible(&self, cipher_suite: Dtls12CipherSuite) -> bool {
         match (&self.auth, cipher_suite.signature_algorithm()) {
             // Certificate-based suite needs a matching private key
@@ -578,6 +581,20 @@ impl CryptoContext {
             // PSK suite is only compatible in PSK mode
             (AuthMode::Psk, None) => true,
             // Mismatch: cert context + PSK suite, or PSK context + cert suite
+            _ => false,
+        }
+    }
+
+    /// Whether a *client* may offer (and accept) `cipher_suite`. A certificate suite
+    /// names the *server's* key type, not ours, so a client with any certificate offers
+    /// every certificate suite (ECDSA and RSA) and checks the server certificate against
+    /// the chosen one; a PSK client offers only PSK suites.
+    pub fn client_can_offer(&self, cipher_suite: Dtls12CipherSuite) -> bool {
+        match (&self.auth, cipher_suite.signature_algorithm()) {
+            (AuthMode::Certificate { .. }, Some(sig_alg)) => {
+                sig_alg == SignatureAlgorithm::ECDSA || sig_alg == SignatureAlgorithm::RSA
+            }
+            (AuthMode::Psk, None) => true,
             _ => false,
         }
     }
@@ -611,12 +628,13 @@ impl CryptoContext {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::Config;
 
+    /// Certificate auth with a freshly generated ECDSA certificate.
     #[cfg(feature = "rcgen")]
-    fn cert_auth_mode(config: &Config) -> AuthMode {
+    pub(crate) fn cert_auth_mode(config: &Config) -> AuthMode {
         let cert = crate::certificate::generate_self_signed_certificate().expect("generate cert");
         let private_key = config
             .crypto_provider()
@@ -662,6 +680,40 @@ mod tests {
                 .any(|s| ctx.is_cipher_suite_compatible(*s)),
             "Certificate-mode context must accept at least one ECDHE suite"
         );
+    }
+
+    #[test]
+    #[cfg(feature = "rcgen")]
+    fn ecdsa_key_server_chooses_ecdsa_suites_client_offers_every_certificate_suite() {
+        let config = Arc::new(Config::default());
+        let auth = cert_auth_mode(&config);
+        let ctx = CryptoContext::new(auth, config);
+
+        for suite in Dtls12CipherSuite::supported() {
+            let sig = suite.signature_algorithm();
+            // As a server, our ECDSA key can only authenticate ECDHE_ECDSA suites.
+            assert_eq!(
+                ctx.is_cipher_suite_compatible(*suite),
+                sig == Some(SignatureAlgorithm::ECDSA),
+                "server choice of {suite:?}"
+            );
+            // As a client, the suite names the server's key: offer ECDSA and RSA ones.
+            assert_eq!(
+                ctx.client_can_offer(*suite),
+                sig == Some(SignatureAlgorithm::ECDSA) || sig == Some(SignatureAlgorithm::RSA),
+                "client offer of {suite:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn psk_client_offers_only_psk_suites() {
+        let config = Arc::new(Config::default());
+        let ctx = CryptoContext::new(AuthMode::Psk, config);
+
+        for suite in Dtls12CipherSuite::supported() {
+            assert_eq!(ctx.client_can_offer(*suite), suite.is_psk(), "{suite:?}");
+        }
     }
 
     #[test]

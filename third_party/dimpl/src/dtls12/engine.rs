@@ -1080,6 +1080,18 @@ impl Engine {
         self.timers.stop();
     }
 
+    /// End a handshake that cannot complete: drop queued output and timers like
+    /// [`Self::abort`], then queue a fatal alert with `description` (RFC 5246 §7.2)
+    /// in epoch 0, so the peer learns why instead of retransmitting its flight.
+    /// Only for failures before ChangeCipherSpec (no keys are in use yet).
+    pub fn abort_with_fatal_alert(&mut self, description: u8) -> Result<(), Error> {
+        self.abort();
+        self.create_record(ContentType::Alert, 0, false, |body| {
+            body.push(2); // level: fatal
+            body.push(description);
+        })
+    }
+
     /// Pop a buffer from the buffer pool for temporary use
     pub(crate) fn pop_buffer(&mut self) -> Buf {
         self.buffers_free.pop()
@@ -1438,6 +1450,21 @@ impl RecordHandler for Engine {
 
     fn can_discard_bad_protected_record(&self) -> bool {
         self.release_app_data
+    }
+}
+
+/// The fatal alert (RFC 5246 §7.2.2) for a peer signature that failed verification
+/// (CertificateVerify at a server, ServerKeyExchange at a client).
+pub(crate) fn alert_for_signature_error(error: &crate::CryptoError) -> u8 {
+    use crate::CryptoError as E;
+    match error {
+        E::RsaKeyTooSmall { .. } => 71, // insufficient_security
+        E::UnsupportedSignatureAlgorithm(_)
+        | E::UnsupportedSignaturePair { .. }
+        | E::UnsupportedSignatureVerification { .. }
+        | E::UnsupportedPublicKeyAlgorithm
+        | E::UnsupportedEcCurve => 43, // unsupported_certificate
+        _ => 51,                        // decrypt_error
     }
 }
 

@@ -24,7 +24,7 @@ use crate::crypto::SrtpProfile;
 use crate::dtls12::Client;
 use crate::dtls12::client::LocalEvent;
 use crate::dtls12::context::AuthMode;
-use crate::dtls12::engine::Engine;
+use crate::dtls12::engine::{Engine, alert_for_signature_error};
 use crate::dtls12::message::PskParams;
 use crate::dtls12::message::SignatureAndHashAlgorithm;
 use crate::dtls12::message::{Body, CertificateRequest, CertificateTypeVec, Dtls12CipherSuite};
@@ -941,22 +941,9 @@ impl State {
         if let Err(e) = verified {
             // Tell the client why (RFC 5246 §7.2.2) instead of leaving it retransmitting a
             // flight we will never accept; the handshake is over.
-            let description = match e {
-                crate::CryptoError::RsaKeyTooSmall { .. } => 71, // insufficient_security
-                crate::CryptoError::UnsupportedSignatureAlgorithm(_)
-                | crate::CryptoError::UnsupportedSignaturePair { .. }
-                | crate::CryptoError::UnsupportedSignatureVerification { .. }
-                | crate::CryptoError::UnsupportedPublicKeyAlgorithm
-                | crate::CryptoError::UnsupportedEcCurve => 43, // unsupported_certificate
-                _ => 51,                                         // decrypt_error
-            };
-            server.engine.abort();
             server
                 .engine
-                .create_record(ContentType::Alert, 0, false, |body| {
-                    body.push(2); // fatal
-                    body.push(description);
-                })?;
+                .abort_with_fatal_alert(alert_for_signature_error(&e))?;
             server.state = State::Closed;
             return Err(Error::CryptoError(e).into());
         }

@@ -73,8 +73,12 @@ fn dtls12_all_cipher_suites() {
 
         run_dimpl_client_vs_ossl_server_for_suite(suite);
 
-        eprintln!("Testing suite (ossl client ↔️ dimpl server): {:?}", suite);
-        run_ossl_client_vs_dimpl_server_for_suite(suite);
+        // A dimpl server authenticates with its own key, and dimpl signs only with
+        // ECDSA keys: the ECDHE_RSA suites exist for dimpl as a client.
+        if suite.signature_algorithm() == Some(SignatureAlgorithm::ECDSA) {
+            eprintln!("Testing suite (ossl client ↔️ dimpl server): {:?}", suite);
+            run_ossl_client_vs_dimpl_server_for_suite(suite);
+        }
     }
 }
 
@@ -100,7 +104,7 @@ fn config_for_suite(suite: Dtls12CipherSuite) -> Arc<Config> {
 }
 
 fn run_dimpl_client_vs_ossl_server_for_suite(suite: Dtls12CipherSuite) {
-    // Generate certificates for both client and server matching the suite's signature algorithm
+    // The suite names the server's key; our client keeps its ECDSA key (as str0m does).
     let pkey_type = match suite.signature_algorithm() {
         Some(SignatureAlgorithm::ECDSA) => DtlsPKeyType::EcDsaP256,
         Some(SignatureAlgorithm::RSA) => DtlsPKeyType::Rsa2048,
@@ -109,7 +113,7 @@ fn run_dimpl_client_vs_ossl_server_for_suite(suite: Dtls12CipherSuite) {
 
     let client_cert = OsslDtlsCert::new(DtlsCertOptions {
         common_name: "WebRTC".into(),
-        pkey_type: pkey_type.clone(),
+        pkey_type: DtlsPKeyType::EcDsaP256,
     });
 
     let server_cert = OsslDtlsCert::new(DtlsCertOptions {

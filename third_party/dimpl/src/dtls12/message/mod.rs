@@ -70,6 +70,12 @@ impl Dtls12CipherSuite {
     pub const ECDHE_ECDSA_AES128_GCM_SHA256: Self = Self(0xC02B);
     /// ECDHE with ECDSA authentication, ChaCha20-Poly1305, SHA-256.
     pub const ECDHE_ECDSA_CHACHA20_POLY1305_SHA256: Self = Self(0xCCA9);
+    /// ECDHE with RSA authentication, AES-256-GCM, SHA-384.
+    pub const ECDHE_RSA_AES256_GCM_SHA384: Self = Self(0xC030);
+    /// ECDHE with RSA authentication, AES-128-GCM, SHA-256.
+    pub const ECDHE_RSA_AES128_GCM_SHA256: Self = Self(0xC02F);
+    /// ECDHE with RSA authentication, ChaCha20-Poly1305, SHA-256.
+    pub const ECDHE_RSA_CHACHA20_POLY1305_SHA256: Self = Self(0xCCA8);
     /// PSK with AES-128-CCM-8 (8-byte tag), SHA-256.
     pub const PSK_AES128_CCM_8: Self = Self(0xC0A8);
 
@@ -85,7 +91,10 @@ impl Dtls12CipherSuite {
 
     /// Returns true if this is not a known DTLS 1.2 cipher suite wire value.
     pub const fn is_unknown(&self) -> bool {
-        !matches!(*self, Self(0xC02B..=0xC02C | 0xC0A8 | 0xCCA9))
+        !matches!(
+            *self,
+            Self(0xC02B | 0xC02C | 0xC02F | 0xC030 | 0xC0A8 | 0xCCA8..=0xCCA9)
+        )
     }
 
     /// Parse a `Dtls12CipherSuite` from network byte order.
@@ -101,6 +110,9 @@ impl Dtls12CipherSuite {
             Dtls12CipherSuite::ECDHE_ECDSA_AES256_GCM_SHA384
             | Dtls12CipherSuite::ECDHE_ECDSA_AES128_GCM_SHA256
             | Dtls12CipherSuite::ECDHE_ECDSA_CHACHA20_POLY1305_SHA256
+            | Dtls12CipherSuite::ECDHE_RSA_AES256_GCM_SHA384
+            | Dtls12CipherSuite::ECDHE_RSA_AES128_GCM_SHA256
+            | Dtls12CipherSuite::ECDHE_RSA_CHACHA20_POLY1305_SHA256
             | Dtls12CipherSuite::PSK_AES128_CCM_8 => 12,
 
             _ => 12, // Default length for unknown cipher suites
@@ -113,9 +125,10 @@ impl Dtls12CipherSuite {
             // All ECDHE ciphers
             Dtls12CipherSuite::ECDHE_ECDSA_AES256_GCM_SHA384
             | Dtls12CipherSuite::ECDHE_ECDSA_AES128_GCM_SHA256
-            | Dtls12CipherSuite::ECDHE_ECDSA_CHACHA20_POLY1305_SHA256 => {
-                KeyExchangeAlgorithm::EECDH
-            }
+            | Dtls12CipherSuite::ECDHE_ECDSA_CHACHA20_POLY1305_SHA256
+            | Dtls12CipherSuite::ECDHE_RSA_AES256_GCM_SHA384
+            | Dtls12CipherSuite::ECDHE_RSA_AES128_GCM_SHA256
+            | Dtls12CipherSuite::ECDHE_RSA_CHACHA20_POLY1305_SHA256 => KeyExchangeAlgorithm::EECDH,
 
             Dtls12CipherSuite::PSK_AES128_CCM_8 => KeyExchangeAlgorithm::PSK,
 
@@ -130,6 +143,9 @@ impl Dtls12CipherSuite {
             Dtls12CipherSuite::ECDHE_ECDSA_AES256_GCM_SHA384
                 | Dtls12CipherSuite::ECDHE_ECDSA_AES128_GCM_SHA256
                 | Dtls12CipherSuite::ECDHE_ECDSA_CHACHA20_POLY1305_SHA256
+                | Dtls12CipherSuite::ECDHE_RSA_AES256_GCM_SHA384
+                | Dtls12CipherSuite::ECDHE_RSA_AES128_GCM_SHA256
+                | Dtls12CipherSuite::ECDHE_RSA_CHACHA20_POLY1305_SHA256
         )
     }
 
@@ -144,6 +160,9 @@ impl Dtls12CipherSuite {
             Dtls12CipherSuite::ECDHE_ECDSA_AES256_GCM_SHA384,
             Dtls12CipherSuite::ECDHE_ECDSA_AES128_GCM_SHA256,
             Dtls12CipherSuite::ECDHE_ECDSA_CHACHA20_POLY1305_SHA256,
+            Dtls12CipherSuite::ECDHE_RSA_AES256_GCM_SHA384,
+            Dtls12CipherSuite::ECDHE_RSA_AES128_GCM_SHA256,
+            Dtls12CipherSuite::ECDHE_RSA_CHACHA20_POLY1305_SHA256,
             Dtls12CipherSuite::PSK_AES128_CCM_8,
         ]
     }
@@ -157,6 +176,11 @@ impl Dtls12CipherSuite {
                 Dtls12CipherSuite::ECDHE_ECDSA_AES256_GCM_SHA384,
                 Dtls12CipherSuite::ECDHE_ECDSA_AES128_GCM_SHA256,
                 Dtls12CipherSuite::ECDHE_ECDSA_CHACHA20_POLY1305_SHA256,
+            ],
+            SignatureAlgorithm::RSA => &[
+                Dtls12CipherSuite::ECDHE_RSA_AES256_GCM_SHA384,
+                Dtls12CipherSuite::ECDHE_RSA_AES128_GCM_SHA256,
+                Dtls12CipherSuite::ECDHE_RSA_CHACHA20_POLY1305_SHA256,
             ],
             _ => panic!("Need either RSA or ECDSA certificate"),
         }
@@ -173,9 +197,12 @@ impl Dtls12CipherSuite {
     /// The hash algorithm used by this cipher suite.
     pub fn hash_algorithm(&self) -> HashAlgorithm {
         match *self {
-            Dtls12CipherSuite::ECDHE_ECDSA_AES256_GCM_SHA384 => HashAlgorithm::SHA384,
+            Dtls12CipherSuite::ECDHE_ECDSA_AES256_GCM_SHA384
+            | Dtls12CipherSuite::ECDHE_RSA_AES256_GCM_SHA384 => HashAlgorithm::SHA384,
             Dtls12CipherSuite::ECDHE_ECDSA_AES128_GCM_SHA256
             | Dtls12CipherSuite::ECDHE_ECDSA_CHACHA20_POLY1305_SHA256
+            | Dtls12CipherSuite::ECDHE_RSA_AES128_GCM_SHA256
+            | Dtls12CipherSuite::ECDHE_RSA_CHACHA20_POLY1305_SHA256
             | Dtls12CipherSuite::PSK_AES128_CCM_8 => HashAlgorithm::SHA256,
             _ => HashAlgorithm::UNKNOWN_DERIVED,
         }
@@ -190,6 +217,11 @@ impl Dtls12CipherSuite {
             | Dtls12CipherSuite::ECDHE_ECDSA_AES128_GCM_SHA256
             | Dtls12CipherSuite::ECDHE_ECDSA_CHACHA20_POLY1305_SHA256 => {
                 Some(SignatureAlgorithm::ECDSA)
+            }
+            Dtls12CipherSuite::ECDHE_RSA_AES256_GCM_SHA384
+            | Dtls12CipherSuite::ECDHE_RSA_AES128_GCM_SHA256
+            | Dtls12CipherSuite::ECDHE_RSA_CHACHA20_POLY1305_SHA256 => {
+                Some(SignatureAlgorithm::RSA)
             }
             Dtls12CipherSuite::PSK_AES128_CCM_8 => None,
             _ => Some(SignatureAlgorithm::UNKNOWN_DERIVED),
@@ -218,6 +250,15 @@ impl fmt::Debug for Dtls12CipherSuite {
             }
             Dtls12CipherSuite::ECDHE_ECDSA_CHACHA20_POLY1305_SHA256 => {
                 f.write_str("ECDHE_ECDSA_CHACHA20_POLY1305_SHA256")
+            }
+            Dtls12CipherSuite::ECDHE_RSA_AES256_GCM_SHA384 => {
+                f.write_str("ECDHE_RSA_AES256_GCM_SHA384")
+            }
+            Dtls12CipherSuite::ECDHE_RSA_AES128_GCM_SHA256 => {
+                f.write_str("ECDHE_RSA_AES128_GCM_SHA256")
+            }
+            Dtls12CipherSuite::ECDHE_RSA_CHACHA20_POLY1305_SHA256 => {
+                f.write_str("ECDHE_RSA_CHACHA20_POLY1305_SHA256")
             }
             Dtls12CipherSuite::PSK_AES128_CCM_8 => f.write_str("PSK_AES128_CCM_8"),
             _ => f.debug_tuple("Unknown").field(&self.0).finish(),
@@ -446,6 +487,49 @@ mod tests {
         let unknown = Dtls12CipherSuite::from_u16(0xFFFF);
         assert_eq!(unknown.as_u16(), 0xFFFF);
         assert!(unknown.is_unknown());
+    }
+
+    #[test]
+    fn ecdhe_rsa_suites_mirror_their_ecdsa_counterparts() {
+        let pairs = [
+            (
+                Dtls12CipherSuite::ECDHE_RSA_AES256_GCM_SHA384,
+                Dtls12CipherSuite::ECDHE_ECDSA_AES256_GCM_SHA384,
+                0xC030,
+            ),
+            (
+                Dtls12CipherSuite::ECDHE_RSA_AES128_GCM_SHA256,
+                Dtls12CipherSuite::ECDHE_ECDSA_AES128_GCM_SHA256,
+                0xC02F,
+            ),
+            (
+                Dtls12CipherSuite::ECDHE_RSA_CHACHA20_POLY1305_SHA256,
+                Dtls12CipherSuite::ECDHE_ECDSA_CHACHA20_POLY1305_SHA256,
+                0xCCA8,
+            ),
+        ];
+        for (rsa, ecdsa, wire) in pairs {
+            assert_eq!(rsa.as_u16(), wire);
+            assert!(rsa.is_supported() && !rsa.is_unknown());
+            assert_eq!(rsa.signature_algorithm(), Some(SignatureAlgorithm::RSA));
+            assert_eq!(rsa.hash_algorithm(), ecdsa.hash_algorithm());
+            assert_eq!(rsa.has_ecc(), ecdsa.has_ecc());
+            assert_eq!(
+                rsa.as_key_exchange_algorithm(),
+                ecdsa.as_key_exchange_algorithm()
+            );
+            assert_eq!(
+                format!("{rsa:?}"),
+                format!("{ecdsa:?}").replace("ECDSA", "RSA")
+            );
+            assert!(
+                Dtls12CipherSuite::compatible_with_certificate(SignatureAlgorithm::RSA)
+                    .contains(&rsa)
+            );
+        }
+        // Static-ECDH suites next to them stay unknown.
+        assert!(Dtls12CipherSuite::from_u16(0xC02D).is_unknown());
+        assert!(Dtls12CipherSuite::from_u16(0xC02E).is_unknown());
     }
 
     #[test]
