@@ -13,13 +13,16 @@ usage: switchboard-loadgen [options]
                               HTTPS endpoint (default https://127.0.0.1:3000/)
   --api-key KEY               Switchboard API key
   --rooms N                   rooms (default 1; chat: 1)
-  --publishers N              publishers per room (default 1)
+  --publishers N              publishers per room (default 1); 0 = idle Sessions: subscribers
+                              of rooms where nobody publishes (for memory per idle Session)
   --subscribers N             subscribers per room (default 10; with --ramp the first step)
   --simulcast                 publish video as three simulcast layers
   --settle SECS               wait after joining before measuring (default 3)
   --duration SECS             measurement window (default 5)
   --ramp STEP                 add STEP subscribers per room per step until > 1 % loss or
-                              > 1 % of packets over 500 ms late; report the knee
+                              > 1 % of packets over 500 ms late (idle: until a Session fails
+                              to connect); report the knee, the first step past it, and the
+                              SFU's RSS growth per added Session below the knee
   --ramp-max N                stop ramping at N subscribers per room (default 2000)
   --gateway-pid PID           the SFU's process: CPU time and RSS from /proc
   --concurrency N             joins in flight at once (default 25)
