@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Summarizes a scripts/bench/e2e.sh result directory: per scenario and round, each SFU's knee
 (received packets per CPU-second of the SFU, subscribers, loss, lateness, join time, RSS) and the
-ratio Switchboard / chat per round, then the median and range of each over rounds. Markdown."""
+ratio Switchboard / chat per round, then the median and range of each over rounds; the first step
+past the knee (delivery, audio delivery, one-way delay p50/p99 of audio and video) and the SFU's
+RSS growth per added Session below the knee; for the idle scenario, the RSS growth per idle
+Session. Markdown."""
 import glob
 import json
 import os
@@ -33,8 +36,57 @@ def spread(vals, spec=".0f", unit=""):
     return f"{format(statistics.median(vals), spec)}{unit} ({format(min(vals), spec)}–{format(max(vals), spec)})"
 
 
+def pair(a, b):
+    return f"{fmt(a)} / {fmt(b)}"
+
+
+def past_and_memory(scenario):
+    """The first overloaded step of each run, and RSS per added Session below the knee."""
+    print(f"\nPast the knee (the first overloaded step) and memory, {scenario}:\n")
+    print("| round | SFU | knee | past the knee: subscribers | delivered % | audio delivered % | late % | "
+          "audio delay p50 / p99 ms | video delay p50 / p99 ms | SFU RSS KiB per added Session below the knee |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (scen, rnd, sfu), rep in sorted(runs.items()):
+        if scen != scenario or not rep:
+            continue
+        k, x = rep.get("knee") or {}, rep.get("past_knee") or {}
+        print(f"| {rnd} | {sfu} | {k.get('subscribers', '-')} | {x.get('subscribers', 'none reached')} | "
+              f"{fmt(x.get('delivered_pct'), '.1f')} | {fmt(x.get('audio_delivered_pct'), '.1f')} | "
+              f"{fmt(x.get('late_pct'), '.1f')} | {pair(x.get('audio_delay_p50_ms'), x.get('audio_delay_p99_ms'))} | "
+              f"{pair(x.get('video_delay_p50_ms'), x.get('video_delay_p99_ms'))} | {fmt(rep.get('rss_kib_per_session'))} |")
+    for sfu in ("switchboard", "chat"):
+        reps = [r for (s, _, f), r in runs.items() if s == scenario and f == sfu and r]
+        if not reps:
+            continue
+        xs = [r["past_knee"] for r in reps if r.get("past_knee")]
+        print(f"- {sfu}: past the knee, audio delay p99 {spread([x.get('audio_delay_p99_ms') for x in xs])} ms, "
+              f"video p99 {spread([x.get('video_delay_p99_ms') for x in xs])} ms, audio delivered "
+              f"{spread([x.get('audio_delivered_pct') for x in xs], '.1f')} %; RSS per added Session below the knee "
+              f"{spread([r.get('rss_kib_per_session') for r in reps])} KiB")
+
+
+def idle():
+    print("\n### idle\n")
+    print("| round | Sessions (last step) | connected | SFU RSS MiB | RSS KiB per added idle Session, per step | median |")
+    print("|---|---|---|---|---|---|")
+    meds = []
+    for (scen, rnd, sfu), rep in sorted(runs.items()):
+        if scen != "idle" or not rep or not rep.get("steps"):
+            continue
+        last = rep["steps"][-1]
+        slopes = ", ".join(fmt(s.get("rss_kib_per_added_session")) for s in rep["steps"])
+        rss = last.get("sfu_rss_kib")
+        meds.append(rep.get("rss_kib_per_session"))
+        print(f"| {rnd} | {last['subscribers']} | {last['connected']} | {fmt(rss and rss / 1024, '.0f')} | {slopes} | "
+              f"{fmt(rep.get('rss_kib_per_session'))} |")
+    print(f"\n- SFU RSS per idle Session: {spread(meds)} KiB (median over rounds of each run's median slope)")
+
+
 print(open(os.path.join(out, "machine.txt")).read().strip().replace("\n", "  \n"))
 for scenario in sorted({k[0] for k in runs}):
+    if scenario == "idle":
+        idle()
+        continue
     print(f"\n### {scenario}\n")
     print("| round | SFU | knee subscribers | packets/s | SFU CPU | packets per SFU CPU-second | loss % | late % | join p50 / p95 ms | SFU RSS MiB | loadgen CPU (µs/packet) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -71,3 +123,4 @@ for scenario in sorted({k[0] for k in runs}):
     if equal:
         print(f"- ratio at equal load (first step, {equal[0][0]} subscribers), per round: "
               f"{', '.join(format(r, '.2f') for _, r in equal)}; median {spread([r for _, r in equal], '.2f', '×')}")
+    past_and_memory(scenario)

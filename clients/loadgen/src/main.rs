@@ -24,6 +24,7 @@ usage: switchboard-loadgen [options]
                               to connect); report the knee, the first step past it, and the
                               SFU's RSS growth per added Session below the knee
   --ramp-max N                stop ramping at N subscribers per room (default 2000)
+  --ramp-past N               measure N overloaded steps before stopping (default 1)
   --gateway-pid PID           the SFU's process: CPU time and RSS from /proc
   --concurrency N             joins in flight at once (default 25)
   --json                      print the report as JSON on stdout (the table goes to stderr)
@@ -33,7 +34,7 @@ fn main() -> anyhow::Result<()> {
     let mut o = Options::default();
     let mut target = "switchboard".to_string();
     let (mut url, mut api_key) = (None::<String>, String::new());
-    let (mut ramp_step, mut ramp_max) = (None::<usize>, 2000);
+    let (mut ramp_step, mut ramp_max, mut ramp_past) = (None::<usize>, 2000, 1);
     let mut json = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -50,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             "--duration" => o.window = Duration::from_secs_f64(val()?.parse()?),
             "--ramp" => ramp_step = Some(val()?.parse()?),
             "--ramp-max" => ramp_max = val()?.parse()?,
+            "--ramp-past" => ramp_past = val()?.parse()?,
             "--gateway-pid" | "--sfu-pid" => o.sfu_pid = Some(val()?.parse()?),
             "--concurrency" => o.join_concurrency = val()?.parse()?,
             "--json" => json = true,
@@ -74,6 +76,7 @@ fn main() -> anyhow::Result<()> {
     o.ramp = ramp_step.map(|step| Ramp {
         step,
         max: ramp_max,
+        past: ramp_past,
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

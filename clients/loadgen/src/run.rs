@@ -23,6 +23,9 @@ pub struct Ramp {
     pub step: usize,
     /// Stop after this many subscribers per Room even without overload.
     pub max: usize,
+    /// Overloaded steps to measure before stopping (1: stop at the first one), to see how
+    /// overload degrades further past the knee.
+    pub past: usize,
 }
 
 /// What to run.
@@ -127,15 +130,17 @@ pub async fn run(opts: &Options) -> Result<Report, Error> {
                 Some((new as f64 - old as f64) / (step.subscribers - subs) as f64);
         }
         prev_rss = (step.subscribers, step.sfu_rss_kib);
-        let overloaded = step.overloaded;
         steps.push(step);
+        let overloaded = steps.iter().filter(|s| s.overloaded).count();
         match opts.ramp {
-            Some(r) if !overloaded && per_room + r.step <= r.max => target = per_room + r.step,
+            Some(r) if overloaded < r.past.max(1) && per_room + r.step <= r.max => {
+                target = per_room + r.step
+            }
             _ => break,
         }
     }
     let knee = match opts.ramp {
-        Some(_) => steps.iter().rev().find(|s| !s.overloaded).cloned(),
+        Some(_) => steps.iter().take_while(|s| !s.overloaded).last().cloned(),
         None => steps.last().cloned(),
     };
     let past_knee = steps.iter().find(|s| s.overloaded).cloned();
