@@ -27,6 +27,8 @@ usage: switchboard-loadgen [options]
   --ramp-past N               measure N overloaded steps before stopping (default 1)
   --gateway-pid PID           the SFU's process: CPU time and RSS from /proc
   --concurrency N             joins in flight at once (default 25)
+  --room-max-sessions N       Switchboard: max_sessions of each room (default 1000); joins the
+                              SFU refuses (RESOURCE_EXHAUSTED) are counted, not fatal
   --json                      print the report as JSON on stdout (the table goes to stderr)
   --quiet                     no progress lines";
 
@@ -54,6 +56,7 @@ fn main() -> anyhow::Result<()> {
             "--ramp-past" => ramp_past = val()?.parse()?,
             "--gateway-pid" | "--sfu-pid" => o.sfu_pid = Some(val()?.parse()?),
             "--concurrency" => o.join_concurrency = val()?.parse()?,
+            "--room-max-sessions" => o.max_sessions = val()?.parse()?,
             "--json" => json = true,
             "--quiet" => o.progress = false,
             "-h" | "--help" => {

@@ -12,7 +12,7 @@ use serde::Serialize;
 /// Figures of one measured window.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
-    /// Subscribers (not publishing) in the run at this step, all Rooms.
+    /// Subscribers (not publishing) in the run at this step, all Rooms (joins refused excluded).
     pub subscribers: usize,
     /// Peers that receive (subscribers, and publishers in group calls).
     pub receivers: usize,
@@ -59,6 +59,9 @@ pub struct Step {
     pub not_joined: usize,
     /// Peers whose connection failed or closed.
     pub failed: usize,
+    /// Joins of this step the SFU refused with `RESOURCE_EXHAUSTED` (its overload protection);
+    /// `subscribers` counts only the accepted ones.
+    pub refused: usize,
     /// Peers of this step whose ICE and DTLS connected by the end of the window.
     pub connected: usize,
     /// Distinct SFU addresses the Peers received from (with several Workers: how many Workers
@@ -120,7 +123,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "{:>5} {:>9} {:>6} {:>6} {:>7} {:>9} {:>7} {:>6} {:>7} {:>13} {:>13} {:>8} {:>6} {:>6} {:>7} {:>9} {:>8} {:>6} {:>5}",
+            "{:>5} {:>9} {:>6} {:>6} {:>7} {:>9} {:>7} {:>6} {:>7} {:>13} {:>13} {:>8} {:>6} {:>6} {:>7} {:>7} {:>9} {:>8} {:>6} {:>5}",
             "subs",
             "pkts/s",
             "deliv%",
@@ -136,6 +139,7 @@ impl Report {
             "p95",
             "joined",
             "missing",
+            "refused",
             "rss MiB",
             "KiB/sess",
             "lg cpu",
@@ -144,7 +148,7 @@ impl Report {
         for st in &self.steps {
             let _ = writeln!(
                 s,
-                "{:>5} {:>9.0} {:>6} {:>6} {:>7} {:>9} {:>7.2} {:>6.2} {:>5.0}ms {:>13} {:>13} {:>6}ms {:>4}ms {:>6} {:>7} {:>9} {:>8} {:>6.2} {:>5}{}",
+                "{:>5} {:>9.0} {:>6} {:>6} {:>7} {:>9} {:>7.2} {:>6.2} {:>5.0}ms {:>13} {:>13} {:>6}ms {:>4}ms {:>6} {:>7} {:>7} {:>9} {:>8} {:>6.2} {:>5}{}",
                 st.subscribers,
                 st.packets_per_s,
                 opt(st.delivered_pct.map(|d| format!("{d:.1}"))),
@@ -160,6 +164,7 @@ impl Report {
                 opt(st.join_p95_ms.map(|c| format!("{c:.0}"))),
                 st.joined,
                 st.not_joined,
+                st.refused,
                 opt(st.sfu_rss_kib.map(|k| format!("{:.1}", k as f64 / 1024.0))),
                 opt(st.rss_kib_per_added_session.map(|k| format!("{k:.0}"))),
                 st.loadgen_cpu,

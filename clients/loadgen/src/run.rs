@@ -52,6 +52,9 @@ pub struct Options {
     pub sfu_pid: Option<u32>,
     /// Joins in flight at once.
     pub join_concurrency: usize,
+    /// `max_sessions` of each Room (Switchboard refuses joins past it with
+    /// `RESOURCE_EXHAUSTED`, which the report counts as refused).
+    pub max_sessions: u32,
     /// Print a progress line to stderr every second.
     pub progress: bool,
     /// The address Peers bind.
@@ -74,6 +77,7 @@ impl Default for Options {
             ramp: None,
             sfu_pid: None,
             join_concurrency: 25,
+            max_sessions: 1000,
             progress: true,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
@@ -93,7 +97,7 @@ pub async fn run(opts: &Options) -> Result<Report, Error> {
     let backend = Arc::new(Backend::connect(&opts.target, media.clone()).await?);
     let rooms: Vec<String> = (0..opts.rooms).map(|r| format!("loadgen-{r}")).collect();
     for (i, room) in rooms.iter().enumerate() {
-        backend.create_room(room).await?;
+        backend.create_room(room, opts.max_sessions).await?;
         let publish = PeerOptions {
             publish: true,
             simulcast: opts.simulcast,
@@ -110,6 +114,7 @@ pub async fn run(opts: &Options) -> Result<Report, Error> {
     let mut prev_rss = (0, opts.sfu_pid.and_then(report::rss_kib));
     let mut steps = Vec::new();
     let mut per_room = 0;
+    let mut refused_total = 0;
     let mut target = if opts.ramp.is_some() {
         opts.subscribers.max(1)
     } else {
@@ -117,12 +122,15 @@ pub async fn run(opts: &Options) -> Result<Report, Error> {
     };
     loop {
         let before = media.snapshot().await?.peers.len();
-        add_subscribers(&backend, &rooms, per_room, target, opts.join_concurrency).await?;
+        let refused =
+            add_subscribers(&backend, &rooms, per_room, target, opts.join_concurrency).await?;
+        refused_total += refused;
         per_room = target;
         tokio::time::sleep(opts.settle).await;
         let mut step = m
-            .window(&media, opts, per_room * rooms.len(), before)
+            .window(&media, opts, per_room * rooms.len() - refused_total, before)
             .await?;
+        step.refused = refused;
         if let ((subs, Some(old)), Some(new)) = (prev_rss, step.sfu_rss_kib)
             && step.subscribers > subs
         {
@@ -180,14 +188,17 @@ async fn wait_connected(media: &MediaHandle, timeout: Duration) -> Result<(), Er
     }
 }
 
-/// Brings every Room from `from` to `to` subscribers, `concurrency` joins at a time.
+/// Brings every Room from `from` to `to` subscribers, `concurrency` joins at a time. Returns how
+/// many joins the SFU refused with `RESOURCE_EXHAUSTED` (overload protection: counted, not an
+/// error).
 async fn add_subscribers(
     backend: &Arc<Backend>,
     rooms: &[String],
     from: usize,
     to: usize,
     concurrency: usize,
-) -> Result<(), Error> {
+) -> Result<usize, Error> {
+    let mut refused = 0;
     let mut jobs = (from..to).flat_map(|i| {
         rooms
             .iter()
@@ -208,10 +219,16 @@ async fn add_subscribers(
             set.spawn(async move { b.join(&room, &who, opts).await });
         }
         match set.join_next().await {
-            Some(r) => {
-                r.map_err(|e| Error::Signaling(format!("join task: {e}")))??;
-            }
-            None => return Ok(()),
+            Some(r) => match r.map_err(|e| Error::Signaling(format!("join task: {e}")))? {
+                Ok(_) => {}
+                Err(Error::Grpc { status, .. })
+                    if status.code() == tonic::Code::ResourceExhausted =>
+                {
+                    refused += 1
+                }
+                Err(e) => return Err(e),
+            },
+            None => return Ok(refused),
         }
     }
 }
@@ -351,6 +368,7 @@ impl Measure {
             joined: joins.len(),
             not_joined,
             failed,
+            refused: 0,
             connected,
             sfu_sockets: sfu_sockets.len(),
             sfu_rss_kib: self.sfu_pid.and_then(report::rss_kib),

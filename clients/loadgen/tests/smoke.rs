@@ -1,5 +1,6 @@
 //! Smoke runs of the load generator: an in-process gateway on free loopback ports, one publisher
-//! and two subscribers for a few seconds, and two idle subscribers (no publisher). It asserts that packets flowed and that the JSON report
+//! and two subscribers for a few seconds, idle subscribers (no publisher), and joins the gateway
+//! refuses. It asserts that packets flowed and that the JSON report
 //! has its fields; never timing (speed is for BENCHMARKS.md).
 
 use std::time::Duration;
@@ -116,6 +117,35 @@ async fn idle_subscribers_connect_and_receive_nothing() -> anyhow::Result<()> {
     assert_eq!(step.audio_delay_p99_ms, None, "{step:?}");
     assert!(report.rss_kib_per_session.is_some(), "{report:?}");
     assert!(report.table().contains("per idle Session"));
+    gw.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_the_gateway_refuses_are_counted_not_fatal() -> anyhow::Result<()> {
+    let gw = Gateway::start(test_config()).await?;
+    let opts = Options {
+        target: Target::Switchboard {
+            url: format!("http://{}", gw.grpc_addr()),
+            api_key: String::new(),
+        },
+        publishers: 0,
+        subscribers: 4,
+        // Room full after 2 Sessions: the other 2 joins get RESOURCE_EXHAUSTED.
+        max_sessions: 2,
+        settle: Duration::from_secs(1),
+        window: Duration::from_secs(1),
+        progress: false,
+        ..Options::default()
+    };
+    let report = switchboard_loadgen::run(&opts).await?;
+    let step = report
+        .knee
+        .as_ref()
+        .expect("a fixed run reports its window");
+    assert_eq!(step.refused, 2, "{step:?}");
+    assert_eq!(step.subscribers, 2, "only accepted joins count: {step:?}");
+    assert_eq!(step.connected, 2, "{step:?}");
     gw.shutdown().await;
     Ok(())
 }
