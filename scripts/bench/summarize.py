@@ -54,6 +54,7 @@ def past_and_memory(scenario):
               f"{fmt(x.get('delivered_pct'), '.1f')} | {fmt(x.get('audio_delivered_pct'), '.1f')} | "
               f"{fmt(x.get('late_pct'), '.1f')} | {pair(x.get('audio_delay_p50_ms'), x.get('audio_delay_p99_ms'))} | "
               f"{pair(x.get('video_delay_p50_ms'), x.get('video_delay_p99_ms'))} | {fmt(rep.get('rss_kib_per_session'))} |")
+    print()
     for sfu in ("switchboard", "chat"):
         reps = [r for (s, _, f), r in runs.items() if s == scenario and f == sfu and r]
         if not reps:
@@ -67,7 +68,7 @@ def past_and_memory(scenario):
 
 def idle():
     print("\n### idle\n")
-    print("| round | Sessions (last step) | connected | SFU RSS MiB | RSS KiB per added idle Session, per step | median |")
+    print("| round | Sessions (last step) | connected of the last step's new ones | SFU RSS MiB | RSS KiB per added idle Session, per step | median |")
     print("|---|---|---|---|---|---|")
     meds = []
     for (scen, rnd, sfu), rep in sorted(runs.items()):
