@@ -3,35 +3,13 @@
 one Worker and with two (subscribers, received packets/s, the gateway's CPU, packets per SFU
 CPU-second, how many Worker sockets carried the Sessions, the load generator's CPU), the ratios
 two / one per round, and their median and range over rounds. Markdown."""
-import glob
-import json
 import os
-import re
-import statistics
 import sys
 
+from benchfmt import fmt, load_runs, spread
+
 out = sys.argv[1]
-runs = {}
-for path in sorted(glob.glob(os.path.join(out, "r*-w*.json"))):
-    m = re.match(r"r(\d+)-w(\d+)\.json$", os.path.basename(path))
-    if not m:
-        continue
-    try:
-        with open(path) as f:
-            runs[(int(m.group(1)), int(m.group(2)))] = json.load(f)
-    except (json.JSONDecodeError, OSError):
-        runs[(int(m.group(1)), int(m.group(2)))] = None
-
-
-def fmt(v, spec=".0f"):
-    return "-" if v is None else format(v, spec)
-
-
-def spread(vals, spec=".2f", unit="×"):
-    vals = [v for v in vals if v is not None]
-    if not vals:
-        return "-"
-    return f"{format(statistics.median(vals), spec)}{unit} ({format(min(vals), spec)}–{format(max(vals), spec)})"
+runs = load_runs(out, r"r(\d+)-w(\d+)\.json$", lambda m: (int(m.group(1)), int(m.group(2))))
 
 
 print(open(os.path.join(out, "machine.txt")).read().strip().replace("\n", "  \n"))
@@ -60,6 +38,6 @@ for rnd in sorted({r for r, _ in runs}):
             cpu_ratio.append(a / b)
 print()
 print(f"- packets/s at the knee, 2 Workers / 1, per round: {', '.join(format(r, '.2f') for r in knee_ratio) or '-'}; "
-      f"median {spread(knee_ratio)}")
+      f"median {spread(knee_ratio, '.2f', '×')}")
 print(f"- packets per SFU CPU-second, 2 Workers / 1, per round: {', '.join(format(r, '.2f') for r in cpu_ratio) or '-'}; "
-      f"median {spread(cpu_ratio)}")
+      f"median {spread(cpu_ratio, '.2f', '×')}")

@@ -5,35 +5,13 @@ ratio Switchboard / chat per round, then the median and range of each over round
 past the knee (delivery, audio delivery, one-way delay p50/p99 of audio and video) and the SFU's
 RSS growth per added Session below the knee; for the idle scenario, the RSS growth per idle
 Session. Markdown."""
-import glob
-import json
 import os
-import re
-import statistics
 import sys
 
+from benchfmt import fmt, load_runs, spread
+
 out = sys.argv[1]
-runs = {}
-for path in sorted(glob.glob(os.path.join(out, "r*-*-*.json"))):
-    m = re.match(r"r(\d+)-(switchboard|chat)-(.+)\.json$", os.path.basename(path))
-    if not m:
-        continue
-    try:
-        with open(path) as f:
-            runs[(m.group(3), int(m.group(1)), m.group(2))] = json.load(f)
-    except (json.JSONDecodeError, OSError):
-        runs[(m.group(3), int(m.group(1)), m.group(2))] = None
-
-
-def fmt(v, spec=".0f"):
-    return "-" if v is None else format(v, spec)
-
-
-def spread(vals, spec=".0f", unit=""):
-    vals = [v for v in vals if v is not None]
-    if not vals:
-        return "-"
-    return f"{format(statistics.median(vals), spec)}{unit} ({format(min(vals), spec)}–{format(max(vals), spec)})"
+runs = load_runs(out, r"r(\d+)-(switchboard|chat)-(.+)\.json$", lambda m: (m.group(3), int(m.group(1)), m.group(2)))
 
 
 def pair(a, b):

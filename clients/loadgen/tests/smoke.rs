@@ -20,23 +20,29 @@ fn test_config() -> Config {
     c
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_publisher_two_subscribers_report_what_flowed() -> anyhow::Result<()> {
-    let gw = Gateway::start(test_config()).await?;
-    let opts = Options {
+/// A short run against `gw`, measuring this process (the in-process gateway): `publishers` per
+/// Room and `subscribers`, a 1 s settle and a window of `window_s` seconds.
+fn options(gw: &Gateway, publishers: usize, subscribers: usize, window_s: u64) -> Options {
+    Options {
         target: Target::Switchboard {
             url: format!("http://{}", gw.grpc_addr()),
             api_key: String::new(),
         },
-        publishers: 1,
-        subscribers: 2,
+        publishers,
+        subscribers,
         settle: Duration::from_secs(1),
-        window: Duration::from_secs(2),
+        window: Duration::from_secs(window_s),
         // The gateway runs in this process: its CPU time and RSS are ours.
         sfu_pid: Some(std::process::id()),
         progress: false,
         ..Options::default()
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_publisher_two_subscribers_report_what_flowed() -> anyhow::Result<()> {
+    let gw = Gateway::start(test_config()).await?;
+    let opts = options(&gw, 1, 2, 2);
     let report = switchboard_loadgen::run(&opts).await?;
     let step = report
         .knee
@@ -93,19 +99,7 @@ async fn one_publisher_two_subscribers_report_what_flowed() -> anyhow::Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_subscribers_connect_and_receive_nothing() -> anyhow::Result<()> {
     let gw = Gateway::start(test_config()).await?;
-    let opts = Options {
-        target: Target::Switchboard {
-            url: format!("http://{}", gw.grpc_addr()),
-            api_key: String::new(),
-        },
-        publishers: 0,
-        subscribers: 2,
-        settle: Duration::from_secs(1),
-        window: Duration::from_secs(1),
-        sfu_pid: Some(std::process::id()),
-        progress: false,
-        ..Options::default()
-    };
+    let opts = options(&gw, 0, 2, 1);
     let report = switchboard_loadgen::run(&opts).await?;
     let step = report
         .knee
@@ -125,18 +119,9 @@ async fn idle_subscribers_connect_and_receive_nothing() -> anyhow::Result<()> {
 async fn joins_the_gateway_refuses_are_counted_not_fatal() -> anyhow::Result<()> {
     let gw = Gateway::start(test_config()).await?;
     let opts = Options {
-        target: Target::Switchboard {
-            url: format!("http://{}", gw.grpc_addr()),
-            api_key: String::new(),
-        },
-        publishers: 0,
-        subscribers: 4,
         // Room full after 2 Sessions: the other 2 joins get RESOURCE_EXHAUSTED.
         max_sessions: 2,
-        settle: Duration::from_secs(1),
-        window: Duration::from_secs(1),
-        progress: false,
-        ..Options::default()
+        ..options(&gw, 0, 4, 1)
     };
     let report = switchboard_loadgen::run(&opts).await?;
     let step = report
