@@ -75,7 +75,10 @@ for scenario in sorted({k[0] for k in runs}):
     for rnd in sorted({k[1] for k in runs if k[0] == scenario}):
         kv = {}
         for sfu in ("switchboard", "chat"):
-            rep = runs.get((scenario, rnd, sfu))
+            kv[sfu] = None
+            if (scenario, rnd, sfu) not in runs:
+                continue  # not run (SYSTEMS)
+            rep = runs[(scenario, rnd, sfu)]
             k = rep and rep.get("knee")
             if not k:
                 print(f"| {rnd} | {sfu} | no knee (failed or overloaded at the first step) | | | | | | | | |")
