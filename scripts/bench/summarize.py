@@ -28,7 +28,7 @@ def past_and_memory(scenario):
         if scen != scenario or not rep:
             continue
         k, x = rep.get("knee") or {}, rep.get("past_knee") or {}
-        print(f"| {rnd} | {sfu} | {k.get('subscribers', '-')} | {x.get('subscribers', 'none reached')} | "
+        print(f"| {rnd} | {sfu} | {k.get('subscribers', '-')} | {x.get('subscribers', 'none reached' if 'past_knee' in rep else '-')} | "
               f"{fmt(x.get('delivered_pct'), '.1f')} | {fmt(x.get('audio_delivered_pct'), '.1f')} | "
               f"{fmt(x.get('late_pct'), '.1f')} | {pair(x.get('audio_delay_p50_ms'), x.get('audio_delay_p99_ms'))} | "
               f"{pair(x.get('video_delay_p50_ms'), x.get('video_delay_p99_ms'))} | {fmt(rep.get('rss_kib_per_session'))} |")
