@@ -14,6 +14,8 @@ machine_info() {
     echo "kernel: $(uname -r)"
     lscpu | grep -E '^(Model name|CPU\(s\)|Hypervisor vendor)'
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    # Gateway settings given through the environment (they reach every gateway started).
+    env | grep '^SWITCHBOARD__' | sed 's/^/gateway env: /' || true
   } > "$1"
 }
 
