@@ -5,15 +5,24 @@
 #   scripts/bench/e2e.sh                      # 3 rounds
 #   ROUNDS=1 scripts/bench/e2e.sh             # quicker
 #   PROFILE=1 scripts/bench/e2e.sh            # also `perf record` Switchboard at its knee
+#   SYSTEMS=switchboard SCENARIOS="one-to-many idle" ROUNDS=2 scripts/bench/e2e.sh   # a subset
 #
-# Scenarios, each measured on both SFUs in every round (the order alternates per round):
+# Scenarios (SCENARIOS, default all three), each measured on both SFUs (SYSTEMS) in every round
+# (the order alternates per round):
 #   one-to-many  1 publisher (30 fps VP8 ≈ 120 packets/s + Opus 50/s), subscribers ramped in steps
 #                of RAMP_STEP until > 1 % loss or > 1 % of packets over 500 ms late: the knee.
+#                RAMP_PAST overloaded steps are measured past it (delay p99, audio delivery).
 #   group        4 publishers (everyone receives everyone else) plus subscribers ramped in steps of
 #                GROUP_STEP, same rule.
+#   idle         Switchboard only: subscribers of a Room where nobody publishes, ramped in steps of
+#                IDLE_STEP: the SFU's RSS growth per idle Session.
 # The figure compared is received packets per CPU-second of the SFU process at its knee
 # (utime+stime from /proc); the ratio is taken per round (Switchboard / chat), then its median
-# and range over rounds.
+# and range over rounds. The summary also gives the one-way delay p50/p99 (audio, video) and
+# audio delivery at the first step past the knee, and the SFU's RSS growth per added Session
+# (median over the steps below the knee) for each scenario.
+#
+# Two Workers against one: scripts/bench/workers.sh.
 #
 # Everything runs inside a fresh network namespace with only `lo` (unshare -n); the SFU under test
 # is pinned to CPU 0 and the load generator to CPU 1 (taskset). Results (JSON per run, the summary,
@@ -21,60 +30,37 @@
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$repo"
+. "$repo/scripts/bench/lib.sh"
 
 ROUNDS="${ROUNDS:-3}"
 RAMP_START="${RAMP_START:-50}"; RAMP_STEP="${RAMP_STEP:-50}"; RAMP_MAX="${RAMP_MAX:-1500}"
 GROUP_START="${GROUP_START:-10}"; GROUP_STEP="${GROUP_STEP:-10}"; GROUP_MAX="${GROUP_MAX:-400}"
+IDLE_START="${IDLE_START:-100}"; IDLE_STEP="${IDLE_STEP:-100}"; IDLE_MAX="${IDLE_MAX:-500}"
 SETTLE="${SETTLE:-3}"; WINDOW="${WINDOW:-5}"; GROUP_SETTLE="${GROUP_SETTLE:-5}"
+RAMP_PAST="${RAMP_PAST:-2}"
 PROFILE="${PROFILE:-0}"
+SYSTEMS="${SYSTEMS:-switchboard chat}"
+SCENARIOS="${SCENARIOS:-one-to-many group idle}"
 
 if [ -z "${SWITCHBOARD_BENCH_NS:-}" ]; then
   echo "== building release binaries" >&2
   cargo build --release -p switchboard-gateway -p switchboard-loadgen >&2
-  chat_bin="$("$repo/scripts/bench/build-chat.sh")"
+  chat_bin=""
+  case " $SYSTEMS " in *" chat "*) chat_bin="$("$repo/scripts/bench/build-chat.sh")" ;; esac
   out="$repo/target/bench-e2e/$(date -u +%Y%m%dT%H%M%SZ)"
   mkdir -p "$out"
-  {
-    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (dirty)')"
-    echo "kernel: $(uname -r)"
-    lscpu | grep -E '^(Model name|CPU\(s\)|Hypervisor vendor)'
-    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-  } > "$out/machine.txt"
-  export SWITCHBOARD_BENCH_NS=1 CHAT_BIN="$chat_bin" OUT="$out"
-  exec unshare -n -- bash -c 'ip link set lo up && exec "$0"' "$0"
+  machine_info "$out/machine.txt"
+  export CHAT_BIN="$chat_bin" OUT="$out"
 fi
-
-# One UDP socket per load-generator Peer.
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-gateway="$repo/target/release/switchboard"
-loadgen="$repo/target/release/switchboard-loadgen"
-
-wait_port() { # host port
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "port $2 never opened" >&2; return 1
-}
+enter_namespace "$0"
 
 start_sfu() { # system -> sets SFU_PID
   case "$1" in
-    switchboard)
-      SWITCHBOARD__MEDIA__WORKERS=1 SWITCHBOARD__GRPC__LISTEN=127.0.0.1:50051 \
-      SWITCHBOARD__TURN__ENABLED=false SWITCHBOARD__DEMO__ENABLED=false \
-      SWITCHBOARD__LOG__FILTER=warn \
-        taskset -c 0 "$gateway" > "$OUT/$run.sfu.log" 2>&1 &
-      SFU_PID=$!; wait_port 127.0.0.1 50051 ;;
+    switchboard) start_switchboard 1 0 "$OUT/$run.sfu.log" ;;
     chat)
       RUST_LOG=warn taskset -c 0 "$CHAT_BIN" > "$OUT/$run.sfu.log" 2>&1 &
       SFU_PID=$!; wait_port 127.0.0.1 3000 ;;
   esac
-}
-
-stop_sfu() {
-  kill "$SFU_PID" 2>/dev/null || true
-  wait "$SFU_PID" 2>/dev/null || true
 }
 
 run_one() { # round system scenario
@@ -83,9 +69,11 @@ run_one() { # round system scenario
   local args
   case "$scenario" in
     one-to-many) args=(--publishers 1 --subscribers "$RAMP_START" --ramp "$RAMP_STEP" --ramp-max "$RAMP_MAX"
-                       --settle "$SETTLE" --duration "$WINDOW") ;;
+                       --ramp-past "$RAMP_PAST" --settle "$SETTLE" --duration "$WINDOW") ;;
     group) args=(--publishers 4 --subscribers "$GROUP_START" --ramp "$GROUP_STEP" --ramp-max "$GROUP_MAX"
-                 --settle "$GROUP_SETTLE" --duration "$WINDOW") ;;
+                 --ramp-past "$RAMP_PAST" --settle "$GROUP_SETTLE" --duration "$WINDOW") ;;
+    idle) args=(--publishers 0 --subscribers "$IDLE_START" --ramp "$IDLE_STEP" --ramp-max "$IDLE_MAX"
+                --settle "$SETTLE" --duration 2) ;;
   esac
   [ "$system" = chat ] && args+=(--target chat)
   echo "== round $round: $system, $scenario" >&2
@@ -123,8 +111,10 @@ profile_at_knee() { # a fresh gateway, loaded at the knee just measured, profile
 
 for round in $(seq 1 "$ROUNDS"); do
   if [ $((round % 2)) = 1 ]; then order="switchboard chat"; else order="chat switchboard"; fi
-  for scenario in one-to-many group; do
+  for scenario in $SCENARIOS; do
     for system in $order; do
+      case " $SYSTEMS " in *" $system "*) ;; *) continue ;; esac
+      [ "$scenario" = idle ] && [ "$system" = chat ] && continue
       run_one "$round" "$system" "$scenario"
     done
   done

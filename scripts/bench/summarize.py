@@ -1,40 +1,71 @@
 #!/usr/bin/env python3
 """Summarizes a scripts/bench/e2e.sh result directory: per scenario and round, each SFU's knee
 (received packets per CPU-second of the SFU, subscribers, loss, lateness, join time, RSS) and the
-ratio Switchboard / chat per round, then the median and range of each over rounds. Markdown."""
-import glob
-import json
+ratio Switchboard / chat per round, then the median and range of each over rounds; the first step
+past the knee (delivery, audio delivery, one-way delay p50/p99 of audio and video) and the SFU's
+RSS growth per added Session below the knee; for the idle scenario, the RSS growth per idle
+Session. Markdown."""
 import os
-import re
-import statistics
 import sys
 
+from benchfmt import fmt, load_runs, spread
+
 out = sys.argv[1]
-runs = {}
-for path in sorted(glob.glob(os.path.join(out, "r*-*-*.json"))):
-    m = re.match(r"r(\d+)-(switchboard|chat)-(.+)\.json$", os.path.basename(path))
-    if not m:
-        continue
-    try:
-        with open(path) as f:
-            runs[(m.group(3), int(m.group(1)), m.group(2))] = json.load(f)
-    except (json.JSONDecodeError, OSError):
-        runs[(m.group(3), int(m.group(1)), m.group(2))] = None
+runs = load_runs(out, r"r(\d+)-(switchboard|chat)-(.+)\.json$", lambda m: (m.group(3), int(m.group(1)), m.group(2)))
 
 
-def fmt(v, spec=".0f"):
-    return "-" if v is None else format(v, spec)
+def pair(a, b):
+    return f"{fmt(a)} / {fmt(b)}"
 
 
-def spread(vals, spec=".0f", unit=""):
-    vals = [v for v in vals if v is not None]
-    if not vals:
-        return "-"
-    return f"{format(statistics.median(vals), spec)}{unit} ({format(min(vals), spec)}–{format(max(vals), spec)})"
+def past_and_memory(scenario):
+    """The first overloaded step of each run, and RSS per added Session below the knee."""
+    print(f"\nPast the knee (the first overloaded step) and memory, {scenario}:\n")
+    print("| round | SFU | knee | past the knee: subscribers | delivered % | audio delivered % | late % | "
+          "audio delay p50 / p99 ms | video delay p50 / p99 ms | SFU RSS KiB per added Session below the knee |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (scen, rnd, sfu), rep in sorted(runs.items()):
+        if scen != scenario or not rep:
+            continue
+        k, x = rep.get("knee") or {}, rep.get("past_knee") or {}
+        print(f"| {rnd} | {sfu} | {k.get('subscribers', '-')} | {x.get('subscribers', 'none reached' if 'past_knee' in rep else '-')} | "
+              f"{fmt(x.get('delivered_pct'), '.1f')} | {fmt(x.get('audio_delivered_pct'), '.1f')} | "
+              f"{fmt(x.get('late_pct'), '.1f')} | {pair(x.get('audio_delay_p50_ms'), x.get('audio_delay_p99_ms'))} | "
+              f"{pair(x.get('video_delay_p50_ms'), x.get('video_delay_p99_ms'))} | {fmt(rep.get('rss_kib_per_session'))} |")
+    print()
+    for sfu in ("switchboard", "chat"):
+        reps = [r for (s, _, f), r in runs.items() if s == scenario and f == sfu and r]
+        if not reps:
+            continue
+        xs = [r["past_knee"] for r in reps if r.get("past_knee")]
+        print(f"- {sfu}: past the knee, audio delay p99 {spread([x.get('audio_delay_p99_ms') for x in xs])} ms, "
+              f"video p99 {spread([x.get('video_delay_p99_ms') for x in xs])} ms, audio delivered "
+              f"{spread([x.get('audio_delivered_pct') for x in xs], '.1f')} %; RSS per added Session below the knee "
+              f"{spread([r.get('rss_kib_per_session') for r in reps])} KiB")
+
+
+def idle():
+    print("\n### idle\n")
+    print("| round | Sessions (last step) | connected of the last step's new ones | SFU RSS MiB | RSS KiB per added idle Session, per step | median |")
+    print("|---|---|---|---|---|---|")
+    meds = []
+    for (scen, rnd, sfu), rep in sorted(runs.items()):
+        if scen != "idle" or not rep or not rep.get("steps"):
+            continue
+        last = rep["steps"][-1]
+        slopes = ", ".join(fmt(s.get("rss_kib_per_added_session")) for s in rep["steps"])
+        rss = last.get("sfu_rss_kib")
+        meds.append(rep.get("rss_kib_per_session"))
+        print(f"| {rnd} | {last['subscribers']} | {last['connected']} | {fmt(rss and rss / 1024, '.0f')} | {slopes} | "
+              f"{fmt(rep.get('rss_kib_per_session'))} |")
+    print(f"\n- SFU RSS per idle Session: {spread(meds)} KiB (median over rounds of each run's median slope)")
 
 
 print(open(os.path.join(out, "machine.txt")).read().strip().replace("\n", "  \n"))
 for scenario in sorted({k[0] for k in runs}):
+    if scenario == "idle":
+        idle()
+        continue
     print(f"\n### {scenario}\n")
     print("| round | SFU | knee subscribers | packets/s | SFU CPU | packets per SFU CPU-second | loss % | late % | join p50 / p95 ms | SFU RSS MiB | loadgen CPU (µs/packet) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -44,7 +75,10 @@ for scenario in sorted({k[0] for k in runs}):
     for rnd in sorted({k[1] for k in runs if k[0] == scenario}):
         kv = {}
         for sfu in ("switchboard", "chat"):
-            rep = runs.get((scenario, rnd, sfu))
+            kv[sfu] = None
+            if (scenario, rnd, sfu) not in runs:
+                continue  # not run (SYSTEMS)
+            rep = runs[(scenario, rnd, sfu)]
             k = rep and rep.get("knee")
             if not k:
                 print(f"| {rnd} | {sfu} | no knee (failed or overloaded at the first step) | | | | | | | | |")
@@ -71,3 +105,4 @@ for scenario in sorted({k[0] for k in runs}):
     if equal:
         print(f"- ratio at equal load (first step, {equal[0][0]} subscribers), per round: "
               f"{', '.join(format(r, '.2f') for _, r in equal)}; median {spread([r for _, r in equal], '.2f', '×')}")
+    past_and_memory(scenario)

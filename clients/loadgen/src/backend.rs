@@ -64,10 +64,11 @@ impl Backend {
         })
     }
 
-    /// Prepares a Room (chat has a single implicit one).
-    pub async fn create_room(&self, room: &str) -> Result<(), Error> {
+    /// Prepares a Room admitting at most `max_sessions` Sessions (chat has a single implicit
+    /// one, unbounded).
+    pub async fn create_room(&self, room: &str, max_sessions: u32) -> Result<(), Error> {
         match self {
-            Self::Switchboard(s) => s.create_room(room).await,
+            Self::Switchboard(s) => s.create_room(room, max_sessions).await,
             Self::Chat(_) => Ok(()),
         }
     }
@@ -131,7 +132,7 @@ impl Switchboard {
         r
     }
 
-    async fn create_room(&self, room: &str) -> Result<(), Error> {
+    async fn create_room(&self, room: &str, max_sessions: u32) -> Result<(), Error> {
         let mut stream = self
             .events
             .clone()
@@ -147,7 +148,7 @@ impl Switchboard {
             .create_room(self.req(pb::CreateRoomRequest {
                 room_id: room.into(),
                 options: Some(pb::RoomOptions {
-                    max_sessions: 1000,
+                    max_sessions,
                     ..Default::default()
                 }),
             }))

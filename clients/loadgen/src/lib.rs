@@ -4,6 +4,8 @@
 //! decrypt everything they receive and send honest RTCP/TWCC feedback.
 //!
 //! - `peer.rs`: one Peer (publishes, receives, counts: loss, lateness, join time).
+//! - `vp8.rs`: the synthetic VP8 payloads and their send stamps.
+//! - `delay.rs`: fixed-size histograms of one-way delay (audio and video), for percentiles.
 //! - `media.rs`: the single media thread driving every Peer's socket (mio/epoll).
 //! - `backend.rs`: signaling (Switchboard's gRPC API, or chat's HTTPS endpoint).
 //! - `run.rs`: a run (fixed or ramp) and its measurement windows.
@@ -12,12 +14,15 @@
 //! It measures; it never decides anything for the SFU and holds no SFU logic.
 
 mod backend;
+mod delay;
 mod media;
 mod peer;
 mod report;
 mod run;
+mod vp8;
 
 pub use backend::Target;
+pub use delay::OVERFLOW_MS;
 pub use peer::{LATE_AFTER, PeerOptions};
 pub use report::{Report, Step};
 pub use run::{Options, Ramp, run};

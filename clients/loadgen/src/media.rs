@@ -7,8 +7,10 @@
 //! never blocks on the control side, and never allocates per received datagram (one receive
 //! buffer; str0m's own allocations aside).
 
+use std::cell::RefCell;
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -19,6 +21,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::oneshot;
 
 use crate::Error;
+use crate::delay::Delays;
 use crate::peer::{Counters, Peer, PeerOptions};
 
 const WAKER: Token = Token(usize::MAX);
@@ -46,6 +49,15 @@ pub struct PeerSnapshot {
     pub counters: Counters,
 }
 
+/// Every Peer's counters and the delay histograms of all received packets, at one instant.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// One entry per Peer, indexed by [`PeerId`].
+    pub peers: Vec<PeerSnapshot>,
+    /// Delays of every packet received so far, by kind.
+    pub delays: Delays,
+}
+
 enum Command {
     Add {
         opts: PeerOptions,
@@ -63,7 +75,7 @@ enum Command {
         reply: oneshot::Sender<Result<String, Error>>,
     },
     Snapshot {
-        reply: oneshot::Sender<Vec<PeerSnapshot>>,
+        reply: oneshot::Sender<Snapshot>,
     },
     Stop,
 }
@@ -128,8 +140,8 @@ impl MediaHandle {
         rx.await.map_err(|_| Error::MediaGone)?
     }
 
-    /// Counters of every Peer.
-    pub async fn snapshot(&self) -> Result<Vec<PeerSnapshot>, Error> {
+    /// Counters of every Peer, and the delay histograms.
+    pub async fn snapshot(&self) -> Result<Snapshot, Error> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Snapshot { reply })?;
         rx.await.map_err(|_| Error::MediaGone)
@@ -158,6 +170,8 @@ struct Loop {
     ip: IpAddr,
     epoch: Instant,
     slots: Vec<Slot>,
+    /// Delays of what every Peer received (each Peer holds a handle; one thread).
+    delays: Rc<RefCell<Delays>>,
 }
 
 fn sender(socket: &UdpSocket) -> impl FnMut(SocketAddr, &[u8]) + '_ {
@@ -175,6 +189,7 @@ impl Loop {
             ip,
             epoch,
             slots: Vec::new(),
+            delays: Rc::default(),
         }
     }
 
@@ -270,7 +285,7 @@ impl Loop {
                     }
                 },
                 Command::Snapshot { reply } => {
-                    let v = self
+                    let peers = self
                         .slots
                         .iter()
                         .enumerate()
@@ -281,7 +296,8 @@ impl Loop {
                             counters: s.peer.counters(),
                         })
                         .collect();
-                    let _ = reply.send(v);
+                    let delays = self.delays.borrow().clone();
+                    let _ = reply.send(Snapshot { peers, delays });
                 }
             }
         }
@@ -298,7 +314,7 @@ impl Loop {
         self.poll
             .registry()
             .register(&mut socket, Token(id.0), Interest::READABLE)?;
-        let mut peer = Peer::new(addr, opts, self.epoch, join_started);
+        let mut peer = Peer::new(addr, opts, self.epoch, join_started, self.delays.clone());
         let offer = peer.create_offer(&mut sender(&socket));
         self.slots.push(Slot {
             peer,

@@ -14,7 +14,9 @@
 //! receiver measures one-way lateness; packets without a stamp take their frame's (same RTP
 //! timestamp) or are placed by RTP time relative to the last stamped frame.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -28,6 +30,8 @@ use str0m::rtp::{RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcError};
 
 use crate::Error;
+use crate::delay::Delays;
+use crate::vp8::{frame_start, video_payload};
 
 /// A packet later than this after its send time counts as late.
 pub const LATE_AFTER: Duration = Duration::from_millis(500);
@@ -41,10 +45,6 @@ const VIDEO_PAYLOAD: usize = 1000;
 const AUDIO_PAYLOAD: usize = 80;
 /// Simulcast layers: rid, packets per delta frame (key frames twice as many), payload bytes.
 const LAYERS: [(&str, usize, usize); 3] = [("q", 1, 500), ("h", 2, 800), ("f", 4, 1000)];
-/// A VP8 key-frame header (frame tag with bit 0 clear, start code 9d 01 2a, 320x240) and a
-/// delta-frame header (bit 0 set): what the SFU's key-frame detection reads.
-const VP8_KEY: [u8; 10] = [0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
-const VP8_DELTA: [u8; 3] = [0x11, 0x02, 0x00];
 
 /// What a Peer does.
 #[derive(Debug, Clone, Copy, Default)]
@@ -75,10 +75,14 @@ pub struct Counters {
     pub delay_sum_us: u64,
     /// Packets published.
     pub sent: u64,
+    /// Of those, audio.
+    pub sent_audio: u64,
     /// Key-frame requests received (publishers).
     pub keyframe_requests: u64,
     /// ICE+DTLS connected.
     pub connected: bool,
+    /// Where the SFU's first datagram came from (with several Workers: which Worker's socket).
+    pub sfu_addr: Option<SocketAddr>,
     /// The Peer's `Rtc` failed or closed.
     pub failed: bool,
     /// From the start of the join (CreateSession or the HTTP offer) to the first complete key
@@ -140,12 +144,20 @@ pub struct Peer {
     room: usize,
     streams: Vec<RxStream>,
     counters: Counters,
+    /// The media loop's delay histograms, shared by its Peers (one thread).
+    delays: Rc<RefCell<Delays>>,
 }
 
 impl Peer {
     /// A Peer on the UDP socket bound at `addr`. `epoch` is the run's time origin (send stamps),
-    /// `join_started` when its join began.
-    pub fn new(addr: SocketAddr, opts: PeerOptions, epoch: Instant, join_started: Instant) -> Self {
+    /// `join_started` when its join began; received packets' delays go into `delays`.
+    pub fn new(
+        addr: SocketAddr,
+        opts: PeerOptions,
+        epoch: Instant,
+        join_started: Instant,
+        delays: Rc<RefCell<Delays>>,
+    ) -> Self {
         let now = Instant::now();
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("a loopback host address"));
@@ -173,6 +185,7 @@ impl Peer {
             room: opts.room,
             streams: Vec::new(),
             counters: Counters::default(),
+            delays,
         }
     }
 
@@ -285,6 +298,7 @@ impl Peer {
         let Ok(r) = Receive::new(Protocol::Udp, source, self.addr, buf) else {
             return;
         };
+        self.counters.sfu_addr.get_or_insert(source);
         if self.rtc.handle_input(Input::Receive(now, r)).is_err() {
             self.counters.failed = true;
         }
@@ -335,6 +349,7 @@ impl Peer {
                     tx.write_rtp(w.marker(p.audio_seq == 1));
                     p.audio_seq += 1;
                     self.counters.sent += 1;
+                    self.counters.sent_audio += 1;
                 }
             }
             // Never catch up with a burst after a stall: skip what is overdue.
@@ -505,6 +520,7 @@ impl Peer {
         if let Some(sent) = sent_us.filter(|t| *t <= now_us + 1_000_000) {
             let delay = now_us.saturating_sub(sent);
             self.counters.delay_sum_us += delay;
+            self.delays.borrow_mut().record(s.video, delay);
             if delay > LATE_AFTER.as_micros() as u64 {
                 self.counters.late += 1;
             }
@@ -548,65 +564,4 @@ fn pt_of(rtc: &Rtc, codec: Codec) -> Option<Pt> {
         .iter()
         .find(|p| p.spec().codec == codec)
         .map(|p| p.pt())
-}
-
-/// The payload of one video packet: a VP8 payload descriptor (S set on the first packet of the
-/// frame), then on the first packet the VP8 frame header and the send stamp.
-fn video_payload(first: bool, key: bool, len: usize, sent_us: u64, frame: u64) -> Vec<u8> {
-    let mut v = Vec::with_capacity(len);
-    if first {
-        v.push(0x10);
-        v.extend_from_slice(if key { &VP8_KEY[..] } else { &VP8_DELTA[..] });
-        v.extend_from_slice(&sent_us.to_le_bytes());
-    } else {
-        v.push(0x00);
-    }
-    v.resize(len, 0x80 | (frame % 127) as u8);
-    v
-}
-
-/// If `payload` starts a VP8 frame: whether it is a key frame, and the send stamp after the
-/// frame header.
-fn frame_start(p: &[u8]) -> Option<(bool, u64)> {
-    let b0 = *p.first()?;
-    let (x, s, pid) = (b0 & 0x80 != 0, b0 & 0x10 != 0, b0 & 0x07);
-    if !s || pid != 0 {
-        return None;
-    }
-    let mut i = 1;
-    if x {
-        let ext = *p.get(i)?;
-        i += 1;
-        if ext & 0x80 != 0 {
-            i += if *p.get(i)? & 0x80 != 0 { 2 } else { 1 };
-        }
-        if ext & 0x40 != 0 {
-            i += 1;
-        }
-        if ext & 0x30 != 0 {
-            i += 1;
-        }
-    }
-    let key = *p.get(i)? & 0x01 == 0;
-    let at = i + if key { VP8_KEY.len() } else { VP8_DELTA.len() };
-    let stamp = u64::from_le_bytes(p.get(at..at + 8)?.try_into().ok()?);
-    Some((key, stamp))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frame_start_reads_the_stamp_with_and_without_picture_id() {
-        let p = video_payload(true, true, 100, 123_456, 1);
-        assert_eq!(frame_start(&p), Some((true, 123_456)));
-        let d = video_payload(true, false, 100, 7, 1);
-        assert_eq!(frame_start(&d), Some((false, 7)));
-        assert_eq!(frame_start(&video_payload(false, false, 100, 7, 1)), None);
-        // An SFU may add a 15-bit picture id: X=1, I=1, M=1.
-        let mut ext = vec![0x90, 0x80, 0x81, 0x23];
-        ext.extend_from_slice(&p[1..]);
-        assert_eq!(frame_start(&ext), Some((true, 123_456)));
-    }
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 /// Figures of one measured window.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
-    /// Subscribers (not publishing) in the run at this step, all Rooms.
+    /// Subscribers (not publishing) in the run at this step, all Rooms (joins refused excluded).
     pub subscribers: usize,
     /// Peers that receive (subscribers, and publishers in group calls).
     pub receivers: usize,
@@ -36,6 +36,18 @@ pub struct Step {
     pub late_pct: f64,
     /// Mean one-way delay of received packets, ms.
     pub mean_delay_ms: f64,
+    /// One-way delay of received audio packets in the window, median, ms (upper edge of its
+    /// 1 ms histogram bucket; 100 ms buckets past 10 s; 60000 = 60 s or more).
+    pub audio_delay_p50_ms: Option<f64>,
+    /// Audio one-way delay, p99, ms.
+    pub audio_delay_p99_ms: Option<f64>,
+    /// Video one-way delay, median, ms.
+    pub video_delay_p50_ms: Option<f64>,
+    /// Video one-way delay, p99, ms.
+    pub video_delay_p99_ms: Option<f64>,
+    /// Received audio packets, % of the audio the receivers' Rooms' publishers sent (whether
+    /// audio keeps flowing under overload).
+    pub audio_delivered_pct: Option<f64>,
     /// Join time (join start → first complete key frame), p50, ms, of Peers that joined in this
     /// step (all Peers in a fixed run).
     pub join_p50_ms: Option<f64>,
@@ -47,8 +59,19 @@ pub struct Step {
     pub not_joined: usize,
     /// Peers whose connection failed or closed.
     pub failed: usize,
+    /// Joins of this step the SFU refused with `RESOURCE_EXHAUSTED` (its overload protection);
+    /// `subscribers` counts only the accepted ones.
+    pub refused: usize,
+    /// Peers of this step whose ICE and DTLS connected by the end of the window.
+    pub connected: usize,
+    /// Distinct SFU addresses the Peers received from (with several Workers: how many Workers
+    /// carried the run's Sessions).
+    pub sfu_sockets: usize,
     /// Resident memory of the SFU process at the end of the window, KiB.
     pub sfu_rss_kib: Option<u64>,
+    /// RSS growth since the previous step (the first step: since before any subscriber joined)
+    /// per subscriber added, KiB.
+    pub rss_kib_per_added_session: Option<f64>,
     /// The load generator's own CPU over the window (1.0 = one core).
     pub loadgen_cpu: f64,
     /// The load generator's CPU per received packet, µs (all its work: publishing, receiving,
@@ -81,6 +104,12 @@ pub struct Report {
     pub steps: Vec<Step>,
     /// The ramp's knee: the last step not overloaded (a fixed run: its only step).
     pub knee: Option<Step>,
+    /// The first overloaded step of a ramp (past the knee): its delay percentiles and audio
+    /// delivery say how overload degrades.
+    pub past_knee: Option<Step>,
+    /// SFU memory per receiving Session: the median over the steps before the knee of
+    /// [`Step::rss_kib_per_added_session`], KiB (with no publishers: per idle Session).
+    pub rss_kib_per_session: Option<f64>,
 }
 
 impl Report {
@@ -94,40 +123,50 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "{:>5} {:>9} {:>6} {:>7} {:>9} {:>7} {:>6} {:>7} {:>8} {:>6} {:>6} {:>7} {:>9} {:>6} {:>5}",
+            "{:>5} {:>9} {:>6} {:>6} {:>7} {:>9} {:>7} {:>6} {:>7} {:>13} {:>13} {:>8} {:>6} {:>6} {:>7} {:>7} {:>9} {:>8} {:>6} {:>5}",
             "subs",
             "pkts/s",
             "deliv%",
+            "audio%",
             "sfu cpu",
             "pkt/cpu-s",
             "loss %",
             "late %",
             "delay",
+            "audio p50/p99",
+            "video p50/p99",
             "join p50",
             "p95",
             "joined",
             "missing",
+            "refused",
             "rss MiB",
+            "KiB/sess",
             "lg cpu",
             "drops"
         );
         for st in &self.steps {
             let _ = writeln!(
                 s,
-                "{:>5} {:>9.0} {:>6} {:>7} {:>9} {:>7.2} {:>6.2} {:>5.0}ms {:>6}ms {:>4}ms {:>6} {:>7} {:>9} {:>6.2} {:>5}{}",
+                "{:>5} {:>9.0} {:>6} {:>6} {:>7} {:>9} {:>7.2} {:>6.2} {:>5.0}ms {:>13} {:>13} {:>6}ms {:>4}ms {:>6} {:>7} {:>7} {:>9} {:>8} {:>6.2} {:>5}{}",
                 st.subscribers,
                 st.packets_per_s,
                 opt(st.delivered_pct.map(|d| format!("{d:.1}"))),
+                opt(st.audio_delivered_pct.map(|d| format!("{d:.1}"))),
                 opt(st.sfu_cpu.map(|c| format!("{c:.2}"))),
                 opt(st.packets_per_cpu_s.map(|c| format!("{c:.0}"))),
                 st.loss_pct,
                 st.late_pct,
                 st.mean_delay_ms,
+                pair_ms(st.audio_delay_p50_ms, st.audio_delay_p99_ms),
+                pair_ms(st.video_delay_p50_ms, st.video_delay_p99_ms),
                 opt(st.join_p50_ms.map(|c| format!("{c:.0}"))),
                 opt(st.join_p95_ms.map(|c| format!("{c:.0}"))),
                 st.joined,
                 st.not_joined,
+                st.refused,
                 opt(st.sfu_rss_kib.map(|k| format!("{:.1}", k as f64 / 1024.0))),
+                opt(st.rss_kib_per_added_session.map(|k| format!("{k:.0}"))),
                 st.loadgen_cpu,
                 st.udp_rcvbuf_errors,
                 if st.overloaded { "  overloaded" } else { "" }
@@ -147,7 +186,36 @@ impl Report {
                 let _ = writeln!(s, "knee: none (the first step was already overloaded)");
             }
         }
+        if let Some(k) = &self.past_knee {
+            let _ = writeln!(
+                s,
+                "past the knee ({} subscribers): audio delivered {} %, audio delay p99 {} ms, video delay p99 {} ms",
+                k.subscribers,
+                opt(k.audio_delivered_pct.map(|d| format!("{d:.1}"))),
+                opt(k.audio_delay_p99_ms.map(|d| format!("{d:.0}"))),
+                opt(k.video_delay_p99_ms.map(|d| format!("{d:.0}"))),
+            );
+        }
+        if let Some(k) = self.rss_kib_per_session {
+            let _ = writeln!(
+                s,
+                "SFU memory per {} Session: {k:.0} KiB (median RSS slope over the steps before the knee)",
+                if self.publishers == 0 {
+                    "idle"
+                } else {
+                    "receiving"
+                },
+            );
+        }
         s
+    }
+}
+
+/// "p50/p99" in ms, or "-".
+fn pair_ms(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => format!("{a:.0}/{b:.0}"),
+        _ => "-".into(),
     }
 }
 
@@ -163,6 +231,20 @@ pub fn percentile_ms(v: &mut [Duration], q: f64) -> Option<f64> {
     v.sort_unstable();
     let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
     Some(v[rank - 1].as_secs_f64() * 1000.0)
+}
+
+/// The median of `v` (the mean of the middle two for an even count); none when empty.
+pub fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
 }
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`, 100 if unknown).
