@@ -96,11 +96,16 @@ profile_at_knee() { # a fresh gateway, loaded at the knee just measured, profile
   [ -n "$knee" ] || return 0
   run="profile-switchboard"
   start_sfu switchboard
-  taskset -c 1 "$loadgen" --publishers 1 --subscribers "$knee" --settle 3 --duration 14 --quiet \
+  # The load generator runs well past the 10 s profile and is stopped after it: a profile that
+  # outlasts its Peers records the gateway sending into closed ports (ICMP in the kernel share).
+  local warmup=$((knee / 25 + 5))
+  taskset -c 1 "$loadgen" --publishers 1 --subscribers "$knee" --settle 3 \
+    --duration $((warmup + 30)) --quiet \
     --gateway-pid "$SFU_PID" > "$OUT/profile.loadgen.txt" 2>&1 &
   local lg=$!
-  sleep $((knee / 25 + 5))
+  sleep "$warmup"
   perf record -e cpu-clock -g -p "$SFU_PID" -o "$OUT/perf.data" -- sleep 10 > /dev/null 2>&1 || true
+  kill "$lg" 2>/dev/null || true
   wait "$lg" || true
   perf report -i "$OUT/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
     | python3 "$repo/scripts/bench/profile-summary.py" > "$OUT/profile.txt" || true
