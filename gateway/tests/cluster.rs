@@ -569,7 +569,12 @@ async fn placement_keeps_new_rooms_off_the_loaded_node() -> anyhow::Result<()> {
                 .owner_node_id,
         );
     }
-    assert!(!placed.contains(&heavy), "{heavy} is loaded: {placed:?}");
+    let status = other.status().await?;
+    assert!(
+        !placed.contains(&heavy),
+        "{heavy} is loaded: {placed:?}; nodes: {:?}",
+        status.nodes
+    );
     Ok(())
 }
 

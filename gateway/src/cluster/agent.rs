@@ -22,7 +22,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::config::ClusterConfig;
-use super::load::{CLOCK_TICKS_PER_SEC, process_cpu_ticks};
+use super::load::{CLOCK_TICKS_PER_SEC, Rate, process_cpu_ticks};
 use super::placement;
 use super::store::{ClusterStore, NodeInfo, NodeLoad, NodeState, RoomOwner, StoreError};
 use crate::handle::{GatewayError, GatewayHandle};
@@ -95,9 +95,10 @@ pub struct Agent {
     claims: Mutex<VecDeque<Instant>>,
     placed: Mutex<HashMap<String, VecDeque<Instant>>>,
     rng: Mutex<ChaCha20Rng>,
-    cpu: Mutex<Option<(Instant, u64)>>,
-    /// When the forwarded-packet total was last read, and its value (for packets/s).
-    forwarded: Mutex<Option<(Instant, u64)>>,
+    /// CPU ticks per second of this process (see [`Rate`]).
+    cpu: Mutex<Rate>,
+    /// RTP packets forwarded per second by this node's Workers.
+    forwarded: Mutex<Rate>,
     pub(crate) stop: CancellationToken,
 }
 
@@ -398,27 +399,23 @@ impl Agent {
             .count() as u32
     }
 
-    /// CPU this process used since the previous call, in per mille of the machine.
+    /// The shortest interval a load rate is measured over: most of a heartbeat (heartbeats come
+    /// one interval apart, give or take the scheduler).
+    fn rate_interval(&self) -> Duration {
+        ClusterConfig::ms(self.cfg.heartbeat_ms) * 3 / 4
+    }
+
+    /// CPU this process used over the last heartbeat interval, in per mille of the machine.
     fn cpu_permille(&self) -> u32 {
         let Some(ticks) = process_cpu_ticks() else {
             return 0;
         };
-        let now = Instant::now();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        let mut last = lock(&self.cpu);
-        let used = last.map_or(0, |(at, t): (Instant, u64)| {
-            let wall = now.duration_since(at).as_secs_f64();
-            if wall <= 0.0 {
-                return 0;
-            }
-            let cpu = ticks.saturating_sub(t) as f64 / CLOCK_TICKS_PER_SEC;
-            ((cpu / wall / cores) * 1000.0).clamp(0.0, 1000.0) as u32
-        });
-        *last = Some((now, ticks));
-        used
+        let per_sec = lock(&self.cpu).update(Instant::now(), ticks, self.rate_interval());
+        ((per_sec / CLOCK_TICKS_PER_SEC / cores) * 1000.0).clamp(0.0, 1000.0) as u32
     }
 
-    /// RTP packets/s forwarded by all Workers since the previous call (from each Worker's
+    /// RTP packets/s forwarded by all Workers over the last heartbeat interval (from each Worker's
     /// snapshot, as `/metrics` reads them; a Worker whose queue is full is skipped this time), and
     /// the worst Worker loop lag (microseconds) as the Workers measure it (how late their timers
     /// ran), which a full queue does not hide.
@@ -431,16 +428,7 @@ impl Agent {
             }
             lag = lag.max(w.loop_lag());
         }
-        let now = Instant::now();
-        let mut last = lock(&self.forwarded);
-        let pps = last.map_or(0, |(at, before): (Instant, u64)| {
-            let wall = now.duration_since(at).as_secs_f64();
-            if wall <= 0.0 {
-                return 0;
-            }
-            (total.saturating_sub(before) as f64 / wall) as u64
-        });
-        *last = Some((now, total));
+        let pps = lock(&self.forwarded).update(Instant::now(), total, self.rate_interval()) as u64;
         (pps, lag.as_micros().min(u128::from(u64::MAX)) as u64)
     }
 
@@ -542,6 +530,19 @@ impl Agent {
     /// Live nodes as last read (this node included once registered).
     pub(crate) fn nodes(&self) -> Vec<NodeInfo> {
         lock(&self.view).nodes.clone()
+    }
+
+    /// The live nodes read from the store now (falling back to the last heartbeat's view when the
+    /// store does not answer), for callers that must not miss a node registered since that
+    /// heartbeat (a cluster-wide event stream follows every node live at the call).
+    pub(crate) async fn nodes_now(&self) -> Vec<NodeInfo> {
+        match self.store.list_nodes().await {
+            Ok(nodes) => {
+                lock(&self.view).nodes = nodes.clone();
+                nodes
+            }
+            Err(_) => self.nodes(),
+        }
     }
 
     /// A live node by id, as last read.

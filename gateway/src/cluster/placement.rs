@@ -17,20 +17,26 @@ pub const PRESSURE_WEIGHT: f64 = 50.0;
 /// Worker loop lag that counts as full pressure (100 ms).
 pub const LAG_AT_FULL_PRESSURE_MICROS: u64 = 100_000;
 
+/// CPU share (per mille of the machine) below which a node is under no pressure: pressure grows
+/// linearly from here to full at 1000, so ordinary load and measurement noise move nothing.
+pub const CPU_PRESSURE_FROM_PERMILLE: u32 = 500;
+
 /// The placement score of a node (lower takes new Rooms first), in Session-equivalents per
 /// Worker: its Sessions and Rooms, plus its forwarded packets/s over [`PPS_PER_SESSION`] (a few
 /// large Rooms weigh what they forward, not just their Session count), plus `penalty` Sessions for
 /// every Room it took within the ramp-up window (`recent`: what it published plus what this node
 /// placed there since, so a burst of creations does not pile onto the node that looked emptiest a
-/// moment ago); then [`PRESSURE_WEIGHT`] times its pressure, the larger of its CPU share and its
-/// worst Worker loop lag over [`LAG_AT_FULL_PRESSURE_MICROS`] (0 to 1), so a node that is short
-/// of CPU takes new Rooms last. Fields published as 0 ("not measured") add nothing.
+/// moment ago); then [`PRESSURE_WEIGHT`] times its pressure (0 to 1), the larger of its CPU share
+/// above [`CPU_PRESSURE_FROM_PERMILLE`] (scaled to reach 1 at the whole machine) and its worst
+/// Worker loop lag over [`LAG_AT_FULL_PRESSURE_MICROS`], so a node that is short of CPU takes new
+/// Rooms last. Fields published as 0 ("not measured") add nothing.
 pub fn score(load: &NodeLoad, workers: u32, recent: u32, penalty: u32) -> f64 {
     let work = f64::from(load.sessions)
         + f64::from(load.rooms)
         + load.forwarded_pps as f64 / PPS_PER_SESSION;
     let rampup = f64::from(penalty) * f64::from(recent);
-    let cpu = f64::from(load.cpu_permille) / 1000.0;
+    let cpu = f64::from(load.cpu_permille.saturating_sub(CPU_PRESSURE_FROM_PERMILLE))
+        / f64::from(1000 - CPU_PRESSURE_FROM_PERMILLE);
     let lag = load.loop_lag_micros as f64 / LAG_AT_FULL_PRESSURE_MICROS as f64;
     let pressure = cpu.max(lag).clamp(0.0, 1.0);
     (work + rampup) / f64::from(workers.max(1)) + PRESSURE_WEIGHT * pressure
@@ -99,7 +105,8 @@ mod tests {
         assert_eq!(score(&two_sessions, 1, 0, 5), 2.0);
         assert_eq!(score(&busy, 2, 0, 5), 26.0);
         // A node whose CPU is saturated, or whose Worker loop lags 100 ms or more, scores as
-        // under full pressure; half of either is half the weight; the larger one counts.
+        // under full pressure; CPU under half the machine adds nothing, 75 % is half the weight;
+        // the larger of the two counts.
         let hot_cpu = NodeLoad {
             cpu_permille: 1000,
             ..two_sessions
@@ -109,10 +116,15 @@ mod tests {
             ..two_sessions
         };
         let half = NodeLoad {
-            cpu_permille: 500,
+            cpu_permille: 750,
             loop_lag_micros: 20_000,
             ..two_sessions
         };
+        let busy_but_fine = NodeLoad {
+            cpu_permille: 500,
+            ..two_sessions
+        };
+        assert_eq!(score(&busy_but_fine, 1, 0, 5), 2.0);
         assert_eq!(score(&hot_cpu, 1, 0, 5), 2.0 + PRESSURE_WEIGHT);
         assert_eq!(score(&lagging, 1, 0, 5), 2.0 + PRESSURE_WEIGHT);
         assert_eq!(score(&half, 1, 0, 5), 2.0 + PRESSURE_WEIGHT / 2.0);

@@ -2,8 +2,9 @@
 //! stream from every other live node, so one stream follows every Room of the cluster. Each Room's
 //! events come from its owner's stream, so they stay in order. A node's `GatewayDraining` is not
 //! passed on (only this node's ends the stream); when a node's stream breaks, every Room it was
-//! known to hold gets `RoomLost { NODE_FAILED }`. Nodes that register later are followed from the
-//! next heartbeat on; a node whose stream broke is followed again only after a restart (new boot
+//! known to hold gets `RoomLost { NODE_FAILED }`. Every node registered in the store when the call
+//! is made is followed from the start (read from the store, not the last heartbeat's view); nodes
+//! that register later are followed from the next heartbeat on; a node whose stream broke is followed again only after a restart (new boot
 //! id), so its losses are reported once. Sequences are per node, so `after_sequence` resumes this
 //! node's part only; the other nodes are followed live from the call on.
 
@@ -52,7 +53,7 @@ impl ClusterEdge {
         // Follow the nodes live now before answering, so every event after this call is seen.
         let mut followed: HashSet<(String, String)> = HashSet::new();
         let mut opening = tokio::task::JoinSet::new();
-        for n in self.agent.nodes() {
+        for n in self.agent.nodes_now().await {
             if n.id != self.agent.node_id && followed.insert((n.id.clone(), n.boot_id.clone())) {
                 let (edge, meta) = (self.clone(), meta.clone());
                 opening.spawn(async move { edge.open(n, &meta).await });
