@@ -10,7 +10,8 @@
 #    installed (https://rustup.rs): Debian's packaged rustc is too old, so this fails loudly.
 # 2. Builds everything while the network is available (crates are fetched here).
 # 3. Checks formatting and lints, then runs the whole test suite inside a network namespace that
-#    has only `lo` (as root), so no test can send a packet off this machine.
+#    has only `lo` (as root), so no test can send a packet off this machine; then the own test
+#    suites of the patched copies in third_party/ (dimpl, str0m, is), which hold each patch's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +51,10 @@ command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust >= 1.89 w
 rust_minor=$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')
 [ "$rust_minor" -ge 89 ] || die "Rust $(rustc --version) is too old: 1.89 or newer is needed"
 
+# str0m's own suite as third_party/README.md runs it (aws-lc-rs, its test exports), library and
+# test targets only.
+STR0M_TEST_ARGS="--no-default-features --features aws-lc-rs,_internal_test_exports --lib --tests"
+
 say "building (fetches crates and npm packages)"
 cargo build --workspace --tests --bins --locked
 (cd clients/web/test && npm ci --no-audit --no-fund --loglevel=error)
@@ -62,6 +67,8 @@ if [ ! -x clients/gstreamer/.venv/bin/python ]; then
 fi
 clients/gstreamer/.venv/bin/pip install --quiet --disable-pip-version-check -r clients/gstreamer/requirements.txt
 (cd third_party/dimpl && cargo test --locked --no-run)
+(cd third_party/str0m && cargo test --locked --no-run $STR0M_TEST_ARGS)
+(cd third_party/is && cargo test --locked --no-run)
 
 say "formatting and lints"
 if cargo fmt --version >/dev/null 2>&1; then
@@ -87,3 +94,10 @@ fi
 
 say "tests of the patched dimpl (third_party/dimpl)"
 (cd third_party/dimpl && cargo test --locked --offline)
+
+# The patched str0m and its ICE agent: their own suites hold each patch's tests (liveness, m-line
+# recycling, candidates in every m-section, ...). Doctests are left out: two of str0m's name the
+# unpublished str0m_rust_crypto crate (third_party/README.md).
+say "tests of the patched str0m and is (third_party/str0m, third_party/is)"
+(cd third_party/str0m && cargo test --locked --offline $STR0M_TEST_ARGS)
+(cd third_party/is && cargo test --locked --offline)
