@@ -1590,6 +1590,20 @@ fn dtls13_wolfssl_server_handshake_after_packet_loss() {
 #[test]
 #[cfg(feature = "rcgen")]
 fn dtls13_wolfssl_server_handshake_with_early_packet_loss() {
+    early_packet_loss_handshake(None);
+}
+
+/// With this seed the server's flight timer fires in the same tick as the WolfSSL client's last
+/// flight arrives: the server's retransmitted flight and its ACK reach the client in one
+/// datagram, and WolfSSL then waits for its own retransmission timer before it completes.
+#[test]
+#[cfg(feature = "rcgen")]
+fn dtls13_wolfssl_server_early_packet_loss_client_finishes_on_its_timer() {
+    early_packet_loss_handshake(Some(235));
+}
+
+#[cfg(feature = "rcgen")]
+fn early_packet_loss_handshake(rng_seed: Option<u64>) {
     use dimpl::certificate::generate_self_signed_certificate;
 
     let _ = env_logger::try_init();
@@ -1609,12 +1623,11 @@ fn dtls13_wolfssl_server_handshake_with_early_packet_loss() {
     wolf_client.initiate().expect("initiate wolf client");
 
     // Use more retries for lossy conditions
-    let config = Arc::new(
-        Config::builder()
-            .flight_retries(8)
-            .build()
-            .expect("Failed to build DTLS 1.3 config"),
-    );
+    let mut builder = Config::builder().flight_retries(8);
+    if let Some(seed) = rng_seed {
+        builder = builder.dangerously_set_rng_seed(seed);
+    }
+    let config = Arc::new(builder.build().expect("Failed to build DTLS 1.3 config"));
     let now = Instant::now();
     let mut dimpl_server = Dtls::new_13(config, server_cert, now);
     dimpl_server.set_active(false);
@@ -1665,6 +1678,11 @@ fn dtls13_wolfssl_server_handshake_with_early_packet_loss() {
         // Trigger retransmissions periodically
         if i % 5 == 4 {
             now += Duration::from_secs(2);
+            // Once the server is done it has nothing left to resend: only the client's own
+            // timer can finish the handshake (it resends its flight, the server ACKs again).
+            if server_connected && !client_connected {
+                let _ = wolf_client.handle_timeout(&mut wolf_events);
+            }
         } else {
             now += Duration::from_millis(10);
         }

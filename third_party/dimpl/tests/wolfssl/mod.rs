@@ -26,6 +26,8 @@ pub enum WolfError {
     ContextBuilder(wolfssl::NewContextBuilderError),
     /// Session error.
     Session(wolfssl::NewSessionError),
+    /// WolfSSL gave up retransmitting its flight.
+    TimedOut,
 }
 
 impl From<wolfssl::Error> for WolfError {
@@ -244,6 +246,20 @@ impl WolfDtlsImpl {
             }
         }
         Ok(())
+    }
+
+    /// Tell WolfSSL that its DTLS retransmission timer fired.
+    ///
+    /// The harness keeps simulated time, so WolfSSL's own timer never runs: without this a
+    /// WolfSSL peer never resends its last flight. Does nothing once connected.
+    pub fn handle_timeout(&mut self, events: &mut VecDeque<DtlsEvent>) -> Result<(), WolfError> {
+        if self.is_connected {
+            return Ok(());
+        }
+        if let Poll::Ready(true) = self.session.dtls_has_timed_out() {
+            return Err(WolfError::TimedOut);
+        }
+        self.handle_handshake(events)
     }
 
     /// Poll for outgoing datagrams.
