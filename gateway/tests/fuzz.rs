@@ -52,3 +52,27 @@ fn turn_message() {
         v
     });
 }
+
+/// Sessions of signed requests: op kinds weighted toward Allocate first, then any mix, with
+/// payloads long enough to carry addresses, lifetimes and a few raw attributes.
+#[test]
+fn turn_session() {
+    run("turn_session", fuzzing::turn_session, 3000, |rng| {
+        let mut v = vec![rng.next_u32() as u8];
+        let ops = 1 + rng.next_u32() % 10;
+        for i in 0..ops {
+            let kind = if i == 0 && rng.next_u32() % 4 != 0 {
+                0
+            } else {
+                rng.next_u32() as u8
+            };
+            let len = 4 + rng.next_u32() as usize % 60;
+            v.push(kind);
+            v.push(len as u8);
+            let mut p = vec![0u8; len];
+            rng.fill_bytes(&mut p);
+            v.extend_from_slice(&p);
+        }
+        v
+    });
+}

@@ -71,7 +71,7 @@ pub(crate) use ice_servers::IceServers;
 pub use policy::{Cidr, PeerPolicy, PeerVerdict};
 #[cfg(feature = "testing")]
 #[doc(hidden)]
-pub use server::fuzz::fuzz_turn_message;
+pub use server::fuzz::{fuzz_turn_message, fuzz_turn_session};
 pub use server::{Transport, TurnStats};
 pub use settings::{IceServerConfig, TurnConfig};
 
