@@ -35,25 +35,27 @@ use crate::turn::credentials;
 use crate::turn::policy::PeerPolicy;
 use crate::turn::settings::TurnConfig;
 
+/// A TURN engine with the default configuration, relaying from 127.0.0.1.
+fn engine(secret: &[u8], nonce_seed: u8) -> Arc<Shared> {
+    let config = TurnConfig::default();
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let policy = PeerPolicy::new(&config.deny_peers, &config.allow_peers, [], []);
+    let relay = RelayAddrs {
+        bind: lo,
+        public: lo,
+    };
+    Arc::new(Shared::new(
+        config,
+        secret.to_vec(),
+        relay,
+        policy,
+        &[nonce_seed; 32],
+    ))
+}
+
 fn shared() -> Arc<Shared> {
     static S: OnceLock<Arc<Shared>> = OnceLock::new();
-    S.get_or_init(|| {
-        let config = TurnConfig::default();
-        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let policy = PeerPolicy::new(&config.deny_peers, &config.allow_peers, [], []);
-        let relay = RelayAddrs {
-            bind: lo,
-            public: lo,
-        };
-        Arc::new(Shared::new(
-            config,
-            b"fuzz-secret".to_vec(),
-            relay,
-            policy,
-            &[3; 32],
-        ))
-    })
-    .clone()
+    S.get_or_init(|| engine(b"fuzz-secret", 3)).clone()
 }
 
 /// The input's first byte picks the transport and whether the rest is sent raw or behind a
@@ -106,21 +108,7 @@ fn session_engine() -> (Arc<Shared>, &'static tokio::runtime::Runtime) {
             .enable_all()
             .build()
             .expect("fuzz runtime");
-        let config = TurnConfig::default();
-        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let policy = PeerPolicy::new(&config.deny_peers, &config.allow_peers, [], []);
-        let relay = RelayAddrs {
-            bind: lo,
-            public: lo,
-        };
-        let shared = Arc::new(Shared::new(
-            config,
-            SESSION_SECRET.to_vec(),
-            relay,
-            policy,
-            &[5; 32],
-        ));
-        (shared, rt)
+        (engine(SESSION_SECRET, 5), rt)
     });
     (shared.clone(), rt)
 }
