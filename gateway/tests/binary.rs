@@ -52,6 +52,7 @@ async fn runs_serves_and_stops_on_sigterm() -> anyhow::Result<()> {
         .create_room(pb::CreateRoomRequest {
             room_id: "from-bin".into(),
             options: None,
+            region_hint: String::new(),
         })
         .await?
         .into_inner();

@@ -610,3 +610,49 @@ async fn a_node_stopped_with_sigterm_hands_its_rooms_back_at_once() -> anyhow::R
     assert_eq!(other.status().await?.nodes.len(), 2);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_rooms_go_to_the_hinted_region_else_the_callers_else_anywhere() -> anyhow::Result<()> {
+    let _g = SERIAL.lock().await;
+    let redis = Redis::start()?;
+    let mut nodes = Vec::new();
+    for (id, ip, region) in [
+        ("a", "127.0.0.11", "us"),
+        ("b", "127.0.0.12", "us"),
+        ("c", "127.0.0.13", "eu"),
+    ] {
+        nodes.push(Node::start_in(id, ip, &redis, "regions", region)?);
+    }
+    for n in &nodes {
+        n.clients().wait_nodes(3).await?;
+    }
+    let (a, c) = (nodes[0].clients(), nodes[2].clients());
+    let status = a.status().await?;
+    let regions: Vec<(String, String)> = status
+        .nodes
+        .iter()
+        .map(|n| (n.node_id.clone(), n.region.clone()))
+        .collect();
+    assert!(regions.contains(&("c".into(), "eu".into())), "{regions:?}");
+    assert!(regions.contains(&("a".into(), "us".into())), "{regions:?}");
+    for i in 0..6 {
+        // Named region: its only node, whoever is called.
+        let r = a.create_room_in(&format!("eu-{i}"), "eu").await?;
+        assert_eq!(r.owner_node_id, "c", "eu-{i}");
+        // No hint: the region of the node called.
+        let r = c.create_room(&format!("near-c-{i}")).await?;
+        assert_eq!(r.owner_node_id, "c", "near-c-{i}");
+        let r = c.create_room_in(&format!("us-{i}"), "us").await?;
+        assert!(
+            ["a", "b"].contains(&r.owner_node_id.as_str()),
+            "us-{i}: {r:?}"
+        );
+        // A region without nodes: anywhere, still one owner.
+        let r = a.create_room_in(&format!("ap-{i}"), "ap").await?;
+        assert!(!r.owner_node_id.is_empty(), "ap-{i}: {r:?}");
+    }
+    let err = a.create_room_in("bad-hint", "eu west").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("region_hint"), "{err:?}");
+    Ok(())
+}

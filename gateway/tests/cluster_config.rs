@@ -30,6 +30,20 @@ fn check_config_validates_cluster_settings_and_reaches_the_store() -> anyhow::Re
     assert!(String::from_utf8_lossy(&out.stderr).contains("cluster.renew_ms"));
     let out = run(&good.replace("redis://", "http://"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cluster.redis_url"));
+    let out = run(&good.replace(
+        "rampup_penalty = 2",
+        "rampup_penalty = 2\nregion = \"eu west\"",
+    ));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cluster.region"),
+        "{out:?}"
+    );
+    let out = run(&good.replace(
+        "rampup_penalty = 2",
+        "rampup_penalty = 2\nregion = \"eu-west\"",
+    ));
+    assert!(out.status.success(), "{out:?}");
     // A store that does not answer.
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

@@ -38,6 +38,7 @@ async fn create_room(rooms: &mut RoomServiceClient<Channel>, id: &str) {
         .create_room(pb::CreateRoomRequest {
             room_id: id.into(),
             options: None,
+            region_hint: String::new(),
         })
         .await
         .unwrap();

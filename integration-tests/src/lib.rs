@@ -100,6 +100,7 @@ impl Clients {
             .create_room(pb::CreateRoomRequest {
                 room_id: id.into(),
                 options: None,
+                region_hint: String::new(),
             })
             .await?
             .into_inner();
@@ -183,6 +184,7 @@ impl Backend {
             .create_room(pb::CreateRoomRequest {
                 room_id: room.into(),
                 options,
+                region_hint: String::new(),
             })
             .await?;
         let peers: Arc<Mutex<HashMap<String, Arc<UdpPeer>>>> = Arc::default();

@@ -117,6 +117,7 @@ fn create_room(room_id: &str, options: Option<pb::RoomOptions>) -> Call {
     Call::CreateRoom(pb::CreateRoomRequest {
         room_id: room_id.into(),
         options,
+        region_hint: String::new(),
     })
 }
 
@@ -213,6 +214,7 @@ async fn every_backend_mistake_gets_its_status_and_names_its_field() -> anyhow::
         row("ApplyOffer", "an empty sdp", apply_offer(s, ""), InvalidArgument, Some("sdp")),
         row("GetRoom", "an empty room_id", Call::GetRoom(pb::GetRoomRequest { room_id: String::new() }), InvalidArgument, Some("room_id")),
         row("CreateRoom", "a room_id with a space", create_room("no spaces", None), InvalidArgument, Some("room_id")),
+        row("CreateRoom", "a region_hint with a space", Call::CreateRoom(pb::CreateRoomRequest { room_id: "r2".into(), region_hint: "eu west".into(), ..Default::default() }), InvalidArgument, Some("region_hint")),
         row("GetSession", "a malformed session_id", Call::GetSession(pb::GetSessionRequest { session_id: "nope".into() }), InvalidArgument, Some("session_id")),
         row("CreateSession", "an empty participant_id", create_session("r", ""), InvalidArgument, Some("participant_id")),
         row("CreateRoom", "5000 bytes of metadata", create_room("big", Some(pb::RoomOptions { metadata: "x".repeat(5000), ..Default::default() })), InvalidArgument, Some("options.metadata")),
@@ -270,6 +272,7 @@ async fn create_room_is_idempotent_for_the_same_options() -> anyhow::Result<()> 
     let req = || pb::CreateRoomRequest {
         room_id: "same".into(),
         options: max_sessions(5),
+        region_hint: String::new(),
     };
     let first = rooms.create_room(req()).await?.into_inner();
     assert!(first.created);

@@ -105,6 +105,7 @@ async fn room_grpc(c: &Clients, options: pb::RoomOptions) -> Result<(), tonic::S
     let req = pb::CreateRoomRequest {
         room_id: "bad".into(),
         options: Some(options),
+        region_hint: String::new(),
     };
     c.rooms.clone().create_room(req).await.map(|_| ())
 }
@@ -443,6 +444,7 @@ async fn the_same_bad_inputs_are_refused_the_same_way_through_grpc_and_the_handl
                 max_sessions: 1,
                 ..Default::default()
             }),
+            region_hint: String::new(),
         })
         .await?
         .into_inner()

@@ -28,6 +28,7 @@ async fn rooms_and_sessions_lifecycle_with_ordered_events() -> anyhow::Result<()
                 metadata: "{\"topic\":\"standup\"}".into(),
                 backend_data_labels: vec!["captions".into()],
             }),
+            region_hint: String::new(),
         })
         .await?
         .into_inner();

@@ -348,6 +348,7 @@ async fn relay(
             .create_room(pb::CreateRoomRequest {
                 room_id: room.clone(),
                 options: None,
+                region_hint: String::new(),
             })
             .await?;
         let created = st

@@ -151,6 +151,7 @@ impl Switchboard {
                     max_sessions,
                     ..Default::default()
                 }),
+                region_hint: String::new(),
             }))
             .await
             .map_err(status("CreateRoom"))?;

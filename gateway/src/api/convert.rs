@@ -14,6 +14,7 @@ use switchboard_core::{
 use tonic::Status;
 
 use super::status::invalid;
+use crate::cluster::Region;
 use crate::events::{EventBody, GatewayEvent};
 use crate::handle::IceServer;
 
@@ -46,8 +47,15 @@ pub(crate) fn track_ids(field: &str, ids: &[String]) -> Result<Vec<TrackId>, Sta
     ids.iter().map(|s| track_id(field, s)).collect()
 }
 
+/// `CreateRoomRequest.region_hint`: a region name or empty. A single gateway checks it too and
+/// then has no use for it.
+pub(crate) fn region_hint(s: &str) -> Result<Option<Region>, Status> {
+    Region::parse(s).map_err(|reason| invalid("region_hint", reason))
+}
+
 impl FromProto<pb::CreateRoomRequest> for RoomSpec {
     fn from_proto(r: pb::CreateRoomRequest) -> Result<Self, Status> {
+        region_hint(&r.region_hint)?;
         let id = if r.room_id.is_empty() {
             None
         } else {

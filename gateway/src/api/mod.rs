@@ -4,7 +4,7 @@
 //! optional TLS, and undecodable requests answered `INVALID_ARGUMENT`. It never touches a Worker
 //! socket or an `Rtc`.
 
-mod convert;
+pub(crate) mod convert;
 mod event_stream;
 mod service;
 mod status;

@@ -21,7 +21,7 @@ use switchboard_core::{RoomId, RoomInfo};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::config::ClusterConfig;
+use super::config::{ClusterConfig, Region};
 use super::load::{CLOCK_TICKS_PER_SEC, Rate, process_cpu_ticks};
 use super::placement;
 use super::store::{ClusterStore, NodeInfo, NodeLoad, NodeState, RoomOwner, StoreError};
@@ -461,6 +461,7 @@ impl Agent {
         NodeInfo {
             id: self.node_id.clone(),
             grpc_endpoint: self.endpoint.clone(),
+            region: self.cfg.region.clone(),
             media_addrs: self.media.clone(),
             state: if self.draining.load(Ordering::Acquire) {
                 NodeState::Draining
@@ -603,15 +604,24 @@ impl Agent {
         )
     }
 
-    /// Chooses the node for a new Room: live, serving, power of two choices over the score, on
-    /// the registrations as the store has them now.
-    pub(crate) async fn place(&self) -> Result<NodeInfo, PlaceError> {
+    /// Chooses the node for a new Room: live, serving, in `region` (without one, in this node's
+    /// own `cluster.region`) when a node there is serving, else anywhere; power of two choices
+    /// over the score, on the registrations as the store has them now.
+    pub(crate) async fn place(&self, region: Option<&Region>) -> Result<NodeInfo, PlaceError> {
         let fresh = self.store.list_nodes().await?;
         lock(&self.view).nodes = fresh.clone();
-        let nodes: Vec<NodeInfo> = fresh
+        let serving: Vec<NodeInfo> = fresh
             .into_iter()
             .filter(|n| n.state == NodeState::Serving)
             .filter(|n| n.id != self.node_id || !self.is_draining())
+            .collect();
+        let region = region
+            .map(Region::as_str)
+            .or((!self.cfg.region.is_empty()).then_some(self.cfg.region.as_str()));
+        let regions: Vec<&str> = serving.iter().map(|n| n.region.as_str()).collect();
+        let nodes: Vec<&NodeInfo> = placement::in_region(&regions, region)
+            .into_iter()
+            .map(|i| &serving[i])
             .collect();
         let scores: Vec<f64> = nodes.iter().map(|n| self.score(n)).collect();
         let i = placement::pick(&scores, &mut *lock(&self.rng)).ok_or(PlaceError::NoNode)?;

@@ -17,6 +17,11 @@ pub struct ClusterConfig {
     pub name: String,
     /// This node's id (1 to 64 characters from `A-Z a-z 0-9 _ - .`). Empty: a random id per start.
     pub node_id: String,
+    /// This node's region (1 to 64 characters from `A-Z a-z 0-9 _ - .`, e.g. `eu-west`), or empty
+    /// for none. A new Room goes to a node of the region the caller names in `region_hint`, else
+    /// of the region of the node that received the call, when one of them is serving; otherwise
+    /// to any node.
+    pub region: String,
     /// The gRPC endpoint other nodes and backends use to reach this node (`http://host:port`).
     /// Empty: `http://` + the address gRPC is bound to, which must then be a specific address.
     pub advertise_grpc: String,
@@ -56,6 +61,7 @@ impl Default for ClusterConfig {
             redis_url: String::new(),
             name: "switchboard".into(),
             node_id: String::new(),
+            region: String::new(),
             advertise_grpc: String::new(),
             heartbeat_ms: 2000,
             node_ttl_ms: 6000,
@@ -70,6 +76,26 @@ impl Default for ClusterConfig {
             max_relays: 10_000,
             session_routes: 100_000,
         }
+    }
+}
+
+/// A region name as nodes publish it and `CreateRoomRequest.region_hint` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Region(String);
+
+impl Region {
+    /// A region from its name: 1 to 64 characters from `A-Z a-z 0-9 _ - .`; `None` for "".
+    pub fn parse(s: &str) -> Result<Option<Self>, &'static str> {
+        match s {
+            "" => Ok(None),
+            s if valid_id(s) => Ok(Some(Self(s.to_string()))),
+            _ => Err("1 to 64 characters from A-Z a-z 0-9 _ - . (or empty)"),
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -123,6 +149,9 @@ impl ClusterConfig {
                 "cluster.node_id",
                 "1 to 64 characters from A-Z a-z 0-9 _ - . (or empty for a random id)",
             );
+        }
+        if let Err(reason) = Region::parse(&self.region) {
+            return bad("cluster.region", reason);
         }
         if self.advertise_grpc.is_empty() {
             if grpc.listen.ip().is_unspecified() {

@@ -27,7 +27,7 @@ mod tests;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::ClusterConfig;
+pub use config::{ClusterConfig, Region};
 pub use store::{Claim, ClusterStore, NodeInfo, NodeLoad, NodeState, RoomOwner, StoreError};
 
 use crate::handle::GatewayHandle;

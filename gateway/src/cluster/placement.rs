@@ -42,6 +42,20 @@ pub fn score(load: &NodeLoad, workers: u32, recent: u32, penalty: u32) -> f64 {
     (work + rampup) / f64::from(workers.max(1)) + PRESSURE_WEIGHT * pressure
 }
 
+/// The candidates of a placement preferring `region`: the indices of the nodes in `regions`
+/// whose region is `region`, when there is one; otherwise every index (no region named, or no
+/// serving node there: a Room far away beats no Room).
+pub fn in_region(regions: &[&str], region: Option<&str>) -> Vec<usize> {
+    let all = || (0..regions.len()).collect();
+    let Some(region) = region else {
+        return all();
+    };
+    let local: Vec<usize> = (0..regions.len())
+        .filter(|&i| regions[i] == region)
+        .collect();
+    if local.is_empty() { all() } else { local }
+}
+
 /// Power of two choices: two distinct candidates drawn at random, the lower score wins (the first
 /// drawn on a tie). `None` when there is no candidate.
 pub fn pick(scores: &[f64], rng: &mut impl RngCore) -> Option<usize> {
@@ -77,6 +91,16 @@ mod tests {
         assert_eq!(seen[1], 0, "{seen:?}");
         // The least loaded wins both its pairings, the middle one only against the loaded one.
         assert!(seen[2] > seen[0] && seen[0] > 0, "{seen:?}");
+    }
+
+    #[test]
+    fn a_region_with_a_node_keeps_the_placement_else_every_node_counts() {
+        let regions = ["eu", "us", "", "eu"];
+        assert_eq!(in_region(&regions, Some("eu")), vec![0, 3]);
+        assert_eq!(in_region(&regions, Some("us")), vec![1]);
+        assert_eq!(in_region(&regions, Some("ap")), vec![0, 1, 2, 3]);
+        assert_eq!(in_region(&regions, None), vec![0, 1, 2, 3]);
+        assert_eq!(in_region(&[], Some("eu")), Vec::<usize>::new());
     }
 
     #[test]

@@ -135,6 +135,7 @@ fn encode(n: &NodeInfo) -> Vec<(&'static str, String)> {
     vec![
         ("id", n.id.clone()),
         ("grpc", n.grpc_endpoint.clone()),
+        ("region", n.region.clone()),
         ("media", media.join(",")),
         ("state", n.state.as_str().into()),
         ("version", n.version.clone()),
@@ -164,6 +165,7 @@ fn decode(h: &HashMap<String, String>) -> Option<NodeInfo> {
     Some(NodeInfo {
         id: get("id")?.to_string(),
         grpc_endpoint: get("grpc")?.to_string(),
+        region: get("region").unwrap_or_default().to_string(),
         media_addrs: media,
         state: NodeState::parse(get("state")?)?,
         version: get("version").unwrap_or_default().to_string(),
@@ -333,6 +335,7 @@ mod tests {
         let n = NodeInfo {
             id: "a".into(),
             grpc_endpoint: "http://127.0.0.11:50051".into(),
+            region: "eu-west".into(),
             media_addrs: vec!["127.0.0.11:40000".parse().unwrap()],
             state: NodeState::Draining,
             version: "0.1.0".into(),

@@ -60,6 +60,8 @@ pub struct NodeInfo {
     pub id: String,
     /// Where its gRPC API is reached.
     pub grpc_endpoint: String,
+    /// Its region (`cluster.region`); empty for none.
+    pub region: String,
     /// Its Workers' UDP addresses.
     pub media_addrs: Vec<SocketAddr>,
     /// Serving or draining.

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use switchboard_core::{RoomId, RoomSpec};
 
-use super::ClusterConfig;
 use super::agent::{Agent, LostReason};
 use super::store::{Claim, ClusterStore, NodeInfo, NodeLoad, NodeState, RoomOwner, StoreError};
+use super::{ClusterConfig, Region};
 use crate::Gateway;
 
 #[derive(Default)]
@@ -171,9 +171,14 @@ async fn a_lease_past_its_deadline_is_fenced_before_any_call() {
 }
 
 fn node(id: &str, state: NodeState, sessions: u32) -> NodeInfo {
+    in_region(id, "", state, sessions)
+}
+
+fn in_region(id: &str, region: &str, state: NodeState, sessions: u32) -> NodeInfo {
     NodeInfo {
         id: id.into(),
         grpc_endpoint: format!("http://{id}:1"),
+        region: region.into(),
         media_addrs: Vec::new(),
         state,
         version: String::new(),
@@ -198,13 +203,47 @@ async fn placement_never_picks_a_draining_node() {
         store.heartbeat(&n, Duration::from_secs(6)).await.unwrap();
     }
     for _ in 0..50 {
-        let p = agent.place().await.unwrap();
+        let p = agent.place(None).await.unwrap();
         assert_ne!(p.id, "idle-but-draining");
     }
     // Once this node drains too, only the busy one is left.
     agent.drain().await;
     for _ in 0..20 {
-        assert_eq!(agent.place().await.unwrap().id, "busy");
+        assert_eq!(agent.place(None).await.unwrap().id, "busy");
     }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn placement_keeps_to_the_named_region_while_a_node_there_serves() {
+    let (gw, store, agent) = setup().await;
+    agent.beat().await;
+    let region = |s: &str| Region::parse(s).unwrap();
+    for n in [
+        in_region("eu-busy", "eu", NodeState::Serving, 500),
+        in_region("eu-draining", "eu", NodeState::Draining, 0),
+        in_region("us-idle", "us", NodeState::Serving, 0),
+    ] {
+        store.heartbeat(&n, Duration::from_secs(6)).await.unwrap();
+    }
+    for _ in 0..30 {
+        // The region's only serving node, however loaded; never a draining one.
+        assert_eq!(
+            agent.place(region("eu").as_ref()).await.unwrap().id,
+            "eu-busy"
+        );
+        assert_eq!(
+            agent.place(region("us").as_ref()).await.unwrap().id,
+            "us-idle"
+        );
+    }
+    // A region without a serving node, or none named (this node has no region): anywhere.
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..60 {
+        seen.insert(agent.place(region("ap").as_ref()).await.unwrap().id);
+        seen.insert(agent.place(None).await.unwrap().id);
+    }
+    assert!(seen.contains("us-idle") && seen.contains("me"), "{seen:?}");
+    assert!(!seen.contains("eu-draining"), "{seen:?}");
     gw.shutdown().await;
 }

@@ -173,8 +173,19 @@ impl Drop for TempDir {
 }
 
 impl Node {
-    /// Starts node `id` on `ip` in `cluster` with the test timings and `extra` TOML.
+    /// Starts node `id` on `ip` in `cluster` with the test timings.
     pub fn start(id: &str, ip: &str, redis: &Redis, cluster: &str) -> anyhow::Result<Self> {
+        Self::start_in(id, ip, redis, cluster, "")
+    }
+
+    /// [`Node::start`] with `cluster.region = region`.
+    pub fn start_in(
+        id: &str,
+        ip: &str,
+        redis: &Redis,
+        cluster: &str,
+        region: &str,
+    ) -> anyhow::Result<Self> {
         let dir = TempDir::new(id);
         let cfg = dir.0.join("switchboard.toml");
         let text = format!(
@@ -194,7 +205,8 @@ enabled = false
 enabled = false
 [log]
 filter = "info,switchboard_gateway::cluster=debug"
-{}"#,
+{}region = "{region}"
+"#,
             cluster_toml(&redis.url(), cluster, id)
         );
         std::fs::write(&cfg, text)?;
@@ -346,11 +358,21 @@ impl Clients {
     }
 
     pub async fn create_room(&self, id: &str) -> Result<pb::CreateRoomResponse, tonic::Status> {
+        self.create_room_in(id, "").await
+    }
+
+    /// CreateRoom with `region_hint`.
+    pub async fn create_room_in(
+        &self,
+        id: &str,
+        region_hint: &str,
+    ) -> Result<pb::CreateRoomResponse, tonic::Status> {
         self.rooms
             .clone()
             .create_room(pb::CreateRoomRequest {
                 room_id: id.into(),
                 options: None,
+                region_hint: region_hint.into(),
             })
             .await
             .map(tonic::Response::into_inner)

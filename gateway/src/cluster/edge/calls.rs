@@ -10,6 +10,7 @@ use switchboard_core::RoomId;
 use tonic::{Request, Response, Status};
 
 use super::{ClusterEdge, OWNER_HINT, Route, generate_room_id, is_forwarded, status};
+use crate::api::convert;
 
 /// Serves a call by `room`: locally, or on the owner through `$client`.
 macro_rules! by_room {
@@ -80,7 +81,13 @@ impl RoomService for ClusterEdge {
                 .find_node(&o.node)
                 .await
                 .ok_or_else(|| status::owner_gone(&room, &o.node))?,
-            None => self.agent.place().await.map_err(status::place)?,
+            None => {
+                let hint = convert::region_hint(&req.get_ref().region_hint)?;
+                self.agent
+                    .place(hint.as_ref())
+                    .await
+                    .map_err(status::place)?
+            }
         };
         let (meta, _, msg) = req.into_parts();
         // A lost race for the lease names the winner: one more hop there.

@@ -71,6 +71,7 @@ fn to_proto(n: &NodeInfo, score: f64) -> pb::ClusterNode {
     pb::ClusterNode {
         node_id: n.id.clone(),
         grpc_endpoint: n.grpc_endpoint.clone(),
+        region: n.region.clone(),
         media_addresses: n.media_addrs.iter().map(ToString::to_string).collect(),
         state: match n.state {
             NodeState::Serving => pb::NodeState::Serving,
