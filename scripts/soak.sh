@@ -2,7 +2,8 @@
 # Long churn soak (gateway/tests/soak.rs, the ignored test): SOAK_CYCLES cycles (default 500) of
 # 4 parallel calls with real str0m Peers over loopback, in a release build, inside a network
 # namespace with only `lo`. Asserts every Worker core, the process's fds and threads return to
-# where they were after the warm-up, and RSS stays within 15% of its post-warm-up value.
+# where they were after the warm-up (a tenth of the cycles, at most 50), the live event
+# subscriptions where they were before the first call, and RSS within 15% of its post-warm-up value.
 #   SOAK_CYCLES=2000 bash scripts/soak.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -312,6 +312,12 @@ impl EventBus {
         self.tx.len()
     }
 
+    /// Live subscriptions: `WatchEvents` streams past their replay plus the gateway's own
+    /// listeners. Each ends when its reader goes away, so this returns to its idle value.
+    pub fn live_subscribers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
     /// Subscribes from the next event on.
     pub fn subscribe(&self, filter: EventFilter) -> EventSubscription {
         EventSubscription {

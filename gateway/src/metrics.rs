@@ -78,6 +78,7 @@ async fn scrape(State(sources): State<Arc<Sources>>) -> impl IntoResponse {
             published + 1 - oldest.min(published + 1)
         },
         backlog: bus.live_backlog() as u64,
+        subscribers: bus.live_subscribers() as u64,
     };
     let health = sources.handle.worker_health();
     match render(&snapshots, &health, turn, gauges) {
@@ -95,6 +96,7 @@ struct BusGauges {
     published: u64,
     kept: u64,
     backlog: u64,
+    subscribers: u64,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -468,6 +470,12 @@ fn render(
         "events_live_backlog",
         "Events not yet read by the slowest live WatchEvents stream (the bus's lag).",
         &[(none(), bus.backlog as i64)],
+    );
+    b.gauge(
+        "events_live_subscribers",
+        "Live event subscriptions: WatchEvents streams past their replay plus the gateway's own \
+         listeners (each ends when its reader goes away).",
+        &[(none(), bus.subscribers as i64)],
     );
     b.counter(
         "peer_driven_log_lines",

@@ -27,7 +27,9 @@ pub(crate) struct StreamLimits {
 }
 
 /// Starts forwarding `sub` and returns the response stream. The forwarding task ends when the
-/// subscription ends, the stream overflows (after queueing DATA_LOSS) or the reader goes away.
+/// subscription ends, the stream overflows (after queueing DATA_LOSS) or the reader goes away,
+/// at once, even while no event comes (a Room-filtered stream of a deleted Room gets none: the
+/// task and its subscription would otherwise stay for the life of the process).
 ///
 /// Live events never wait: a full queue ends the stream. Replayed events (a resume) wait for
 /// the reader instead, since they are held by the replay ring anyway; live events published
@@ -45,7 +47,12 @@ pub(crate) fn spawn(mut sub: EventSubscription, limits: StreamLimits) -> EventSt
     let returned = budget.clone();
     tokio::spawn(async move {
         loop {
-            let (item, last) = match sub.next().await {
+            let next = tokio::select! {
+                biased;
+                () = tx.closed() => break,
+                next = sub.next() => next,
+            };
+            let (item, last) = match next {
                 Ok(ev) => (Ok((&*ev).to_proto()), ev.body == EventBody::Draining),
                 Err(EventStreamError::Lagged { missed }) => (Err(events_lost(missed)), true),
                 Err(EventStreamError::Closed) => break,
@@ -181,6 +188,32 @@ mod tests {
         for _ in 0..100 {
             tokio::task::yield_now().await;
         }
+    }
+
+    #[tokio::test]
+    async fn the_task_ends_when_the_reader_goes_away_even_if_no_event_comes() {
+        let bus = bus();
+        let limits = StreamLimits {
+            events: 16,
+            bytes: 1 << 20,
+        };
+        let quiet = EventFilter {
+            room: Some(RoomId::parse("deleted-long-ago").unwrap()),
+            ..EventFilter::default()
+        };
+        let stream = spawn(bus.subscribe(quiet), limits);
+        settle().await;
+        assert_eq!(bus.live_subscribers(), 1);
+        // Other Rooms' events pass by; none matches.
+        bus.publish(offer(10));
+        settle().await;
+        drop(stream);
+        settle().await;
+        assert_eq!(
+            bus.live_subscribers(),
+            0,
+            "the forwarding task ended and dropped its subscription"
+        );
     }
 
     #[tokio::test]

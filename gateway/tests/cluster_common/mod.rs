@@ -144,6 +144,8 @@ pub struct Node {
     child: Child,
     pub grpc: String,
     pub udp: Vec<SocketAddr>,
+    /// The admin listener (`/metrics`).
+    pub admin: SocketAddr,
     pub log: PathBuf,
     _dir: TempDir,
 }
@@ -227,9 +229,9 @@ filter = "info,switchboard_gateway::cluster=debug"
                 let _ = tx.send(line);
             }
         });
-        let (mut grpc, mut udp) = (None, Vec::new());
+        let (mut grpc, mut udp, mut admin) = (None, Vec::new(), None);
         let end = Instant::now() + Duration::from_secs(20);
-        while grpc.is_none() || udp.is_empty() {
+        while grpc.is_none() || udp.is_empty() || admin.is_none() {
             let left = end.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 let _ = child.kill();
@@ -245,6 +247,8 @@ filter = "info,switchboard_gateway::cluster=debug"
                 grpc = rest.split_whitespace().next().map(str::to_string);
             } else if let Some((_, a)) = line.trim().split_once(": UDP ") {
                 udp.push(a.trim().parse()?);
+            } else if let Some(a) = line.trim().strip_prefix("metrics: http://") {
+                admin = Some(a.trim_end_matches("/metrics").parse()?);
             }
         }
         Ok(Self {
@@ -253,9 +257,19 @@ filter = "info,switchboard_gateway::cluster=debug"
             child,
             grpc: grpc.unwrap(),
             udp,
+            admin: admin.unwrap(),
             log,
             _dir: dir,
         })
+    }
+
+    /// `switchboard_events_live_subscribers` from the node's `/metrics`.
+    pub async fn live_subscribers(&self) -> anyhow::Result<u64> {
+        let (_, body) = switchboard_integration_tests::http_get(self.admin, "/metrics").await?;
+        body.lines()
+            .find_map(|l| l.strip_prefix("switchboard_events_live_subscribers "))
+            .and_then(|v| v.trim().parse().ok())
+            .context("no switchboard_events_live_subscribers in /metrics")
     }
 
     pub fn pid(&self) -> u32 {

@@ -180,6 +180,8 @@ impl ClusterEdge {
         tokio::spawn(async move {
             loop {
                 let item = tokio::select! {
+                    biased;
+                    () = tx.closed() => return,
                     ev = local.next() => match ev {
                         Some(ev) => ev,
                         None => return,
@@ -255,7 +257,12 @@ impl ClusterEdge {
         let (tx, out) = self.sink();
         tokio::spawn(async move {
             loop {
-                let item = match rx.recv().await {
+                let next = tokio::select! {
+                    biased;
+                    () = tx.closed() => return,
+                    next = rx.recv() => next,
+                };
+                let item = match next {
                     Ok(item) => item,
                     Err(broadcast::error::RecvError::Closed) => return,
                     Err(broadcast::error::RecvError::Lagged(n)) => Err(Status::data_loss(format!(
