@@ -657,6 +657,21 @@ async fn new_rooms_go_to_the_hinted_region_else_the_callers_else_anywhere() -> a
     Ok(())
 }
 
+/// Waits (10 s) until `node`'s live event subscriptions are above `base` (`above`), or again at
+/// most `base`.
+async fn subscriptions(node: &Node, base: u64, above: bool) -> anyhow::Result<()> {
+    wait_until(Duration::from_secs(10), || async {
+        match node.live_subscribers().await {
+            Ok(k) if (k > base) == above => Ok(()),
+            r => Err(format!(
+                "{}: live subscriptions {r:?}, {base} before",
+                node.id
+            )),
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_through_another_node_ends_there_and_on_the_owner_when_its_reader_goes_away()
 -> anyhow::Result<()> {
@@ -666,51 +681,15 @@ async fn a_watch_through_another_node_ends_there_and_on_the_owner_when_its_reade
     let owner = c.node(&created.owner_node_id);
     let via = c.others(&owner.id)[0];
     let base = owner.live_subscribers().await?;
-    // Relayed: `via` holds the watcher, the owner one upstream stream for it.
-    let watch = via.clients().watch("quiet").await?;
-    wait_until(Duration::from_secs(10), || async {
-        match owner.live_subscribers().await {
-            Ok(n) if n > base => Ok(()),
-            r => Err(format!(
-                "owner's live subscriptions {r:?}, {base} before the watch"
-            )),
-        }
-    })
-    .await?;
-    // The Room stays and stays quiet: no event will tell any task that the reader left.
-    drop(watch);
-    wait_until(Duration::from_secs(10), || async {
-        match owner.live_subscribers().await {
-            Ok(n) if n <= base => Ok(()),
-            r => Err(format!(
-                "owner's live subscriptions {r:?}, {base} before the watch"
-            )),
-        }
-    })
-    .await?;
-
-    // Directly on the owner (a Room-filtered stream served there, with its lost-Room watch).
-    let watch = owner.clients().watch("quiet").await?;
-    wait_until(Duration::from_secs(10), || async {
-        match owner.live_subscribers().await {
-            Ok(n) if n > base => Ok(()),
-            r => Err(format!(
-                "owner's live subscriptions {r:?}, {base} before the watch"
-            )),
-        }
-    })
-    .await?;
-    drop(watch);
-    wait_until(Duration::from_secs(10), || async {
-        match owner.live_subscribers().await {
-            Ok(n) if n <= base => Ok(()),
-            r => Err(format!(
-                "owner's live subscriptions {r:?}, {base} before the watch"
-            )),
-        }
-    })
-    .await?;
-
+    // Relayed: `via` holds the watcher, the owner one upstream stream for it. Then directly on
+    // the owner (served there, with its lost-Room watch). The Room stays and stays quiet: no
+    // event will tell any task that the reader left.
+    for through in [via, owner] {
+        let watch = through.clients().watch("quiet").await?;
+        subscriptions(owner, base, true).await?;
+        drop(watch);
+        subscriptions(owner, base, false).await?;
+    }
     // Cluster-wide (unfiltered) through `via`: one upstream on each other node, all ended when
     // the reader goes away.
     let mut bases = Vec::new();
@@ -725,23 +704,11 @@ async fn a_watch_through_another_node_ends_there_and_on_the_owner_when_its_reade
         .await?
         .into_inner();
     for (n, base) in c.nodes.iter().zip(&bases) {
-        wait_until(Duration::from_secs(10), || async {
-            match n.live_subscribers().await {
-                Ok(k) if k > *base => Ok(()),
-                r => Err(format!("{}: live subscriptions {r:?}, {base} before", n.id)),
-            }
-        })
-        .await?;
+        subscriptions(n, *base, true).await?;
     }
     drop(all);
     for (n, base) in c.nodes.iter().zip(&bases) {
-        wait_until(Duration::from_secs(10), || async {
-            match n.live_subscribers().await {
-                Ok(k) if k <= *base => Ok(()),
-                r => Err(format!("{}: live subscriptions {r:?}, {base} before", n.id)),
-            }
-        })
-        .await?;
+        subscriptions(n, *base, false).await?;
     }
     Ok(())
 }
