@@ -18,9 +18,9 @@ pub struct ClusterConfig {
     /// This node's id (1 to 64 characters from `A-Z a-z 0-9 _ - .`). Empty: a random id per start.
     pub node_id: String,
     /// This node's region (1 to 64 characters from `A-Z a-z 0-9 _ - .`, e.g. `eu-west`), or empty
-    /// for none. A new Room goes to a node of the region the caller names in `region_hint`, else
-    /// of the region of the node that received the call, when one of them is serving; otherwise
-    /// to any node.
+    /// for none. A new Room goes to a serving node of the region named by `region_hint` or,
+    /// without a hint, of this region (the region of the node that received the call); when no
+    /// node of that one region is serving, to any serving node.
     pub region: String,
     /// The gRPC endpoint other nodes and backends use to reach this node (`http://host:port`).
     /// Empty: `http://` + the address gRPC is bound to, which must then be a specific address.

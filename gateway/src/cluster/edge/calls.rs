@@ -61,6 +61,8 @@ impl RoomService for ClusterEdge {
         if is_forwarded(&req) {
             return self.create_here(req).await;
         }
+        // Checked before any store call, so a bad hint is INVALID_ARGUMENT whatever the store does.
+        let hint = convert::region_hint(&req.get_ref().region_hint)?;
         if req.get_ref().room_id.is_empty() {
             req.get_mut().room_id = generate_room_id();
         }
@@ -81,13 +83,11 @@ impl RoomService for ClusterEdge {
                 .find_node(&o.node)
                 .await
                 .ok_or_else(|| status::owner_gone(&room, &o.node))?,
-            None => {
-                let hint = convert::region_hint(&req.get_ref().region_hint)?;
-                self.agent
-                    .place(hint.as_ref())
-                    .await
-                    .map_err(status::place)?
-            }
+            None => self
+                .agent
+                .place(hint.as_ref())
+                .await
+                .map_err(status::place)?,
         };
         let (meta, _, msg) = req.into_parts();
         // A lost race for the lease names the winner: one more hop there.

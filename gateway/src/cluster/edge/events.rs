@@ -179,8 +179,8 @@ impl ClusterEdge {
         let (tx, stream) = self.sink();
         tokio::spawn(async move {
             loop {
+                // Unbiased, so lost-Room notices are not starved by a busy local stream.
                 let item = tokio::select! {
-                    biased;
                     () = tx.closed() => return,
                     ev = local.next() => match ev {
                         Some(ev) => ev,

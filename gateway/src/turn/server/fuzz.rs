@@ -9,7 +9,7 @@
 //!   127.0.0.1, which cannot send off the host.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -98,8 +98,9 @@ pub fn fuzz_turn_message(data: &[u8]) {
     }
 }
 
-/// The engine the session body drives, with a runtime for its relay tasks (one worker thread,
-/// so a cancelled relay task ends and frees its socket).
+/// The engine the session body drives, with a running runtime for its relay tasks (a task
+/// cancelled when its allocation goes must run to its end to free its socket; one worker thread
+/// is enough).
 fn session_engine() -> (Arc<Shared>, &'static tokio::runtime::Runtime) {
     static S: OnceLock<(Arc<Shared>, tokio::runtime::Runtime)> = OnceLock::new();
     let (shared, rt) = S.get_or_init(|| {
@@ -216,7 +217,6 @@ fn raw_attributes(b: &mut MessageWriteVec, p: &mut Bytes<'_>) {
 /// the credential that signed the request; an indication or ChannelData frame gets none; when
 /// the client's allocation is removed, no allocation, relay port or per-identity tally remains.
 pub fn fuzz_turn_session(data: &[u8]) {
-    static NEXT_PORT: AtomicU16 = AtomicU16::new(1);
     let Some((&sel, ops)) = data.split_first() else {
         return;
     };
@@ -227,7 +227,8 @@ pub fn fuzz_turn_session(data: &[u8]) {
         1 => Transport::Tcp,
         _ => Transport::Tls,
     };
-    let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed).max(1);
+    // From the input, so a failing input replays alike (its allocation is removed at the end).
+    let port = 40_000 + u16::from(sel);
     let five = FiveTuple {
         transport,
         client: SocketAddr::new(Ipv4Addr::new(192, 0, 2, 7).into(), port),
