@@ -51,11 +51,7 @@ fn warm_up_cycles(cycles: usize) -> usize {
 /// `switchboard_events_live_subscribers` from `/metrics`.
 async fn live_subscribers(gw: &Gateway) -> anyhow::Result<u64> {
     let admin = gw.admin_addr().expect("the admin listener is on");
-    let (_, body) = http_get(admin, "/metrics").await?;
-    body.lines()
-        .find_map(|l| l.strip_prefix("switchboard_events_live_subscribers "))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no switchboard_events_live_subscribers in /metrics"))
+    metric(admin, "switchboard_events_live_subscribers").await
 }
 
 async fn one_call(h: GatewayHandle, c: Clients, room: String) -> anyhow::Result<()> {

@@ -108,6 +108,17 @@ impl Clients {
     }
 }
 
+/// The value of the unlabelled metric `name` (e.g. `switchboard_events_live_subscribers`) from
+/// the admin listener's `/metrics`.
+pub async fn metric(admin: std::net::SocketAddr, name: &str) -> anyhow::Result<u64> {
+    let (_, body) = http_get(admin, "/metrics").await?;
+    let prefix = format!("{name} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no {name} in /metrics"))
+}
+
 /// `GET path` over plain HTTP/1.1 (the admin listener); the status line and the body.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(String, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -22,3 +22,10 @@ pub use crate::udp::{TcpStats, UdpPeer};
 pub use str0m::channel::{ChannelConfig, Reliability};
 pub use str0m::format::Codec;
 pub use str0m::net::Protocol;
+
+/// The base instant of a simulated run: the one clock read a sans-IO test needs (an `Instant`
+/// cannot be made otherwise), taken here so that the code under test never reads the clock;
+/// everything after it is the test's own time.
+pub fn base_instant() -> std::time::Instant {
+    std::time::Instant::now()
+}

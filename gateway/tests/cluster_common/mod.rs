@@ -265,11 +265,8 @@ filter = "info,switchboard_gateway::cluster=debug"
 
     /// `switchboard_events_live_subscribers` from the node's `/metrics`.
     pub async fn live_subscribers(&self) -> anyhow::Result<u64> {
-        let (_, body) = switchboard_integration_tests::http_get(self.admin, "/metrics").await?;
-        body.lines()
-            .find_map(|l| l.strip_prefix("switchboard_events_live_subscribers "))
-            .and_then(|v| v.trim().parse().ok())
-            .context("no switchboard_events_live_subscribers in /metrics")
+        switchboard_integration_tests::metric(self.admin, "switchboard_events_live_subscribers")
+            .await
     }
 
     pub fn pid(&self) -> u32 {

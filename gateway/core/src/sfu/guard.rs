@@ -95,8 +95,8 @@ mod tests {
 
     #[test]
     fn a_panic_is_contained_and_poisons_the_guard_for_good() {
-        // A base instant for the `Rtc`; the code under test reads no clock.
-        let now = std::time::Instant::now();
+        // A base instant for the `Rtc` from the test support; the code under test reads no clock.
+        let now = switchboard_testpeer::base_instant();
         let mut g = RtcGuard::build(|| Rtc::new(now)).unwrap();
         assert_eq!(g.read(Rtc::is_connected), Ok(false));
         g.fault = true;
